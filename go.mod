@@ -1,0 +1,3 @@
+module github.com/ruvector/ruvector-healing
+
+go 1.23
