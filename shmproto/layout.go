@@ -1,0 +1,217 @@
+// Package shmproto is the Go side of the shared-memory protocol between the
+// ruvector_healing PostgreSQL extension and the sidecar.
+//
+// The Go structs in this file are the single source of truth for the layout:
+// `go generate ./shmproto` writes extension_stub/ruvector_shm_layout.h from
+// them, and TestCLayoutAgrees compiles a C program against that header and
+// proves every offset, size and constant is the same on both sides.
+//
+// Concurrency rules (see also the C side, extension_stub/segment.c):
+//   - Every field that more than one process touches is an atomic.
+//   - Each field has one writer, except where a compare-and-swap protocol
+//     makes several safe (the throttle words and the slot seqlock).
+//   - No lock is ever shared with Go: a Go process that died holding one
+//     would wedge every backend. Readers of seqlocked data retry a bounded
+//     number of times and report "unknown" rather than spin forever.
+package shmproto
+
+//go:generate go run ./internal/gen -o ../extension_stub/ruvector_shm_layout.h
+
+import (
+	"sync/atomic"
+	"unsafe"
+)
+
+// Layout constants shared with C. Changing any of them, or any struct below,
+// requires bumping LayoutVersion.
+const (
+	// Magic spells "RUVHEAL1"; it is written last, after a write barrier,
+	// so a reader that sees it sees a fully initialised header.
+	Magic         uint64 = 0x314C414548565552
+	LayoutVersion uint32 = 1
+
+	CacheLine = 64
+	NameLen   = 64 // NAMEDATALEN: a collection name is an identifier
+
+	// FileName is the segment's file inside $PGDATA/pg_stat_tmp, a
+	// directory that base backups and pg_rewind skip.
+	FileName = "ruvector_healing.shm"
+	FileDir  = "pg_stat_tmp"
+
+	// SeqlockReadRetries bounds how long a reader waits for a writer that
+	// may have died mid-write.
+	SeqlockReadRetries = 1000
+)
+
+// Op is a throttled operation kind; its value indexes Slot.Ops.
+type Op uint32
+
+const (
+	OpInsert     Op = 0 // single-row and small statements
+	OpBulkInsert Op = 1 // COPY FROM and large multi-row statements
+	NumOps          = 2
+)
+
+// OpNames are the SQL spellings of the ops, indexed by Op.
+var OpNames = [NumOps]string{"insert", "bulk_insert"}
+
+// State is a collection's integrity state. The numbers are also the values
+// of the ruvector_integrity_state metric.
+type State uint32
+
+const (
+	StateNormal   State = 0
+	StateStress   State = 1
+	StateCritical State = 2
+	StateUnknown  State = 3
+	NumStates           = 4
+)
+
+// StateNames are the SQL spellings of the states, indexed by State.
+var StateNames = [NumStates]string{"normal", "stress", "critical", "unknown"}
+
+// SetBy says who set a throttle.
+type SetBy uint32
+
+const (
+	SetByNone    SetBy = 0
+	SetBySidecar SetBy = 1
+	SetByManual  SetBy = 2
+	NumSetBy           = 3
+)
+
+// SetByNames are the SQL spellings of SetBy, indexed by SetBy.
+var SetByNames = [NumSetBy]string{"none", "sidecar", "manual"}
+
+// Throttle word: one atomic 32-bit value per op so that the percentage, who
+// set it and a change counter move together. The counter defeats ABA: the
+// watchdog expiring a manual throttle cannot clear a fresh one that happens
+// to carry the same percentage.
+const (
+	ThrottlePctMask    = 0xff
+	ThrottleSetByShift = 8
+	ThrottleSetByMask  = 0xff
+	ThrottleSeqShift   = 16
+)
+
+// Header is the segment's first HeaderSize bytes.
+type Header struct {
+	Magic      atomic.Uint64 // written last at creation
+	Version    uint32
+	HeaderSize uint32
+	SlotSize   uint32
+	SlotCount  uint32
+	// RelmapOffset and RelmapCount locate the relation map (RelmapEntry
+	// array) after the slots.
+	RelmapOffset      uint32
+	RelmapCount       uint32
+	SystemIdentifier  uint64
+	PostmasterPID     uint32
+	_                 uint32
+	PostmasterStartUs int64 // Unix microseconds
+	// Generation is bumped at every (re)initialisation, crash restarts
+	// included, so the sidecar knows its view is stale.
+	Generation uint64
+
+	// Written by the watchdog worker.
+	WatchdogPID         atomic.Uint32
+	SidecarTimeoutMs    atomic.Uint32 // ruvector.sidecar_timeout, republished on reload
+	WatchdogHeartbeatUs atomic.Int64
+	// Outage is 1 while the watchdog considers the sidecar dead.
+	Outage         atomic.Uint32
+	_              uint32
+	SidecarOutages atomic.Uint64
+
+	// Written by the sidecar.
+	SidecarPID         atomic.Uint32
+	_                  uint32
+	SidecarHeartbeatUs atomic.Int64
+
+	// RegistrySeq is the seqlock over slot identities and the relation
+	// map. Only the extension writes it (serialised by a table lock).
+	RegistrySeq atomic.Uint64
+
+	_ [136]byte
+}
+
+// OpState is one op's throttle, token bucket and counters in a slot.
+type OpState struct {
+	Throttle atomic.Uint32 // seq<<16 | setby<<8 | pct
+	_        uint32
+	// ExpiresUs is when a manual throttle lapses (0: never). Written
+	// before the throttle word, so a reader that sees the word sees it.
+	ExpiresUs atomic.Int64
+	SetAtUs   atomic.Int64
+	// TatUs is the token bucket's theoretical arrival time (GCRA): writes
+	// charged after the fact push it forward by rows/rate.
+	TatUs atomic.Int64
+	// BaselineMilli is the recent unthrottled admitted rate, rows/s × 1000.
+	BaselineMilli   atomic.Uint64
+	WindowStartUs   atomic.Int64
+	WindowRows      atomic.Uint64
+	WindowThrottled atomic.Uint32
+	_               uint32
+
+	// Live counters kept by the gate.
+	AdmittedRows       atomic.Uint64
+	DelayedStatements  atomic.Uint64
+	WaitUs             atomic.Uint64
+	RejectedStatements atomic.Uint64
+	_                  [32]byte
+}
+
+// Slot is one collection's cache-line-aligned record.
+type Slot struct {
+	// Seq is the seqlock over LambdaBits, State and StateSinceUs. Writers
+	// take it by compare-and-swap from even to odd.
+	Seq atomic.Uint64
+	// InUse, CollectionID, DatabaseOID, RelationOID and Name are the slot's
+	// identity, protected by Header.RegistrySeq.
+	InUse        atomic.Uint32
+	CollectionID uint32
+	DatabaseOID  uint32
+	RelationOID  uint32
+	Name         [NameLen]byte
+
+	LambdaBits      atomic.Uint64 // float64 bits
+	State           atomic.Uint32
+	_               uint32
+	StateSinceUs    atomic.Int64
+	LambdaUpdatedUs atomic.Int64
+	_               [8]byte
+
+	Ops [NumOps]OpState
+}
+
+// RelmapEntry maps a relation (a collection's table or one of its
+// partitions) to a slot. SlotPlusOne is 0 for an empty entry.
+type RelmapEntry struct {
+	DatabaseOID uint32
+	RelationOID uint32
+	SlotPlusOne uint32
+	_           uint32
+}
+
+// Sizes of the layout, derived from the structs.
+const (
+	HeaderSize      = int(unsafe.Sizeof(Header{}))
+	SlotSize        = int(unsafe.Sizeof(Slot{}))
+	OpStateSize     = int(unsafe.Sizeof(OpState{}))
+	RelmapEntrySize = int(unsafe.Sizeof(RelmapEntry{}))
+)
+
+// SegmentSize is the file size for the given counts; slots start at
+// HeaderSize and the relation map follows them.
+func SegmentSize(slots, relmap int) int {
+	return HeaderSize + slots*SlotSize + relmap*RelmapEntrySize
+}
+
+// PackThrottle builds a throttle word.
+func PackThrottle(seq uint32, by SetBy, pct uint32) uint32 {
+	return seq<<ThrottleSeqShift | uint32(by)<<ThrottleSetByShift | pct&ThrottlePctMask
+}
+
+// UnpackThrottle splits a throttle word.
+func UnpackThrottle(w uint32) (seq uint32, by SetBy, pct uint32) {
+	return w >> ThrottleSeqShift, SetBy(w >> ThrottleSetByShift & ThrottleSetByMask), w & ThrottlePctMask
+}

@@ -1,0 +1,499 @@
+package shmproto
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Errors callers branch on. Validation failures wrap ErrInvalidSegment
+// inside a *ValidationError that names the field.
+var (
+	ErrInvalidSegment = errors.New("shmproto: invalid segment")
+	ErrNoCollection   = errors.New("shmproto: no such collection in the segment")
+	ErrManualPinned   = errors.New("shmproto: a manual throttle pins this slot")
+	ErrSeqlockBusy    = errors.New("shmproto: seqlock held by another writer")
+	ErrClosed         = errors.New("shmproto: segment closed")
+)
+
+// ValidationError says which header field made a segment unusable.
+type ValidationError struct {
+	Path  string
+	Field string
+	Got   any
+	Want  any
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("shmproto: segment %s: %s is %v, want %v", e.Path, e.Field, e.Got, e.Want)
+}
+
+func (e *ValidationError) Unwrap() error { return ErrInvalidSegment }
+
+// Options says what an opened segment must match.
+type Options struct {
+	// SystemIdentifier, when non-zero, must equal the header's: it proves
+	// the segment belongs to the cluster the sidecar is connected to.
+	SystemIdentifier uint64
+	// OwnerUID, when non-negative, must own the file (the server's user).
+	OwnerUID int
+}
+
+// Path returns the segment file of a data directory.
+func Path(dataDir string) string {
+	return filepath.Join(dataDir, FileDir, FileName)
+}
+
+// Segment is a mapped, validated segment. Its methods are safe for
+// concurrent use; Refresh swaps the mapping under a write lock so no reader
+// ever touches unmapped memory.
+type Segment struct {
+	path string
+	opts Options
+
+	mu    sync.RWMutex
+	mem   []byte
+	ino   uint64
+	gen   uint64
+	slots int
+}
+
+// Open maps and validates the segment file at path.
+func Open(path string, opts Options) (*Segment, error) {
+	s := &Segment{path: path, opts: opts}
+	mem, ino, err := mapFile(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.install(mem, ino)
+	return s, nil
+}
+
+func (s *Segment) install(mem []byte, ino uint64) {
+	s.mem = mem
+	s.ino = ino
+	h := (*Header)(unsafe.Pointer(&mem[0]))
+	s.gen = h.Generation
+	s.slots = int(h.SlotCount)
+}
+
+func mapFile(path string, opts Options) ([]byte, uint64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("shmproto: open segment: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, fmt.Errorf("shmproto: stat segment: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil, 0, fmt.Errorf("shmproto: stat segment %s: no owner information", path)
+	}
+	if opts.OwnerUID >= 0 && int(st.Uid) != opts.OwnerUID {
+		return nil, 0, &ValidationError{Path: path, Field: "file owner uid", Got: st.Uid, Want: opts.OwnerUID}
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, 0, &ValidationError{Path: path, Field: "file mode", Got: fmt.Sprintf("%04o", perm), Want: "0600 (no group or other access)"}
+	}
+	size := fi.Size()
+	if size < int64(HeaderSize) {
+		return nil, 0, &ValidationError{Path: path, Field: "file size", Got: size, Want: fmt.Sprintf(">= %d", HeaderSize)}
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, 0, fmt.Errorf("shmproto: mmap segment: %w", err)
+	}
+	if err := validate(path, mem, opts); err != nil {
+		_ = unix.Munmap(mem)
+		return nil, 0, err
+	}
+	return mem, st.Ino, nil
+}
+
+func validate(path string, mem []byte, opts Options) error {
+	h := (*Header)(unsafe.Pointer(&mem[0]))
+	// Magic is written last by the extension: reading it first (an atomic
+	// load, so ordered before the plain loads below) means the rest is set.
+	if m := h.Magic.Load(); m != Magic {
+		return &ValidationError{Path: path, Field: "magic", Got: fmt.Sprintf("%#x", m), Want: fmt.Sprintf("%#x", Magic)}
+	}
+	if h.Version != LayoutVersion {
+		return &ValidationError{Path: path, Field: "layout version", Got: h.Version, Want: LayoutVersion}
+	}
+	if h.HeaderSize != uint32(HeaderSize) {
+		return &ValidationError{Path: path, Field: "header size", Got: h.HeaderSize, Want: HeaderSize}
+	}
+	if h.SlotSize != uint32(SlotSize) {
+		return &ValidationError{Path: path, Field: "slot size", Got: h.SlotSize, Want: SlotSize}
+	}
+	if want := uint32(HeaderSize) + h.SlotCount*uint32(SlotSize); h.RelmapOffset != want {
+		return &ValidationError{Path: path, Field: "relation map offset", Got: h.RelmapOffset, Want: want}
+	}
+	if want := SegmentSize(int(h.SlotCount), int(h.RelmapCount)); len(mem) != want {
+		return &ValidationError{Path: path, Field: "file size", Got: len(mem), Want: want}
+	}
+	if opts.SystemIdentifier != 0 && h.SystemIdentifier != opts.SystemIdentifier {
+		return &ValidationError{Path: path, Field: "system identifier", Got: h.SystemIdentifier, Want: opts.SystemIdentifier}
+	}
+	return nil
+}
+
+// Close unmaps the segment.
+func (s *Segment) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mem == nil {
+		return nil
+	}
+	err := unix.Munmap(s.mem)
+	s.mem = nil
+	return err
+}
+
+// Refresh remaps the segment when the server has replaced it (a restart,
+// including a crash restart, creates a new file with a new generation). It
+// reports whether it remapped. A missing file (server down) is an error and
+// leaves the old mapping in place.
+func (s *Segment) Refresh() (bool, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(s.path, &st); err != nil {
+		return false, fmt.Errorf("shmproto: stat segment: %w", err)
+	}
+	s.mu.RLock()
+	same := s.mem != nil && st.Ino == s.ino
+	s.mu.RUnlock()
+	if same {
+		return false, nil
+	}
+	mem, ino, err := mapFile(s.path, s.opts)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	old := s.mem
+	s.install(mem, ino)
+	s.mu.Unlock()
+	if old != nil {
+		_ = unix.Munmap(old)
+	}
+	return true, nil
+}
+
+// view runs fn with the header and slots of the current mapping.
+func (s *Segment) view(fn func(h *Header, slot func(int) *Slot) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.mem == nil {
+		return ErrClosed
+	}
+	mem := s.mem
+	h := (*Header)(unsafe.Pointer(&mem[0]))
+	return fn(h, func(i int) *Slot {
+		return (*Slot)(unsafe.Pointer(&mem[HeaderSize+i*SlotSize]))
+	})
+}
+
+func (s *Segment) checkSlot(i int) error {
+	if i < 0 || i >= s.slots {
+		return fmt.Errorf("shmproto: slot %d out of range [0,%d)", i, s.slots)
+	}
+	return nil
+}
+
+// Info is the header's identity.
+type Info struct {
+	Path             string
+	Generation       uint64
+	SystemIdentifier uint64
+	PostmasterPID    uint32
+	PostmasterStart  time.Time
+	SlotCount        int
+	RelmapCount      int
+	SidecarTimeout   time.Duration
+	WatchdogPID      uint32
+	WatchdogBeat     time.Time
+	SidecarPID       uint32
+	SidecarBeat      time.Time
+	Outage           bool
+	SidecarOutages   uint64
+}
+
+// Info reads the header.
+func (s *Segment) Info() (Info, error) {
+	var in Info
+	err := s.view(func(h *Header, _ func(int) *Slot) error {
+		in = Info{
+			Path: s.path, Generation: h.Generation, SystemIdentifier: h.SystemIdentifier,
+			PostmasterPID: h.PostmasterPID, PostmasterStart: fromUs(h.PostmasterStartUs),
+			SlotCount: int(h.SlotCount), RelmapCount: int(h.RelmapCount),
+			SidecarTimeout: time.Duration(h.SidecarTimeoutMs.Load()) * time.Millisecond,
+			WatchdogPID:    h.WatchdogPID.Load(), WatchdogBeat: fromUs(h.WatchdogHeartbeatUs.Load()),
+			SidecarPID: h.SidecarPID.Load(), SidecarBeat: fromUs(h.SidecarHeartbeatUs.Load()),
+			Outage: h.Outage.Load() != 0, SidecarOutages: h.SidecarOutages.Load(),
+		}
+		return nil
+	})
+	return in, err
+}
+
+// Heartbeat tells the watchdog the sidecar (pid) is alive.
+func (s *Segment) Heartbeat(pid int, now time.Time) error {
+	return s.view(func(h *Header, _ func(int) *Slot) error {
+		h.SidecarPID.Store(uint32(pid))
+		h.SidecarHeartbeatUs.Store(now.UnixMicro())
+		return nil
+	})
+}
+
+// Collection is a slot's identity.
+type Collection struct {
+	Slot         int
+	CollectionID uint32
+	DatabaseOID  uint32
+	RelationOID  uint32
+	Name         string
+}
+
+// Collections lists the registered collections, read consistently under
+// the registry seqlock.
+func (s *Segment) Collections() ([]Collection, error) {
+	var out []Collection
+	err := s.view(func(h *Header, slot func(int) *Slot) error {
+		for try := 0; try < SeqlockReadRetries; try++ {
+			seq := h.RegistrySeq.Load()
+			if seq&1 != 0 {
+				spin(try)
+				continue
+			}
+			out = out[:0]
+			for i := 0; i < int(h.SlotCount); i++ {
+				sl := slot(i)
+				if sl.InUse.Load() == 0 {
+					continue
+				}
+				out = append(out, Collection{
+					Slot: i, CollectionID: sl.CollectionID, DatabaseOID: sl.DatabaseOID,
+					RelationOID: sl.RelationOID, Name: cString(sl.Name[:]),
+				})
+			}
+			if h.RegistrySeq.Load() == seq {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: registry", ErrSeqlockBusy)
+	})
+	return out, err
+}
+
+// Find returns the slot of a collection by name (and database, when dbOID
+// is non-zero).
+func (s *Segment) Find(name string, dbOID uint32) (Collection, error) {
+	cs, err := s.Collections()
+	if err != nil {
+		return Collection{}, err
+	}
+	for _, c := range cs {
+		if c.Name == name && (dbOID == 0 || c.DatabaseOID == dbOID) {
+			return c, nil
+		}
+	}
+	return Collection{}, fmt.Errorf("%w: %q", ErrNoCollection, name)
+}
+
+// Integrity is a slot's λ and state.
+type Integrity struct {
+	Lambda  float64
+	State   State
+	Since   time.Time
+	Updated time.Time
+}
+
+// ReadIntegrity reads λ and state under the slot's seqlock. A writer that
+// died mid-write leaves the sequence odd: after SeqlockReadRetries the read
+// fails with ErrSeqlockBusy rather than spinning.
+func (s *Segment) ReadIntegrity(i int) (Integrity, error) {
+	if err := s.checkSlot(i); err != nil {
+		return Integrity{}, err
+	}
+	var in Integrity
+	err := s.view(func(_ *Header, slot func(int) *Slot) error {
+		sl := slot(i)
+		for try := 0; try < SeqlockReadRetries; try++ {
+			seq := sl.Seq.Load()
+			if seq&1 != 0 {
+				spin(try)
+				continue
+			}
+			in = Integrity{
+				Lambda:  math.Float64frombits(sl.LambdaBits.Load()),
+				State:   State(sl.State.Load()),
+				Since:   fromUs(sl.StateSinceUs.Load()),
+				Updated: fromUs(sl.LambdaUpdatedUs.Load()),
+			}
+			if sl.Seq.Load() == seq {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: slot %d integrity", ErrSeqlockBusy, i)
+	})
+	return in, err
+}
+
+// WriteIntegrity publishes λ and state. The sidecar is the only regular
+// writer; the watchdog takes the same seqlock by compare-and-swap when it
+// marks states unknown, so the two can never interleave.
+func (s *Segment) WriteIntegrity(i int, lambda float64, state State, now time.Time) error {
+	if err := s.checkSlot(i); err != nil {
+		return err
+	}
+	if state >= NumStates {
+		return fmt.Errorf("shmproto: state %d out of range", state)
+	}
+	return s.view(func(_ *Header, slot func(int) *Slot) error {
+		sl := slot(i)
+		seq := sl.Seq.Load()
+		if seq&1 != 0 || !sl.Seq.CompareAndSwap(seq, seq+1) {
+			return fmt.Errorf("%w: slot %d", ErrSeqlockBusy, i)
+		}
+		if State(sl.State.Load()) != state {
+			sl.StateSinceUs.Store(now.UnixMicro())
+		}
+		sl.LambdaBits.Store(math.Float64bits(lambda))
+		sl.State.Store(uint32(state))
+		sl.LambdaUpdatedUs.Store(now.UnixMicro())
+		sl.Seq.Store(seq + 2)
+		return nil
+	})
+}
+
+// Throttle is one op's throttle setting.
+type Throttle struct {
+	Pct     uint32
+	SetBy   SetBy
+	SetAt   time.Time
+	Expires time.Time // zero: never
+	Seq     uint32
+}
+
+// Counters are the gate's live counters for one op.
+type Counters struct {
+	AdmittedRows       uint64
+	DelayedStatements  uint64
+	WaitMicros         uint64
+	RejectedStatements uint64
+	BaselineRowsPerSec float64
+}
+
+// ReadThrottle reads one op's throttle.
+func (s *Segment) ReadThrottle(i int, op Op) (Throttle, error) {
+	if err := s.checkSlot(i); err != nil {
+		return Throttle{}, err
+	}
+	if op >= NumOps {
+		return Throttle{}, fmt.Errorf("shmproto: op %d out of range", op)
+	}
+	var t Throttle
+	err := s.view(func(_ *Header, slot func(int) *Slot) error {
+		o := &slot(i).Ops[op]
+		seq, by, pct := UnpackThrottle(o.Throttle.Load())
+		t = Throttle{Pct: pct, SetBy: by, Seq: seq, SetAt: fromUs(o.SetAtUs.Load()), Expires: fromUs(o.ExpiresUs.Load())}
+		return nil
+	})
+	return t, err
+}
+
+// ReadCounters reads one op's counters.
+func (s *Segment) ReadCounters(i int, op Op) (Counters, error) {
+	if err := s.checkSlot(i); err != nil {
+		return Counters{}, err
+	}
+	if op >= NumOps {
+		return Counters{}, fmt.Errorf("shmproto: op %d out of range", op)
+	}
+	var c Counters
+	err := s.view(func(_ *Header, slot func(int) *Slot) error {
+		o := &slot(i).Ops[op]
+		c = Counters{
+			AdmittedRows: o.AdmittedRows.Load(), DelayedStatements: o.DelayedStatements.Load(),
+			WaitMicros: o.WaitUs.Load(), RejectedStatements: o.RejectedStatements.Load(),
+			BaselineRowsPerSec: float64(o.BaselineMilli.Load()) / 1000,
+		}
+		return nil
+	})
+	return c, err
+}
+
+// SetSidecarThrottle sets an op's throttle on behalf of the sidecar, with
+// one compare-and-swap on the throttle word and no SQL. It never overrides a
+// manual throttle that is still in force (ErrManualPinned). pct 0 releases
+// the sidecar's throttle.
+func (s *Segment) SetSidecarThrottle(i int, op Op, pct uint32, now time.Time) error {
+	if err := s.checkSlot(i); err != nil {
+		return err
+	}
+	if op >= NumOps {
+		return fmt.Errorf("shmproto: op %d out of range", op)
+	}
+	if pct > 100 {
+		return fmt.Errorf("shmproto: throttle %d%% out of range 0..100", pct)
+	}
+	return s.view(func(_ *Header, slot func(int) *Slot) error {
+		o := &slot(i).Ops[op]
+		for {
+			w := o.Throttle.Load()
+			seq, by, _ := UnpackThrottle(w)
+			if by == SetByManual {
+				exp := o.ExpiresUs.Load()
+				if exp == 0 || exp > now.UnixMicro() {
+					return ErrManualPinned
+				}
+			}
+			newBy := SetBySidecar
+			if pct == 0 {
+				newBy = SetByNone
+			}
+			// ExpiresUs belongs to manual throttles (written by the
+			// extension before its word) and is read only when the word says
+			// manual, so the sidecar never writes it: a store here could
+			// clobber a concurrent manual setting's expiry.
+			if o.Throttle.CompareAndSwap(w, PackThrottle(seq+1, newBy, pct)) {
+				o.SetAtUs.Store(now.UnixMicro())
+				return nil
+			}
+		}
+	})
+}
+
+func fromUs(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us)
+}
+
+func cString(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+// spin yields briefly: the writer is another process, so busy-waiting on
+// the sequence alone could starve it on a small machine.
+func spin(try int) {
+	if try < 16 {
+		return
+	}
+	time.Sleep(time.Microsecond * time.Duration(min(try, 100)))
+}
