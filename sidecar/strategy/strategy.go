@@ -1,0 +1,94 @@
+// Package strategy defines the remediation strategy contract of the healing
+// engine and the registry that picks, for a classified problem, the strategy to
+// run, explaining every choice.
+//
+// It holds no database code: strategies reach PostgreSQL, shared memory or
+// Kubernetes through their own dependencies, and everything the engine knows
+// about one healing attempt travels in [Context].
+package strategy
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/ruvector/ruvector-healing/sidecar/classify"
+)
+
+// Strategy is a remediation strategy: the design's RemediationStrategy.
+//
+// Implementations must be safe for concurrent use; the engine serialises
+// healing per collection but may heal several collections at once.
+type Strategy interface {
+	// Name is the stable identifier stored in healing_outcomes.strategy_name
+	// and used in configuration (require_approval_strategies) and learning.
+	Name() string
+	// Handles lists the problem classes the strategy remediates.
+	Handles() []classify.Class
+	// Impact estimates disruption in 0..1 (higher = more disruptive); it is
+	// compared with max_auto_heal_impact.
+	Impact() float64
+	// EstimatedDuration is the expected run time; the engine derives its
+	// timeout from it, so it must be positive.
+	EstimatedDuration() time.Duration
+	// Reversible reports whether Rollback can undo Execute.
+	Reversible() bool
+	// Execute remediates. It must honour ctx (the engine's timeout and abort)
+	// and record, through rc.Record, everything Rollback needs before each
+	// change is made, since the process may die between two steps.
+	Execute(ctx context.Context, rc *Context) (Result, error)
+	// Rollback undoes what Execute recorded in rc. Irreversible strategies
+	// return an error wrapping ErrNotReversible.
+	Rollback(ctx context.Context, rc *Context) error
+}
+
+// Availability is implemented by strategies that depend on their environment
+// (for example scaling replicas needs a Kubernetes API). An unavailable
+// strategy is never selected; the reason appears in the selection's
+// explanation. Strategies that do not implement it are always available.
+type Availability interface {
+	Available(ctx context.Context) (ok bool, reason string)
+}
+
+// Approval is deliberately not a strategy property: which strategies need a
+// human is operator policy (require_approval_strategies and
+// require_approval in the healing configuration), passed to Select in Limits,
+// so there is one place that decides it.
+
+// Result is the outcome of Execute.
+type Result struct {
+	Success      bool `json:"success"`
+	ActionsTaken int  `json:"actions_taken"`
+	// Improvement is the relative change of λ the strategy observed, as a
+	// fraction: (λ_after − λ_initial) / λ_initial, so 0.25 means 25% better.
+	// Preventive strategies report 0 and let the engine measure.
+	Improvement float64        `json:"improvement"`
+	Metadata    map[string]any `json:"metadata,omitempty"`
+	// Noop is set when the strategy found nothing to do (for example the
+	// replica count is already at its cap). Nothing changed, so there is
+	// nothing to roll back.
+	Noop bool `json:"noop"`
+}
+
+// NoopResult reports that nothing was done, and why. It is not a success:
+// doing nothing cannot be what repaired the collection, and learning should
+// not credit it.
+func NoopResult(reason string) Result {
+	return Result{Noop: true, Metadata: map[string]any{"noop_reason": reason}}
+}
+
+// Errors callers branch on.
+var (
+	// ErrNotReversible is returned (wrapped) by Rollback of an irreversible strategy.
+	ErrNotReversible = errors.New("strategy is not reversible")
+	// ErrDuplicate is returned (wrapped) when registering a name twice.
+	ErrDuplicate = errors.New("duplicate strategy name")
+	// ErrInvalid is returned (wrapped) when registering a malformed strategy.
+	ErrInvalid = errors.New("invalid strategy")
+	// ErrNoSampler is returned when a strategy samples integrity and the
+	// engine injected no sampler.
+	ErrNoSampler = errors.New("no integrity sampler in context")
+	// ErrNoRecorder is returned when a strategy records an action and the
+	// engine injected no recorder.
+	ErrNoRecorder = errors.New("no action recorder in context")
+)
