@@ -271,7 +271,7 @@ func TestHotspotFields(t *testing.T) {
 			wantNotes: []string{"no partition metric for witness partition 1, 2, 3, 4"},
 		},
 		{
-			// partition 4 has no load; mean over known = (50+10+10+10)/4 = 20 
+			// partition 4 has no load; mean over known = (50+10+10+10)/4 = 20
 			name:      "missing partition ranks last",
 			load:      map[int64]float64{1: 10, 2: 10, 3: 10, 5: 50},
 			ids:       []int64{1, 2, 3, 4},

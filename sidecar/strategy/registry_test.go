@@ -101,7 +101,7 @@ func TestSelect(t *testing.T) {
 		verdicts   map[string]Verdict
 	}{
 		{
-			name: "design defaults, hotspot: scale_replicas needs approval, rebalance chosen",
+			name:       "design defaults, hotspot: scale_replicas needs approval, rebalance chosen",
 			strategies: builtins(), class: hot, lim: defaultLimits(),
 			want: "rebalance_partitions",
 			verdicts: map[string]Verdict{
@@ -115,7 +115,7 @@ func TestSelect(t *testing.T) {
 		{name: "impact equal to the limit is allowed", strategies: builtins(), class: frag, lim: defaultLimits(), want: "compact_indexes"},
 		{
 			name: "impact above the limit is filtered", strategies: builtins(), class: frag,
-			lim:  Limits{MaxImpact: 0.49}, want: "",
+			lim: Limits{MaxImpact: 0.49}, want: "",
 			verdicts: map[string]Verdict{"compact_indexes": VerdictImpactTooHigh},
 		},
 		{
@@ -178,7 +178,7 @@ func TestSelect(t *testing.T) {
 			name:       "unavailable strategy skipped for the next",
 			strategies: []Strategy{&gated{fake: *s("k8s", 0.1, true, hot), why: "not in a cluster"}, s("local", 0.3, true, hot)},
 			class:      hot, lim: Limits{MaxImpact: 1}, want: "local",
-			verdicts:   map[string]Verdict{"k8s": VerdictUnavailable, "local": VerdictChosen},
+			verdicts: map[string]Verdict{"k8s": VerdictUnavailable, "local": VerdictChosen},
 		},
 		{
 			name:       "available gated strategy can win",
@@ -189,7 +189,7 @@ func TestSelect(t *testing.T) {
 			name:       "only approval strategies: best proposed for approval",
 			strategies: []Strategy{s("a", 0.3, true, hot), s("b", 0.2, true, hot)},
 			class:      hot, lim: Limits{MaxImpact: 1, ApprovalStrategies: []string{"a", "b"}},
-			want:       "b", approval: true,
+			want: "b", approval: true,
 			verdicts: map[string]Verdict{"b": VerdictChosen, "a": VerdictOutranked},
 		},
 		{
