@@ -266,12 +266,18 @@ ruv_watchdog_main(Datum main_arg)
 
 		pg_atomic_write_u64(&ruv_hdr->watchdog_heartbeat_us, (uint64) now);
 
-		/* A sidecar that never attached has set nothing; states start unknown. */
-		if (hb != 0 && now - hb > timeout_us)
+		/*
+		 * No live sidecar: nothing it set may stay. That includes a throttle
+		 * written by "ruvector-sidecar throttle" with no daemon running (a
+		 * heartbeat of 0); only an outage of a sidecar that was there is
+		 * worth a warning.
+		 */
+		if (now - hb > timeout_us)
 		{
 			n = ruv_release_sidecar_throttles();
-			ruv_mark_states_unknown(outage_since != 0 && now - outage_since > timeout_us);
-			if (pg_atomic_read_u32(&ruv_hdr->outage) == 0)
+			if (hb != 0)
+				ruv_mark_states_unknown(outage_since != 0 && now - outage_since > timeout_us);
+			if (hb != 0 && pg_atomic_read_u32(&ruv_hdr->outage) == 0)
 			{
 				outage_since = now;
 				pg_atomic_write_u32(&ruv_hdr->outage, 1);
@@ -285,7 +291,7 @@ ruv_watchdog_main(Datum main_arg)
 			}
 			else if (n > 0)
 				ereport(LOG,
-						(errmsg("ruvector_healing: released %d sidecar throttles during the outage", n)));
+						(errmsg("ruvector_healing: released %d sidecar throttles: no sidecar heartbeat", n)));
 		}
 		else if (hb != 0 && pg_atomic_read_u32(&ruv_hdr->outage) != 0)
 		{

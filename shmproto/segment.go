@@ -497,3 +497,50 @@ func spin(try int) {
 	}
 	time.Sleep(time.Microsecond * time.Duration(min(try, 100)))
 }
+
+// ReleaseSidecarThrottles clears every throttle the sidecar set, leaving
+// manual ones alone. It returns how many it released.
+func (s *Segment) ReleaseSidecarThrottles(now time.Time) (int, error) {
+	released := 0
+	err := s.view(func(h *Header, slot func(int) *Slot) error {
+		for i := 0; i < int(h.SlotCount); i++ {
+			sl := slot(i)
+			if sl.InUse.Load() == 0 {
+				continue
+			}
+			for op := range sl.Ops {
+				o := &sl.Ops[op]
+				for {
+					w := o.Throttle.Load()
+					seq, by, _ := UnpackThrottle(w)
+					if by != SetBySidecar {
+						break
+					}
+					if o.Throttle.CompareAndSwap(w, PackThrottle(seq+1, SetByNone, 0)) {
+						o.SetAtUs.Store(now.UnixMicro())
+						released++
+						break
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return released, err
+}
+
+// Detach is a clean goodbye: the sidecar's throttles are released at once
+// rather than after the watchdog's timeout, and the zero heartbeat tells
+// the watchdog this is no outage.
+func (s *Segment) Detach(now time.Time) (int, error) {
+	n, err := s.ReleaseSidecarThrottles(now)
+	if err != nil {
+		return n, err
+	}
+	err = s.view(func(h *Header, _ func(int) *Slot) error {
+		h.SidecarHeartbeatUs.Store(0)
+		h.SidecarPID.Store(0)
+		return nil
+	})
+	return n, err
+}

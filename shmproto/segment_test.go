@@ -1,0 +1,363 @@
+package shmproto
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// formatSegment writes a segment file the way the extension does (fresh
+// file, zeroes, header, magic last, rename) so unit tests need no server.
+func formatSegment(t *testing.T, path string, slots, relmap int, sysid, gen uint64, names ...string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := SegmentSize(slots, relmap)
+	if err := f.Truncate(int64(size)); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	h := (*Header)(unsafe.Pointer(&mem[0]))
+	h.Version = LayoutVersion
+	h.HeaderSize = uint32(HeaderSize)
+	h.SlotSize = uint32(SlotSize)
+	h.SlotCount = uint32(slots)
+	h.RelmapOffset = uint32(HeaderSize + slots*SlotSize)
+	h.RelmapCount = uint32(relmap)
+	h.SystemIdentifier = sysid
+	h.Generation = gen
+	h.SidecarTimeoutMs.Store(5000)
+	for i, n := range names {
+		sl := (*Slot)(unsafe.Pointer(&mem[HeaderSize+i*SlotSize]))
+		sl.CollectionID = uint32(i + 1)
+		sl.DatabaseOID = 5
+		copy(sl.Name[:], n)
+		sl.State.Store(uint32(StateUnknown))
+		sl.InUse.Store(1)
+	}
+	h.Magic.Store(Magic)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newSegment(t *testing.T, names ...string) (*Segment, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), FileName)
+	formatSegment(t, path, 4, 16, 42, 1, names...)
+	s, err := Open(path, Options{SystemIdentifier: 42, OwnerUID: os.Geteuid()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func TestOpenValidates(t *testing.T) {
+	corrupt := func(field string, mutate func(h *Header)) func(t *testing.T, path string) {
+		return func(t *testing.T, path string) {
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			mem, err := unix.Mmap(int(f.Fd()), 0, HeaderSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mutate((*Header)(unsafe.Pointer(&mem[0])))
+			unix.Munmap(mem)
+		}
+	}
+	cases := []struct {
+		name  string
+		field string
+		break_ func(t *testing.T, path string)
+		opts  Options
+	}{
+		{"magic", "magic", corrupt("magic", func(h *Header) { h.Magic.Store(0xdead) }), Options{OwnerUID: -1}},
+		{"version", "layout version", corrupt("version", func(h *Header) { h.Version = 99 }), Options{OwnerUID: -1}},
+		{"header size", "header size", corrupt("", func(h *Header) { h.HeaderSize = 128 }), Options{OwnerUID: -1}},
+		{"slot size", "slot size", corrupt("", func(h *Header) { h.SlotSize = 64 }), Options{OwnerUID: -1}},
+		{"slot count", "relation map offset", corrupt("", func(h *Header) { h.SlotCount = 5 }), Options{OwnerUID: -1}},
+		{"file size", "file size", func(t *testing.T, path string) {
+			if err := os.Truncate(path, int64(SegmentSize(4, 16)+64)); err != nil {
+				t.Fatal(err)
+			}
+		}, Options{OwnerUID: -1}},
+		{"system identifier", "system identifier", nil, Options{SystemIdentifier: 43, OwnerUID: -1}},
+		{"owner", "file owner uid", nil, Options{OwnerUID: os.Geteuid() + 1}},
+		{"mode", "file mode", func(t *testing.T, path string) {
+			if err := os.Chmod(path, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, Options{OwnerUID: -1}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), FileName)
+			formatSegment(t, path, 4, 16, 42, 1)
+			if tc.break_ != nil {
+				tc.break_(t, path)
+			}
+			_, err := Open(path, tc.opts)
+			var ve *ValidationError
+			if !errors.As(err, &ve) || !errors.Is(err, ErrInvalidSegment) {
+				t.Fatalf("Open: got %v, want a ValidationError", err)
+			}
+			if ve.Field != tc.field {
+				t.Fatalf("Open: field %q, want %q (%v)", ve.Field, tc.field, err)
+			}
+		})
+	}
+	t.Run("missing", func(t *testing.T) {
+		_, err := Open(filepath.Join(t.TempDir(), "nope"), Options{OwnerUID: -1})
+		if !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("got %v, want ErrNotExist", err)
+		}
+	})
+}
+
+func TestCollectionsAndFind(t *testing.T) {
+	s, _ := newSegment(t, "alpha", "beta")
+	cs, err := s.Collections()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 2 || cs[0].Name != "alpha" || cs[1].Name != "beta" || cs[1].Slot != 1 || cs[1].CollectionID != 2 {
+		t.Fatalf("collections: %+v", cs)
+	}
+	if c, err := s.Find("beta", 5); err != nil || c.Slot != 1 {
+		t.Fatalf("Find beta: %+v %v", c, err)
+	}
+	if _, err := s.Find("beta", 6); !errors.Is(err, ErrNoCollection) {
+		t.Fatalf("Find in another database: %v", err)
+	}
+	if _, err := s.Find("gamma", 0); !errors.Is(err, ErrNoCollection) {
+		t.Fatalf("Find gamma: %v", err)
+	}
+}
+
+// A writer publishes (λ, state) pairs that satisfy an invariant while
+// readers check every read against it: a torn read breaks it.
+func TestIntegritySeqlockNoTornReads(t *testing.T) {
+	s, _ := newSegment(t, "alpha")
+	const writes = 20000
+	var done atomic.Bool
+	var torn, reads atomic.Int64
+	var wg sync.WaitGroup
+	for r := 0; r < 4; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !done.Load() {
+				in, err := s.ReadIntegrity(0)
+				if errors.Is(err, ErrSeqlockBusy) {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				reads.Add(1)
+				k := uint64(in.Lambda)
+				if in.State != State(k%3) {
+					torn.Add(1)
+				}
+			}
+		}()
+	}
+	now := time.Now()
+	for k := uint64(0); k < writes; k++ {
+		if err := s.WriteIntegrity(0, float64(k), State(k%3), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done.Store(true)
+	wg.Wait()
+	if torn.Load() != 0 {
+		t.Fatalf("%d torn reads out of %d", torn.Load(), reads.Load())
+	}
+	if reads.Load() == 0 {
+		t.Fatal("readers never read")
+	}
+	in, err := s.ReadIntegrity(0)
+	if err != nil || in.Lambda != writes-1 || in.State != State((writes-1)%3) {
+		t.Fatalf("final read %+v %v", in, err)
+	}
+}
+
+// A writer that died mid-write leaves the sequence odd: readers give up
+// with ErrSeqlockBusy instead of spinning, and writers refuse.
+func TestIntegrityDeadWriter(t *testing.T) {
+	s, _ := newSegment(t, "alpha")
+	var seq uint64
+	_ = s.view(func(_ *Header, slot func(int) *Slot) error {
+		seq = slot(0).Seq.Add(1) // odd: "writer" holds it forever
+		return nil
+	})
+	if seq&1 == 0 {
+		t.Fatal("setup: sequence should be odd")
+	}
+	start := time.Now()
+	if _, err := s.ReadIntegrity(0); !errors.Is(err, ErrSeqlockBusy) {
+		t.Fatalf("read with a dead writer: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("read took %v: readers must give up quickly", d)
+	}
+	if err := s.WriteIntegrity(0, 1, StateNormal, time.Now()); !errors.Is(err, ErrSeqlockBusy) {
+		t.Fatalf("write with a dead writer: %v", err)
+	}
+}
+
+func TestSidecarThrottleRespectsManual(t *testing.T) {
+	s, _ := newSegment(t, "alpha")
+	now := time.Now()
+	if err := s.SetSidecarThrottle(0, OpInsert, 50, now); err != nil {
+		t.Fatal(err)
+	}
+	th, _ := s.ReadThrottle(0, OpInsert)
+	if th.Pct != 50 || th.SetBy != SetBySidecar {
+		t.Fatalf("after sidecar set: %+v", th)
+	}
+	// A manual throttle, as the extension writes it: expiry first, then the word.
+	setManual := func(pct uint32, expires time.Time) {
+		_ = s.view(func(_ *Header, slot func(int) *Slot) error {
+			o := &slot(0).Ops[OpInsert]
+			if expires.IsZero() {
+				o.ExpiresUs.Store(0)
+			} else {
+				o.ExpiresUs.Store(expires.UnixMicro())
+			}
+			w := o.Throttle.Load()
+			seq, _, _ := UnpackThrottle(w)
+			o.Throttle.Store(PackThrottle(seq+1, SetByManual, pct))
+			return nil
+		})
+	}
+	setManual(70, time.Time{})
+	if err := s.SetSidecarThrottle(0, OpInsert, 90, now); !errors.Is(err, ErrManualPinned) {
+		t.Fatalf("sidecar over a manual throttle: %v", err)
+	}
+	if n, _ := s.ReleaseSidecarThrottles(now); n != 0 {
+		t.Fatalf("released %d manual throttles", n)
+	}
+	th, _ = s.ReadThrottle(0, OpInsert)
+	if th.Pct != 70 || th.SetBy != SetByManual {
+		t.Fatalf("manual throttle changed: %+v", th)
+	}
+	// An expired manual throttle no longer pins the slot.
+	setManual(70, now.Add(-time.Second))
+	if err := s.SetSidecarThrottle(0, OpInsert, 90, now); err != nil {
+		t.Fatalf("sidecar over an expired manual throttle: %v", err)
+	}
+	if err := s.SetSidecarThrottle(0, OpInsert, 101, now); err == nil {
+		t.Fatal("101% accepted")
+	}
+	if err := s.SetSidecarThrottle(9, OpInsert, 1, now); err == nil {
+		t.Fatal("slot 9 accepted")
+	}
+	// Other op untouched, then a clean detach releases the sidecar's.
+	if err := s.SetSidecarThrottle(0, OpBulkInsert, 30, now); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Detach(now); err != nil || n != 2 {
+		t.Fatalf("detach released %d (%v), want 2", n, err)
+	}
+	for _, op := range []Op{OpInsert, OpBulkInsert} {
+		if th, _ := s.ReadThrottle(0, op); th.Pct != 0 || th.SetBy != SetByNone {
+			t.Fatalf("op %d after detach: %+v", op, th)
+		}
+	}
+	if in, _ := s.Info(); in.SidecarPID != 0 || !in.SidecarBeat.IsZero() {
+		t.Fatalf("detach left heartbeat: %+v", in)
+	}
+}
+
+// Concurrent sidecar writers and a "manual" writer: the throttle word
+// never holds a value nobody wrote, and the change counter moves once per
+// successful write.
+func TestThrottleWordConcurrent(t *testing.T) {
+	s, _ := newSegment(t, "alpha")
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				if s.SetSidecarThrottle(0, OpInsert, uint32(1+(g*7+i)%99), time.Now()) == nil {
+					ok.Add(1)
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	th, _ := s.ReadThrottle(0, OpInsert)
+	if int64(th.Seq) != ok.Load()%65536 {
+		t.Fatalf("sequence %d after %d successful writes", th.Seq, ok.Load())
+	}
+	if th.Pct < 1 || th.Pct > 99 || th.SetBy != SetBySidecar {
+		t.Fatalf("final word %+v", th)
+	}
+}
+
+// The server replaces the file at every start: Refresh notices the new
+// inode, remaps and sees the new generation; readers racing with it never
+// touch unmapped memory (run with -race).
+func TestRefreshRemaps(t *testing.T) {
+	s, path := newSegment(t, "alpha")
+	if remapped, err := s.Refresh(); err != nil || remapped {
+		t.Fatalf("refresh of an unchanged file: %v %v", remapped, err)
+	}
+	var wg sync.WaitGroup
+	var stop atomic.Bool
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			if _, err := s.Collections(); err != nil {
+				t.Error(err)
+				return
+			}
+			_ = s.Heartbeat(1, time.Now())
+		}
+	}()
+	for gen := uint64(2); gen < 6; gen++ {
+		formatSegment(t, path, 4, 16, 42, gen, "alpha", "beta")
+		remapped, err := s.Refresh()
+		if err != nil || !remapped {
+			t.Fatalf("refresh after restart: %v %v", remapped, err)
+		}
+		in, _ := s.Info()
+		if in.Generation != gen {
+			t.Fatalf("generation %d, want %d", in.Generation, gen)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	// A replacement of the wrong cluster is refused and the old mapping kept.
+	formatSegment(t, path, 4, 16, 99, 7)
+	if _, err := s.Refresh(); !errors.Is(err, ErrInvalidSegment) {
+		t.Fatalf("refresh onto another cluster's segment: %v", err)
+	}
+	if in, _ := s.Info(); in.Generation != 5 {
+		t.Fatalf("old mapping lost: generation %d", in.Generation)
+	}
+}
