@@ -85,10 +85,10 @@ func TestOpenValidates(t *testing.T) {
 		}
 	}
 	cases := []struct {
-		name  string
-		field string
+		name   string
+		field  string
 		break_ func(t *testing.T, path string)
-		opts  Options
+		opts   Options
 	}{
 		{"magic", "magic", corrupt("magic", func(h *Header) { h.Magic.Store(0xdead) }), Options{OwnerUID: -1}},
 		{"version", "layout version", corrupt("version", func(h *Header) { h.Version = 99 }), Options{OwnerUID: -1}},
