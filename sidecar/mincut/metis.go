@@ -89,7 +89,7 @@ func ReadMETIS(r io.Reader) (*Graph, error) {
 	}
 	g := NewGraph(int(n))
 	confirmed := make([]bool, 0, min(m, 1<<20)) // per edge: seen from both ends
-	var seen []int32                // per node: last line that listed it
+	var seen []int32                            // per node: last line that listed it
 	seen = make([]int32, n)
 	for i := range seen {
 		seen[i] = -1
