@@ -737,3 +737,27 @@ func TestThresholdJSONNames(t *testing.T) {
 		t.Errorf("defaults json\n got %s\nwant %s", data, want)
 	}
 }
+
+func TestMetricsJSONRoundTrip(t *testing.T) {
+	m := Metrics{
+		PartitionLoad:         map[int64]float64{1: 10.5, -2: 3},
+		CentroidListSizes:     map[int64]int64{7: 1200},
+		ReplicaLagSeconds:     map[int64]float64{3: 0.25},
+		MaintenanceQueueDepth: 4,
+		MaintenanceJobs:       []MaintenanceJob{{NodeID: 9, Type: "vacuum", Queued: 3, Running: 1}},
+		MemoryUsagePct:        71.5,
+		MemoryConsumers:       []MemoryConsumer{{Name: "shared_buffers", Bytes: 1 << 31}},
+		IndexFragmentationPct: map[int64]float64{5: 12},
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Metrics
+	if err := json.Unmarshal(data, &back); err != nil || !reflect.DeepEqual(back, m) {
+		t.Fatalf("round trip %v\n got %+v\nwant %+v\n%s", err, back, m, data)
+	}
+	if !strings.Contains(string(data), `"partition_load":{"-2":3,"1":10.5}`) {
+		t.Errorf("map keys must be stable JSON strings: %s", data)
+	}
+}
