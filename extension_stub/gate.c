@@ -93,7 +93,8 @@ ruv_gate_refuse(int slot_index, int opno, uint32 pct, uint32 setby,
 	RuvShmOpState *op = &ruv_slot(slot_index)->ops[opno];
 	uint32		collection_id;
 	char		name[RUV_SHM_NAME_LEN];
-	const char *who = setby < RUV_NUM_SETBY ? ruv_setby_names[setby] : "?";
+	const char *who = setby == RUV_SETBY_MANUAL ? "manually" : "by the ruvector sidecar";
+	const char *until;
 
 	pg_atomic_fetch_add_u64(&op->rejected_statements, 1);
 	if (waited_us > 0)
@@ -101,24 +102,22 @@ ruv_gate_refuse(int slot_index, int opno, uint32 pct, uint32 setby,
 	if (!ruv_slot_identity(slot_index, &collection_id, name))
 		strlcpy(name, "?", sizeof(name));
 
+	until = expires_us ? psprintf(" until %s", ruv_us_to_text(expires_us)) : "";
 	if (pct >= 100)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-				 errmsg("writes into collection \"%s\" are refused: %s throttle is 100%%",
+				 errmsg("writes into collection \"%s\" are refused: its %s throttle is 100%%",
 						name, ruv_op_names[opno]),
-				 errdetail("Throttle set by %s%s%s.", who,
-						   expires_us ? ", until " : "",
-						   expires_us ? ruv_us_to_text(expires_us) : ""),
+				 errdetail("The throttle was set %s%s.", who, until),
 				 errhint("%s", setby == RUV_SETBY_MANUAL
 						 ? psprintf("Clear it with SELECT ruvector_throttle_clear('%s', '%s');", name, ruv_op_names[opno])
 						 : "The sidecar lowers it when the collection recovers; the watchdog releases it if the sidecar stops.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-			 errmsg("writes into collection \"%s\" are throttled: this statement would wait %ld ms, more than ruvector.throttle_max_wait (%d ms)",
-					name, (long) (need_wait_us / 1000), ruv_throttle_max_wait_ms),
-			 errdetail("%s throttle %u%% set by %s%s%s.", ruv_op_names[opno], pct, who,
-					   expires_us ? ", until " : "",
-					   expires_us ? ruv_us_to_text(expires_us) : ""),
+			 errmsg("writes into collection \"%s\" are throttled longer than ruvector.throttle_max_wait (%d ms)",
+					name, ruv_throttle_max_wait_ms),
+			 errdetail("The %s throttle is %u%%, set %s%s; this statement would wait %ld ms.",
+					   ruv_op_names[opno], pct, who, until, (long) (need_wait_us / 1000)),
 			 errhint("Retry later, write in smaller batches, or raise ruvector.throttle_max_wait for this session.")));
 }
 

@@ -152,7 +152,9 @@ BEGIN
                   HINT = 'A table can belong to one collection only.';
     END IF;
     INSERT INTO ruvector.collections (name, relid) VALUES (name, tbl) RETURNING collection_id INTO id;
-    SELECT array_agg(relid ORDER BY level, relid) INTO rels FROM pg_partition_tree(tbl);
+    -- pg_partition_tree gives nothing for a table that is not partitioned.
+    SELECT coalesce(array_agg(relid ORDER BY level, relid), ARRAY[tbl::oid])
+        INTO rels FROM pg_partition_tree(tbl);
     INSERT INTO ruvector.collection_relations (collection_id, relid) SELECT id, unnest(rels);
     PERFORM ruvector._registry_attach(id, name, rels);
     RETURN id;

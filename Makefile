@@ -1,0 +1,108 @@
+# ruvector-healing: the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+
+PG_CONFIG ?= pg_config
+GO ?= go
+RUN_DIR := $(CURDIR)/.run
+RUN_PORT ?= 55432
+REGRESS_DIR := $(CURDIR)/.tmp/regress
+REGRESS_PORT ?= 55433
+EXT_MAKE = $(MAKE) -C extension_stub with_llvm=no PG_CONFIG=$(PG_CONFIG)
+CLUSTER = scripts/pgcluster.sh
+SIDECAR = bin/ruvector-sidecar
+# The server and the sidecar run as the server's OS user.
+AS_PG = $(if $(filter 0,$(shell id -u)),runuser -u postgres --,)
+
+.PHONY: all deps build ext sidecar install-ext generate run up down psql test unit regress vet clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps ext sidecar
+
+ext:
+	@$(EXT_MAKE) -s
+
+sidecar:
+	$(GO) build -o $(SIDECAR) ./sidecar/cmd/ruvector-sidecar
+
+# Installs the extension into the server pg_config names (needs write access
+# to its lib and extension directories: root, or sudo make install-ext).
+install-ext: ext
+	@libdir=$$($(PG_CONFIG) --pkglibdir); \
+	if [ ! -w "$$libdir" ]; then \
+		echo "install-ext: $$libdir is not writable: run as root (sudo make install-ext)" >&2; exit 1; \
+	fi
+	@$(EXT_MAKE) -s install
+
+generate:
+	$(GO) generate ./shmproto
+
+# --- the private cluster -----------------------------------------------------
+
+$(RUN_DIR)/data/PG_VERSION:
+	@$(CLUSTER) init $(RUN_DIR) $(RUN_PORT)
+
+cluster: build install-ext $(RUN_DIR)/data/PG_VERSION
+	@if ! $(AS_PG) /usr/lib/postgresql/15/bin/pg_ctl -D $(RUN_DIR)/data status >/dev/null 2>&1; then \
+		$(CLUSTER) start $(RUN_DIR); fi
+	@$(CLUSTER) env $(RUN_DIR) > $(RUN_DIR)/env
+	@. $(RUN_DIR)/env && psql -X -q -v ON_ERROR_STOP=1 -f scripts/demo.sql >/dev/null
+	@echo "PostgreSQL 15 is up on port $(RUN_PORT) (data in .run/data, log in .run/log/postgresql.log)"
+
+# make run: everything, with the sidecar in the foreground (Ctrl-C stops it;
+# `make down` stops the cluster).
+run: cluster
+	@echo "Connect with: make psql   (or: . .run/env && psql)"
+	@echo "Stop with:    Ctrl-C here for the sidecar, then make down"
+	@. $(RUN_DIR)/env && $(AS_PG) $(SIDECAR) run --log-format console
+
+# make up: the same in the background; the sidecar logs to .run/sidecar.log.
+up: cluster
+	@if [ -f $(RUN_DIR)/sidecar.pid ] && kill -0 $$(cat $(RUN_DIR)/sidecar.pid) 2>/dev/null; then \
+		echo "sidecar already running (pid $$(cat $(RUN_DIR)/sidecar.pid))"; \
+	else \
+		. $(RUN_DIR)/env && nohup $(AS_PG) $(SIDECAR) run >$(RUN_DIR)/sidecar.log 2>&1 & echo $$! > $(RUN_DIR)/sidecar.pid; \
+		echo "sidecar started (pid $$(cat $(RUN_DIR)/sidecar.pid), log .run/sidecar.log)"; \
+	fi
+	@echo "Connect with: make psql   (or: . .run/env && psql).  Stop with: make down"
+
+down:
+	@if [ -f $(RUN_DIR)/sidecar.pid ]; then kill $$(cat $(RUN_DIR)/sidecar.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/sidecar.pid; fi
+	@pkill -f "$(CURDIR)/$(SIDECAR) run" 2>/dev/null || true
+	@if [ -d $(RUN_DIR)/data ]; then $(CLUSTER) stop $(RUN_DIR); fi
+	@echo "stopped"
+
+psql:
+	@. $(RUN_DIR)/env && psql -X
+
+# --- tests -------------------------------------------------------------------
+
+# make test: the whole suite. Go unit and integration tests under -race (the
+# integration tests start their own private clusters), then the extension's
+# regression tests against a preloaded private server.
+test: build install-ext vet unit regress
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+regress:
+	@rm -rf $(REGRESS_DIR) && mkdir -p $(REGRESS_DIR)
+	@$(CLUSTER) init $(REGRESS_DIR) $(REGRESS_PORT) && $(CLUSTER) start $(REGRESS_DIR)
+	@mkdir -p extension_stub/test/out
+	@. <($(CLUSTER) env $(REGRESS_DIR)) && \
+		$(EXT_MAKE) -s installcheck; \
+		rc=$$?; $(CLUSTER) stop $(REGRESS_DIR) immediate; \
+		if [ $$rc -ne 0 ]; then cat extension_stub/test/out/regression.diffs 2>/dev/null; fi; exit $$rc
+
+clean:
+	@$(EXT_MAKE) -s clean
+	rm -rf bin .tmp extension_stub/test/out
