@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/ruvector/ruvector-healing/sidecar/mincut"
@@ -62,7 +63,9 @@ func checkDynamic(t *testing.T, d *mincut.Dynamic, r mincut.Result) {
 
 // randomBatch draws a batch of 1..maxLen valid changes: increases,
 // decreases, removals, new edges and (if nodeOps) node additions/removals.
-func randomBatch(rng *rand.Rand, d *mincut.Dynamic, maxLen int, nodeOps bool, scale int64) []mincut.Change {
+// Pairs come from pool (if not empty) 80% of the time, so that streams on
+// large sparse graphs mostly touch existing edges.
+func randomBatch(rng *rand.Rand, d *mincut.Dynamic, maxLen int, nodeOps bool, scale int64, pool ...mincut.Edge) []mincut.Change {
 	var live []int
 	for v := 0; v < d.NumNodes(); v++ {
 		if d.Alive(v) {
@@ -70,6 +73,12 @@ func randomBatch(rng *rand.Rand, d *mincut.Dynamic, maxLen int, nodeOps bool, sc
 		}
 	}
 	pair := func() (int, int, bool) {
+		if len(pool) > 0 && rng.IntN(5) > 0 {
+			e := pool[rng.IntN(len(pool))]
+			if slices.Contains(live, e.U) && slices.Contains(live, e.V) {
+				return e.U, e.V, true
+			}
+		}
 		if len(live) < 2 {
 			return 0, 0, false
 		}
@@ -177,7 +186,7 @@ func TestDynamicFamilies(t *testing.T) {
 				d := mincut.NewDynamic(g)
 				checkDynamic(t, d, d.Result())
 				for s := 0; s < steps; s++ {
-					b := randomBatch(rng, d, 3, s%10 == 9, mincutgen.Unit)
+					b := randomBatch(rng, d, 3, s%10 == 9, mincutgen.Unit, g.Edges()...)
 					checkDynamic(t, d, d.Apply(b))
 				}
 				addStats(&total, d.Stats())
@@ -389,5 +398,24 @@ func TestDynamicShrinkToOneNode(t *testing.T) {
 	checkDynamic(t, d, r)
 	if r.Lambda != 9 {
 		t.Fatalf("two nodes: %+v", r)
+	}
+}
+
+// A longer stream on a medium clustered graph (λ is a group cut, so
+// non-crossing decreases need real flows), checked against recomputation.
+func TestDynamicMediumClustered(t *testing.T) {
+	n, steps := 2000, 150
+	if testing.Short() {
+		n, steps = 600, 50
+	}
+	g := mincutgen.Clustered(n, 40, 9)
+	d := mincut.NewDynamic(g)
+	rng := rand.New(rand.NewPCG(5, 5))
+	for s := 0; s < steps; s++ {
+		checkDynamic(t, d, d.Apply(randomBatch(rng, d, 3, s%25 == 24, mincutgen.Unit/10, g.Edges()...)))
+	}
+	t.Logf("%+v", d.Stats())
+	if d.Stats().FlowsRun == 0 {
+		t.Fatalf("no flow was run: %+v", d.Stats())
 	}
 }
