@@ -112,11 +112,13 @@ ruv_segment_startup(void)
 	 */
 	if (ruv_hdr != NULL)
 	{
+		generation = ruv_hdr->generation + 1;
 		pg_atomic_write_u64(&ruv_hdr->magic, 0);
 		munmap(ruv_hdr, ruv_seg_size);
 		ruv_hdr = NULL;
 	}
-	generation = ruv_previous_generation(path) + 1;
+	else
+		generation = ruv_previous_generation(path) + 1;
 
 	size = (Size) RUV_SIZEOF_SHM_HEADER +
 		(Size) ruv_max_collections * RUV_SIZEOF_SHM_SLOT +

@@ -62,10 +62,8 @@ wal_level = logical
 max_wal_senders = 10
 max_replication_slots = 10
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 logging_collector = off
-log_min_messages = log
 ruvector.sidecar_timeout = '${RUVECTOR_SIDECAR_TIMEOUT:-5s}'
 CONF
 	cat >>"$data/pg_hba.conf" <<HBA
