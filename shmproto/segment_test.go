@@ -158,6 +158,11 @@ func TestCollectionsAndFind(t *testing.T) {
 func TestIntegritySeqlockNoTornReads(t *testing.T) {
 	s, _ := newSegment(t, "alpha")
 	const writes = 20000
+	// The invariant must hold before readers start: a fresh slot reads
+	// (0, unknown).
+	if err := s.WriteIntegrity(0, 0, StateNormal, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	var done atomic.Bool
 	var torn, reads atomic.Int64
 	var wg sync.WaitGroup
