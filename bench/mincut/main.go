@@ -12,9 +12,9 @@
 // each peer times only its min-cut call. Every peer's λ is compared with
 // ours; on a disagreement the cut value of each reported side is evaluated
 // on the graph itself, so the table says who is wrong instead of trusting
-// anyone. A peer is skipped at a size when its time at the previous size,
-// scaled by (n'/n)², the Stoer–Wagner growth on these sparse graphs,
-// predicts more than -peer-budget.
+// anyone. A peer is skipped at a size when its time at the last size it ran,
+// scaled by Stoer–Wagner's n·m·log n growth, predicts more than
+// -peer-budget.
 //
 // Incremental benchmark: on health graphs it applies a stream of random
 // capacity changes (one edge set to a new capacity in 0.01..1 per update)
@@ -32,6 +32,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -220,8 +221,15 @@ func (c config) runPeer(ctx context.Context, peer, file string, side bool) (peer
 }
 
 type lastRun struct {
-	n    int
+	n, m int
 	secs float64
+}
+
+// swGrowth is the ratio of Stoer–Wagner's running time O(n·m·log n) at size
+// (n2, m2) to that at (n1, m1), used to predict a peer's time at the next
+// size from its measured time.
+func swGrowth(n2, m2, n1, m1 int) float64 {
+	return float64(n2) * float64(m2) * math.Log(float64(n2)) / (float64(n1) * float64(m1) * math.Log(float64(n1)))
 }
 
 func run(ctx context.Context, c config, out io.Writer) error {
@@ -234,7 +242,7 @@ func run(ctx context.Context, c config, out io.Writer) error {
 		"igraph = `Graph.mincut_value(capacity=\"weight\")` only; networkx = `stoer_wagner(G, weight=\"weight\")` only; "+
 		"Boost = `stoer_wagner_min_cut` only (graph construction and file reading excluded for every peer). "+
 		"Python peers get the fixed-point weights as floats (exact: all values are integers below 2^53); Boost gets them as `long long`. "+
-		"A peer is skipped at a size when its time at the previous size × (n'/n)² exceeds %v.\n\n", c.reps, c.budget)
+		"A peer is skipped at a size when its time at the last size it ran, scaled by Stoer–Wagner's n·m·log n growth, predicts more than %v.\n\n", c.reps, c.budget)
 	header := "| family | n | m | λ | ours |"
 	sep := "|---|---:|---:|---:|---:|"
 	for _, p := range c.peers {
@@ -326,19 +334,17 @@ func (c config) peerCell(ctx context.Context, peer, file string, g *mincut.Graph
 		if lr.secs < 0 {
 			return cell{text: "skipped (failed at smaller size)"}
 		}
-		ratio := float64(g.N()) / float64(lr.n)
-		if est := lr.secs * ratio * ratio; est > c.budget.Seconds() {
-			last[peer] = lastRun{n: lr.n, secs: lr.secs} // keep the last size that ran
+		if est := lr.secs * swGrowth(g.N(), g.NumEdges(), lr.n, lr.m); est > c.budget.Seconds() {
 			return cell{text: fmt.Sprintf("skipped (est. %s; %s at n=%d)", dur(est), dur(lr.secs), lr.n)}
 		}
 	}
 	r, err := c.runPeer(ctx, peer, file, false)
 	if err != nil {
-		last[peer] = lastRun{n: g.N(), secs: -1}
+		last[peer] = lastRun{n: g.N(), m: g.NumEdges(), secs: -1}
 		*problems = append(*problems, fmt.Sprintf("%s failed: %v", peer, err))
 		return cell{text: "failed"}
 	}
-	last[peer] = lastRun{n: g.N(), secs: r.Seconds}
+	last[peer] = lastRun{n: g.N(), m: g.NumEdges(), secs: r.Seconds}
 	text := dur(r.Seconds)
 	if r.Lambda == float64(ours.Lambda) {
 		return cell{text: text, secs: r.Seconds, agree: true}
