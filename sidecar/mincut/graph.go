@@ -205,15 +205,6 @@ func (g *Graph) CutValue(side []int) int64 {
 	return c
 }
 
-// Clone returns an independent copy of g.
-func (g *Graph) Clone() *Graph {
-	h := &Graph{n: g.n, edges: append([]Edge(nil), g.edges...), index: make(map[uint64]int32, len(g.edges)), total: g.total}
-	for i, e := range h.edges {
-		h.index[pairKey(e.U, e.V)] = int32(i)
-	}
-	return h
-}
-
 // csr is the compact adjacency the solvers work on: the neighbours of node u
 // are adj[xadj[u]:xadj[u+1]] with weights w[...]. Every undirected edge is
 // stored twice.

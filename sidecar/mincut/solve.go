@@ -152,12 +152,17 @@ func (s *solver) run(c csr) {
 			return // the only cut is a single node, just recorded
 		}
 		s.resetUF(c.n)
-		s.paddbergRinaldi(c, deg)
-		s.capforest(c, deg)
+		// The Padberg–Rinaldi tests cost one edge scan; when they shrink the
+		// graph by a tenth or more, contract right away and skip the
+		// (heap-bound, several times dearer) CAPFOREST pass this round.
+		if merges := s.paddbergRinaldi(c, deg); merges*10 < c.n {
+			s.capforest(c, deg)
+		}
 		next, merged := s.contract(c)
 		if !merged {
-			// Cannot happen: the last node of a CAPFOREST pass has all its
-			// edges scanned, so its last edge gets q = degree >= best.
+			// Cannot happen: CAPFOREST runs whenever the tests merged nothing,
+			// and the last node of its pass has all its edges scanned, so its
+			// last edge gets q = degree >= best.
 			// Stoer–Wagner on the remainder keeps the answer exact anyway.
 			val, in := stoerWagner(c)
 			if val < s.best {
@@ -226,14 +231,17 @@ func (s *solver) find(x int32) int32 {
 	return x
 }
 
-func (s *solver) union(a, b int32) {
+// union merges the classes of a and b and reports whether they differed.
+func (s *solver) union(a, b int32) bool {
 	a, b = s.find(a), s.find(b)
-	if a != b {
-		if a < b {
-			a, b = b, a
-		}
-		s.uf[a] = b
+	if a == b {
+		return false
 	}
+	if a < b {
+		a, b = b, a
+	}
+	s.uf[a] = b
+	return true
 }
 
 // paddbergRinaldi marks edges for contraction by the two local
@@ -246,7 +254,10 @@ func (s *solver) union(a, b int32) {
 //     cut strictly, so no minimum cut separates them. (S = {u} would cost
 //     deg(u) >= best.) The non-strict form allows ties and is not safe when
 //     many edges are contracted at once, hence the strict form.
-func (s *solver) paddbergRinaldi(c csr, deg []int64) {
+//
+// It returns the number of successful unions.
+func (s *solver) paddbergRinaldi(c csr, deg []int64) int {
+	merges := 0
 	for u := 0; u < c.n; u++ {
 		du := deg[u]
 		for p := c.xadj[u]; p < c.xadj[u+1]; p++ {
@@ -255,11 +266,12 @@ func (s *solver) paddbergRinaldi(c csr, deg []int64) {
 				continue
 			}
 			w := c.w[p]
-			if w >= s.best || 2*w > min(du, deg[v]) {
-				s.union(int32(u), v)
+			if (w >= s.best || 2*w > min(du, deg[v])) && s.union(int32(u), v) {
+				merges++
 			}
 		}
 	}
+	return merges
 }
 
 // capforest runs one Nagamochi–Ibaraki CAPFOREST pass (maximum adjacency
