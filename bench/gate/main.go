@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/ruvector/ruvector-healing/shmproto"
 )
@@ -39,7 +41,7 @@ var (
 	propReps = flag.Int("prop-reps", 200, "propagation repetitions per path")
 
 	ovhReps    = flag.Int("ovh-reps", 4, "gate overhead runs per table")
-	ovhSecs    = flag.Int("ovh-secs", 12, "seconds per gate overhead pgbench run")
+	ovhSecs    = flag.Int("ovh-secs", 10, "seconds per gate overhead pgbench run")
 	ovhClients = flag.Int("ovh-clients", 4, "pgbench clients for gate overhead")
 	ovhPart    = flag.Bool("ovh-partitioned", true, "also measure a hash-partitioned table")
 
@@ -206,20 +208,24 @@ func run() error {
 	for _, s := range strings.Split(*only, ",") {
 		want[strings.TrimSpace(s)] = true
 	}
+	fmt.Fprintf(&b.out, "Load average (1/5/15 min) at start: %s. The machine is shared with other work; see the load at the end of each benchmark.\n\n", loadavg())
 	if want["prop"] {
 		if err := b.propagation(); err != nil {
 			return fmt.Errorf("propagation: %w", err)
 		}
+		fmt.Fprintf(&b.out, "Load average after propagation: %s.\n\n", loadavg())
 	}
 	if want["overhead"] {
 		if err := b.overhead(); err != nil {
 			return fmt.Errorf("overhead: %w", err)
 		}
+		fmt.Fprintf(&b.out, "Load average after overhead: %s.\n\n", loadavg())
 	}
 	if want["accuracy"] {
 		if err := b.accuracy(); err != nil {
 			return fmt.Errorf("accuracy: %w", err)
 		}
+		fmt.Fprintf(&b.out, "Load average after accuracy: %s.\n\n", loadavg())
 	}
 	fmt.Print(b.out.String())
 	return nil
@@ -265,33 +271,60 @@ type propSample struct {
 	timeout bool
 }
 
-func (b *bench) propagation() error {
+// propRun takes the samples of both paths. pinned puts the polling backend
+// on CPU 1 and the Go sending thread on CPU 0, so the spinning poller and
+// the sender never share a core.
+func (b *bench) propRun(pinned bool) (seg, sql []propSample, err error) {
 	ctx := b.ctx
 	col, err := b.seg.Find("b_prop", 0)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	// The poller runs on its own connection; the SQL writer on another.
 	poller, err := pgx.Connect(ctx, "")
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer poller.Close(ctx)
 	writer, err := pgx.Connect(ctx, "")
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer writer.Close(ctx)
+	if pinned {
+		var pid int
+		if err := poller.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			return nil, nil, err
+		}
+		var one, zero unix.CPUSet
+		one.Set(1)
+		zero.Set(0)
+		if err := unix.SchedSetaffinity(pid, &one); err != nil {
+			return nil, nil, fmt.Errorf("pin poller backend %d: %w", pid, err)
+		}
+		runtime.LockOSThread()
+		if err := unix.SchedSetaffinity(0, &zero); err != nil {
+			runtime.UnlockOSThread()
+			return nil, nil, fmt.Errorf("pin sender thread: %w", err)
+		}
+		defer func() {
+			var all unix.CPUSet
+			for c := 0; c < runtime.NumCPU(); c++ {
+				all.Set(c)
+			}
+			_ = unix.SchedSetaffinity(0, &all)
+			runtime.UnlockOSThread()
+		}()
+	}
 	// Warm both detectors and the writer's prepared statement.
 	if _, err := writer.Exec(ctx, "UPDATE bench_flag SET pct = $1", 0); err != nil {
-		return err
+		return nil, nil, err
 	}
 	curSeg, curSQL := uint32(0), uint32(0)
 	if err := b.seg.SetSidecarThrottle(col.Slot, shmproto.OpInsert, 0, time.Now()); err != nil {
-		return err
+		return nil, nil, err
 	}
-	var seg, sql []propSample
-	logf("propagation: %d repetitions per path, alternating", *propReps)
+	logf("propagation (pinned %v): %d repetitions per path, alternating", pinned, *propReps)
 	for i := 0; i < 2**propReps; i++ {
 		viaSeg := i%2 == 0
 		cur := &curSQL
@@ -339,11 +372,11 @@ func (b *bench) propagation() error {
 			_, err = writer.Exec(ctx, "UPDATE bench_flag SET pct = $1", int(next))
 		}
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		r := <-ch
 		if r.err != nil {
-			return r.err
+			return nil, nil, r.err
 		}
 		*cur = next
 		s := propSample{invalid: !r.started.Before(t0), timeout: r.null}
@@ -358,9 +391,12 @@ func (b *bench) propagation() error {
 		}
 	}
 	if err := b.seg.SetSidecarThrottle(col.Slot, shmproto.OpInsert, 0, time.Now()); err != nil {
-		return err
+		return nil, nil, err
 	}
+	return seg, sql, nil
+}
 
+func (b *bench) propagation() error {
 	summ := func(xs []propSample) (lat, poll []float64, bad, to int) {
 		for _, s := range xs {
 			switch {
@@ -375,23 +411,39 @@ func (b *bench) propagation() error {
 		}
 		return
 	}
-	sl, sp, sbad, sto := summ(seg)
-	ql, qp, qbad, qto := summ(sql)
-	if len(sl) == 0 || len(ql) == 0 {
-		return fmt.Errorf("no valid samples (segment %d bad %d timeouts, SQL %d bad %d timeouts)", sbad, sto, qbad, qto)
-	}
 	w := &b.out
 	fmt.Fprintf(w, "### 1. Propagation: sidecar writes a throttle → a backend sees it\n\n")
-	fmt.Fprintf(w, "%d repetitions per path, alternating; latency = backend `clock_timestamp()` at detection − Go `time.Now()` right before the write (same host clock). ", *propReps)
-	fmt.Fprintf(w, "Samples whose poll loop had not started before the send are discarded (segment %d, SQL %d); timeouts (5 s): segment %d, SQL %d.\n\n", sbad, qbad, sto, qto)
-	fmt.Fprintf(w, "| path | n | p50 µs | p90 µs | p99 µs | max µs | mean µs | poll period µs (p50) |\n|---|---|---|---|---|---|---|---|\n")
-	row := func(name string, lat, poll []float64) {
-		fmt.Fprintf(w, "| %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f |\n", name, len(lat),
-			quantile(lat, .5), quantile(lat, .9), quantile(lat, .99), quantile(lat, 1), mean(lat), quantile(poll, .5))
+	fmt.Fprintf(w, "%d repetitions per path and mode, alternating segment/SQL; latency = backend `clock_timestamp()` at detection − Go `time.Now()` right before the write (same host clock). Samples whose poll loop had not started before the send are discarded; timeouts are 5 s. ", *propReps)
+	fmt.Fprintf(w, "Mode *shared* leaves scheduling to the kernel; mode *pinned* puts the polling backend on CPU 1 and the Go sending thread on CPU 0.\n\n")
+	fmt.Fprintf(w, "| mode | path | n (discarded, timeouts) | p50 µs | p90 µs | p99 µs | max µs | mean µs | poll period µs (p50) |\n|---|---|---|---|---|---|---|---|---|\n")
+	var ratios []string
+	modes := []bool{false}
+	if runtime.NumCPU() >= 2 {
+		modes = append(modes, true)
 	}
-	row("segment (`SetSidecarThrottle` → `ruvector_throttle_status()`)", sl, sp)
-	row("SQL (`UPDATE bench_flag` autocommit → `SELECT pct FROM bench_flag`)", ql, qp)
-	fmt.Fprintf(w, "\nRatio SQL/segment: p50 %.1f×, p99 %.1f×.\n\n", quantile(ql, .5)/quantile(sl, .5), quantile(ql, .99)/quantile(sl, .99))
+	for _, pinned := range modes {
+		seg, sql, err := b.propRun(pinned)
+		if err != nil {
+			return err
+		}
+		mode := "shared"
+		if pinned {
+			mode = "pinned"
+		}
+		sl, sp, sbad, sto := summ(seg)
+		ql, qp, qbad, qto := summ(sql)
+		if len(sl) == 0 || len(ql) == 0 {
+			return fmt.Errorf("no valid samples (segment %d bad %d timeouts, SQL %d bad %d timeouts)", sbad, sto, qbad, qto)
+		}
+		row := func(name string, lat, poll []float64, bad, to int) {
+			fmt.Fprintf(w, "| %s | %s | %d (%d, %d) | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f |\n", mode, name, len(lat), bad, to,
+				quantile(lat, .5), quantile(lat, .9), quantile(lat, .99), quantile(lat, 1), mean(lat), quantile(poll, .5))
+		}
+		row("segment (`SetSidecarThrottle` → `ruvector_throttle_status()`)", sl, sp, sbad, sto)
+		row("SQL (`UPDATE bench_flag` autocommit → `SELECT pct FROM bench_flag`)", ql, qp, qbad, qto)
+		ratios = append(ratios, fmt.Sprintf("%s: p50 %.1f×, p99 %.1f×", mode, quantile(ql, .5)/quantile(sl, .5), quantile(ql, .99)/quantile(sl, .99)))
+	}
+	fmt.Fprintf(w, "\nRatio SQL/segment — %s.\n\n", strings.Join(ratios, "; "))
 	return nil
 }
 
@@ -441,11 +493,12 @@ func parsePgbench(out string) (pgbenchResult, error) {
 
 // ---------------------------------------------------------------- 2. overhead
 
+type ovhPair struct{ name, reg, unreg, coll string }
+
 func (b *bench) overhead() error {
-	type pair struct{ name, reg, unreg, coll string }
-	pairs := []pair{{"plain", "ovh_reg", "ovh_unreg", "b_ovh"}}
+	pairs := []ovhPair{{"plain", "ovh_reg", "ovh_unreg", "b_ovh"}}
 	if *ovhPart {
-		pairs = append(pairs, pair{"hash-partitioned (4 parts)", "ovhp_reg", "ovhp_unreg", "b_ovhp"})
+		pairs = append(pairs, ovhPair{"hash-partitioned (4 parts)", "ovhp_reg", "ovhp_unreg", "b_ovhp"})
 	}
 	w := &b.out
 	fmt.Fprintf(w, "### 2. Gate overhead: unthrottled single-row INSERT throughput, registered (throttle 0) vs unregistered\n\n")
@@ -534,7 +587,109 @@ func (b *bench) overhead() error {
 		fmt.Fprintf(w, "- %s\n", r)
 	}
 	fmt.Fprintln(w)
+	return b.overheadInterleaved(pairs)
+}
+
+// overheadInterleaved runs both tables in the same pgbench run: each
+// transaction picks the registered or the unregistered script at random
+// (weights 1:1), so load from anything else on the machine hits both
+// equally. The overhead is the difference of mean per-transaction latency,
+// from pgbench's per-transaction log (-l, microseconds).
+func (b *bench) overheadInterleaved(pairs []ovhPair) error {
+	w := &b.out
+	fmt.Fprintf(w, "#### 2b. Same comparison, interleaved within one pgbench run\n\n")
+	fmt.Fprintf(w, "The ABBA runs above are at the mercy of other load on this shared 2-core machine. Here each pgbench run (`-c %d -j %d -T %d -M prepared -l`) gets both scripts at weight 1:1 (`-f reg.sql@1 -f unreg.sql@1`), so every client alternates at random between the registered and the unregistered table and both see the same background load. ", *ovhClients, min(2, *ovhClients), *ovhSecs)
+	fmt.Fprintf(w, "Overhead = (mean latency registered − mean latency unregistered) / mean latency unregistered, from pgbench's per-transaction log; %d runs per table kind.\n\n", *ovhReps)
+	fmt.Fprintf(w, "| table | runs | registered mean latency µs | unregistered mean latency µs | overhead per run (mean ± sd) | per-run overheads | gate-admitted rows = registered xacts |\n|---|---|---|---|---|---|---|\n")
+	for _, p := range pairs {
+		col, err := b.seg.Find(p.coll, 0)
+		if err != nil {
+			return err
+		}
+		var ovh, lr, lu []float64
+		countsMatch := true
+		for i := 0; i < *ovhReps; i++ {
+			if _, err := b.conn.Exec(b.ctx, "TRUNCATE "+p.reg+", "+p.unreg+"; CHECKPOINT"); err != nil {
+				return err
+			}
+			logDir, err := os.MkdirTemp(*workDir, "ilv")
+			if err != nil {
+				return err
+			}
+			before, err := b.seg.ReadCounters(col.Slot, shmproto.OpInsert)
+			if err != nil {
+				return err
+			}
+			cmd := exec.CommandContext(b.ctx, *pgbenchPath, "-n", "-M", "prepared",
+				"-f", filepath.Join(*workDir, p.reg+".sql")+"@1", "-f", filepath.Join(*workDir, p.unreg+".sql")+"@1",
+				"-c", strconv.Itoa(*ovhClients), "-j", strconv.Itoa(min(2, *ovhClients)), "-T", strconv.Itoa(*ovhSecs),
+				"-l", "--log-prefix", filepath.Join(logDir, "tx"))
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("pgbench interleaved %s: %w\n%s", p.name, err, out)
+			}
+			after, err := b.seg.ReadCounters(col.Slot, shmproto.OpInsert)
+			if err != nil {
+				return err
+			}
+			sum, n, err := readTxLog(logDir)
+			_ = os.RemoveAll(logDir)
+			if err != nil {
+				return err
+			}
+			if n[0] == 0 || n[1] == 0 {
+				return fmt.Errorf("interleaved %s: empty transaction log", p.name)
+			}
+			mr, mu := sum[0]/float64(n[0]), sum[1]/float64(n[1])
+			lr, lu = append(lr, mr), append(lu, mu)
+			ovh = append(ovh, (mr-mu)/mu*100)
+			if admitted := int64(after.AdmittedRows - before.AdmittedRows); admitted != n[0] {
+				countsMatch = false
+				logf("interleaved %s: gate admitted %d, registered script ran %d", p.name, admitted, n[0])
+			}
+			logf("interleaved %s run %d: registered %.1f µs (%d), unregistered %.1f µs (%d): %+.2f%%", p.name, i+1, mr, n[0], mu, n[1], (mr-mu)/mu*100)
+		}
+		match := "yes"
+		if !countsMatch {
+			match = "NO (see log)"
+		}
+		per := make([]string, len(ovh))
+		for i, o := range ovh {
+			per[i] = fmt.Sprintf("%+.2f%%", o)
+		}
+		fmt.Fprintf(w, "| %s | %d | %.1f | %.1f | %+.2f%% ± %.2f | %s | %s |\n", p.name, len(ovh), mean(lr), mean(lu), mean(ovh), stdev(ovh), strings.Join(per, ", "), match)
+	}
+	fmt.Fprintln(w)
 	return nil
+}
+
+// readTxLog sums pgbench -l latencies (µs) per script number (0 and 1).
+func readTxLog(dir string) (sum [2]float64, n [2]int64, err error) {
+	files, err := filepath.Glob(filepath.Join(dir, "tx*"))
+	if err != nil || len(files) == 0 {
+		return sum, n, fmt.Errorf("no pgbench log in %s", dir)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return sum, n, err
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			// client_id transaction_no time script_no time_epoch time_us
+			fl := strings.Fields(line)
+			if len(fl) < 4 {
+				continue
+			}
+			lat, err1 := strconv.ParseFloat(fl[2], 64)
+			sc, err2 := strconv.Atoi(fl[3])
+			if err1 != nil || err2 != nil || sc < 0 || sc > 1 {
+				continue
+			}
+			sum[sc] += lat
+			n[sc]++
+		}
+	}
+	return sum, n, nil
 }
 
 func fmtList(xs []float64) string {
@@ -571,7 +726,7 @@ func (b *bench) accuracy() error {
 	fmt.Fprintf(w, "`pgbench -n -M prepared -c %d -j 2` single-row INSERTs into registered `acc_t` (op `insert`), `ruvector.throttle_max_wait=60s` for the pgbench sessions. ", *accClients)
 	fmt.Fprintf(w, "Throttles set through the segment (`SetSidecarThrottle`, heartbeating every 250 ms). Each level: %v settle, then admitted rows/s over %v from the segment's `admitted` counter (the counter `ruvector_throttle_status()` shows). ", *accSettle, *accWindow)
 	fmt.Fprintf(w, "\"Ext. baseline\" is the extension's own EWMA baseline (`BaselineRowsPerSec`), on which its bucket rate is computed.\n\n")
-	fmt.Fprintf(w, "| seq | throttle p | admitted rows/s | measured baseline rows/s | admitted / baseline | target | error (points) | within ±5? | admitted / (ext. baseline × (100−p)%%) | delayed stmts | mean wait per delayed ms | rejected |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| seq | throttle p | admitted rows/s | measured baseline rows/s | admitted / baseline | target | error (points) | within ±5? | ext. baseline rows/s | admitted / (ext. baseline × (100−p)%%) | delayed stmts | mean wait per delayed ms | rejected |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	verdictAll := true
 	for rep := 1; rep <= *accReps; rep++ {
 		if _, err := b.conn.Exec(b.ctx, "TRUNCATE acc_t; CHECKPOINT"); err != nil {
@@ -659,12 +814,12 @@ func (b *bench) accuracy() error {
 			} else {
 				withinS = "(reference)"
 			}
-			fmt.Fprintf(w, "| %d | %d | %.0f | %.0f | %.1f%% | %.0f%% | %+.1f | %s | %s | %d | %.1f | %d |\n",
-				rep, r.pct, r.rate, baseline, ratio, target, errPts, withinS, bucket, r.delayed, r.waitMsPerDel, r.rejected)
+			fmt.Fprintf(w, "| %d | %d | %.0f | %.0f | %.1f%% | %.0f%% | %+.1f | %s | %.0f | %s | %d | %.1f | %d |\n",
+				rep, r.pct, r.rate, baseline, ratio, target, errPts, withinS, r.extBaseline, bucket, r.delayed, r.waitMsPerDel, r.rejected)
 		}
 		fmt.Fprintf(w, "\nseq %d pgbench: exit %v, failed transactions %d.\n\n", rep, errString(err), failed)
 		if rep < *accReps {
-			fmt.Fprintf(w, "| seq | throttle p | admitted rows/s | measured baseline rows/s | admitted / baseline | target | error (points) | within ±5? | admitted / (ext. baseline × (100−p)%%) | delayed stmts | mean wait per delayed ms | rejected |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+			fmt.Fprintf(w, "| seq | throttle p | admitted rows/s | measured baseline rows/s | admitted / baseline | target | error (points) | within ±5? | ext. baseline rows/s | admitted / (ext. baseline × (100−p)%%) | delayed stmts | mean wait per delayed ms | rejected |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		}
 	}
 	if verdictAll {
@@ -680,4 +835,16 @@ func errString(err error) string {
 		return "0"
 	}
 	return err.Error()
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " / ")
 }

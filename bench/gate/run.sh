@@ -6,7 +6,7 @@
 #
 # Builds and installs the extension, starts a cluster in a temp directory on
 # a free local port, runs bench/gate (Go), prints markdown tables on stdout
-# (progress on stderr), and stops the cluster. Takes about 5 minutes.
+# (progress on stderr), and stops the cluster. Takes about 6 minutes.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -48,4 +48,4 @@ scripts/pgcluster.sh start "$tmp/cluster" >&2
 eval "$(scripts/pgcluster.sh env "$tmp/cluster")"
 
 echo "run.sh: cluster $tmp/cluster on 127.0.0.1:$port (socket $PGHOST)" >&2
-timeout 540 "$tmp/gatebench" -data "$PGDATA" -pgbench "$PGBIN/pgbench" -work "$tmp" "$@"
+timeout 580 "$tmp/gatebench" -data "$PGDATA" -pgbench "$PGBIN/pgbench" -work "$tmp" "$@"
