@@ -728,6 +728,7 @@ func (b *bench) accuracy() error {
 	fmt.Fprintf(w, "\"Ext. baseline\" is the extension's own EWMA baseline (`BaselineRowsPerSec`), on which its bucket rate is computed.\n\n")
 	fmt.Fprintf(w, "| seq | throttle p | admitted rows/s | measured baseline rows/s | admitted / baseline | target | error (points) | within ±5? | ext. baseline rows/s | admitted / (ext. baseline × (100−p)%%) | delayed stmts | mean wait per delayed ms | rejected |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	verdictAll := true
+	var traces []string
 	for rep := 1; rep <= *accReps; rep++ {
 		if _, err := b.conn.Exec(b.ctx, "TRUNCATE acc_t; CHECKPOINT"); err != nil {
 			return err
@@ -758,7 +759,22 @@ func (b *bench) accuracy() error {
 				return err
 			}
 			t0 := time.Now()
-			time.Sleep(*accWindow)
+			// Sample each second: the per-second admitted rate next to the
+			// extension's baseline shows whether the two drift apart.
+			var trace []string
+			prev, prevT := c0, t0
+			for time.Since(t0) < *accWindow {
+				time.Sleep(min(time.Second, *accWindow-time.Since(t0)))
+				c, err := b.seg.ReadCounters(col.Slot, shmproto.OpInsert)
+				if err != nil {
+					cancel()
+					return err
+				}
+				now := time.Now()
+				trace = append(trace, fmt.Sprintf("%.0f/%.0f", float64(c.AdmittedRows-prev.AdmittedRows)/now.Sub(prevT).Seconds(), c.BaselineRowsPerSec))
+				prev, prevT = c, now
+			}
+			traces = append(traces, fmt.Sprintf("seq %d p=%d: %s", rep, pct, strings.Join(trace, " ")))
 			c1, err := b.seg.ReadCounters(col.Slot, shmproto.OpInsert)
 			t1 := time.Now()
 			if err != nil {
@@ -822,6 +838,11 @@ func (b *bench) accuracy() error {
 			fmt.Fprintf(w, "| seq | throttle p | admitted rows/s | measured baseline rows/s | admitted / baseline | target | error (points) | within ±5? | ext. baseline rows/s | admitted / (ext. baseline × (100−p)%%) | delayed stmts | mean wait per delayed ms | rejected |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		}
 	}
+	fmt.Fprintf(w, "Per-second trace of each window (admitted rows/s in that second / the extension's baseline rows/s at its end):\n\n")
+	for _, t := range traces {
+		fmt.Fprintf(w, "- %s\n", t)
+	}
+	fmt.Fprintln(w)
 	if verdictAll {
 		fmt.Fprintf(w, "All throttled windows within ±5 points of target.\n\n")
 	} else {
