@@ -155,7 +155,7 @@ func (s *solver) run(c csr) {
 		// The Padberg–Rinaldi tests cost one edge scan; when they shrink the
 		// graph by a tenth or more, contract right away and skip the
 		// (heap-bound, several times dearer) CAPFOREST pass this round.
-		if merges := s.paddbergRinaldi(c, deg); merges*10 < c.n {
+		if merges := s.padbergRinaldi(c, deg); merges*10 < c.n {
 			s.capforest(c, deg)
 		}
 		next, merged := s.contract(c)
@@ -244,7 +244,7 @@ func (s *solver) union(a, b int32) bool {
 	return true
 }
 
-// paddbergRinaldi marks edges for contraction by the two local
+// padbergRinaldi marks edges for contraction by the two local
 // Padberg–Rinaldi tests that need no triangle enumeration:
 //
 //   - PR1: w(u,v) >= best. Every cut separating u and v costs at least w(u,v),
@@ -256,7 +256,7 @@ func (s *solver) union(a, b int32) bool {
 //     many edges are contracted at once, hence the strict form.
 //
 // It returns the number of successful unions.
-func (s *solver) paddbergRinaldi(c csr, deg []int64) int {
+func (s *solver) padbergRinaldi(c csr, deg []int64) int {
 	merges := 0
 	for u := 0; u < c.n; u++ {
 		du := deg[u]
