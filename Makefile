@@ -12,7 +12,7 @@ EXT_MAKE = $(MAKE) -C extension_stub with_llvm=no PG_CONFIG=$(PG_CONFIG)
 CLUSTER = scripts/pgcluster.sh
 SIDECAR = bin/ruvector-sidecar
 # The server and the sidecar run as the server's OS user.
-AS_PG = $(if $(filter 0,$(shell id -u)),runuser -u postgres --,)
+AS_PG = $(if $(filter 0,$(shell id -u)),setpriv --reuid=postgres --regid=postgres --init-groups --,)
 
 .PHONY: all deps build ext sidecar install-ext generate run up down psql test unit regress vet clean
 
@@ -65,14 +65,14 @@ up: cluster
 	@if [ -f $(RUN_DIR)/sidecar.pid ] && kill -0 $$(cat $(RUN_DIR)/sidecar.pid) 2>/dev/null; then \
 		echo "sidecar already running (pid $$(cat $(RUN_DIR)/sidecar.pid))"; \
 	else \
-		. $(RUN_DIR)/env && nohup $(AS_PG) $(SIDECAR) run >$(RUN_DIR)/sidecar.log 2>&1 & echo $$! > $(RUN_DIR)/sidecar.pid; \
+		. $(RUN_DIR)/env; \
+		nohup $(AS_PG) $(SIDECAR) run </dev/null >$(RUN_DIR)/sidecar.log 2>&1 & echo $$! > $(RUN_DIR)/sidecar.pid; \
 		echo "sidecar started (pid $$(cat $(RUN_DIR)/sidecar.pid), log .run/sidecar.log)"; \
 	fi
 	@echo "Connect with: make psql   (or: . .run/env && psql).  Stop with: make down"
 
 down:
 	@if [ -f $(RUN_DIR)/sidecar.pid ]; then kill $$(cat $(RUN_DIR)/sidecar.pid) 2>/dev/null || true; rm -f $(RUN_DIR)/sidecar.pid; fi
-	@pkill -f "$(CURDIR)/$(SIDECAR) run" 2>/dev/null || true
 	@if [ -d $(RUN_DIR)/data ]; then $(CLUSTER) stop $(RUN_DIR); fi
 	@echo "stopped"
 
