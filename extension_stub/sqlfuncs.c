@@ -29,6 +29,7 @@ PG_FUNCTION_INFO_V1(ruvector_registry_detach);
 PG_FUNCTION_INFO_V1(ruvector_throttle_apply);
 PG_FUNCTION_INFO_V1(ruvector_throttle_status);
 PG_FUNCTION_INFO_V1(ruvector_segment_status);
+PG_FUNCTION_INFO_V1(ruvector_integrity_read);
 
 #define RUV_UNIX_TO_PG_US ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
 
@@ -232,4 +233,72 @@ ruvector_segment_status(PG_FUNCTION_ARGS)
 					 (hb != 0 && now - hb <= (int64) pg_atomic_read_u32(&ruv_hdr->sidecar_timeout_ms) * 1000) ? "true" : "false",
 					 pg_atomic_read_u64(&ruv_hdr->sidecar_outages));
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
+
+/*
+ * λ and state of one collection, read under the slot's seqlock, with the
+ * sidecar's liveness so callers can tell a fresh value from a stale one.
+ */
+Datum
+ruvector_integrity_read(PG_FUNCTION_ARGS)
+{
+	int32		collection_id = PG_GETARG_INT32(0);
+	TupleDesc	tupdesc;
+	Datum		values[6];
+	bool		nulls[6] = {0};
+	int			slot_index;
+	RuvShmSlot *slot;
+	int64		now = ruv_now_us();
+	int64		hb;
+	bool		got = false;
+	double		lambda = 0;
+	uint32		state = RUV_STATE_UNKNOWN;
+	int64		since = 0;
+	int64		updated = 0;
+
+	ruv_require_segment();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	slot_index = ruv_find_slot((uint32) collection_id);
+	if (slot_index < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("collection %d has no slot in the shared segment", collection_id),
+				 errhint("Register the collection with ruvector_collection_register.")));
+	slot = ruv_slot(slot_index);
+	for (int try = 0; try < RUV_SHM_SEQLOCK_READ_RETRIES && !got; try++)
+	{
+		uint64		seq = pg_atomic_read_u64(&slot->seq);
+		uint64		bits;
+
+		if (seq & 1)
+		{
+			pg_spin_delay();
+			continue;
+		}
+		pg_read_barrier();
+		bits = pg_atomic_read_u64(&slot->lambda_bits);
+		memcpy(&lambda, &bits, sizeof(lambda));
+		state = pg_atomic_read_u32(&slot->state);
+		since = (int64) pg_atomic_read_u64(&slot->state_since_us);
+		updated = (int64) pg_atomic_read_u64(&slot->lambda_updated_us);
+		pg_read_barrier();
+		got = pg_atomic_read_u64(&slot->seq) == seq;
+	}
+	hb = (int64) pg_atomic_read_u64(&ruv_hdr->sidecar_heartbeat_us);
+
+	/* A writer that died mid-write: report unknown rather than torn data. */
+	if (!got || state >= RUV_NUM_STATES)
+		state = RUV_STATE_UNKNOWN;
+	values[0] = Float8GetDatum(lambda);
+	nulls[0] = !got || updated == 0;
+	values[1] = CStringGetTextDatum(ruv_state_names[state]);
+	values[2] = TimestampTzGetDatum(since - RUV_UNIX_TO_PG_US);
+	nulls[2] = since == 0;
+	values[3] = TimestampTzGetDatum(updated - RUV_UNIX_TO_PG_US);
+	nulls[3] = updated == 0;
+	values[4] = BoolGetDatum(hb != 0 && now - hb <= (int64) pg_atomic_read_u32(&ruv_hdr->sidecar_timeout_ms) * 1000);
+	values[5] = Int64GetDatum(hb ? (now - hb) / 1000 : 0);
+	nulls[5] = hb == 0;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
