@@ -413,3 +413,53 @@ func TestThrottleWaitIsIsolatedAndInterruptible(t *testing.T) {
 		t.Fatalf("counters after interrupted waits: delayed %d rejected %d wait_ms %.0f", delayed, rejected, waitMS)
 	}
 }
+
+// Without shared_preload_libraries, CREATE EXTENSION fails with a clear
+// message instead of later with a missing segment, and the sidecar says
+// what is wrong.
+func TestNotPreloaded(t *testing.T) {
+	ctx := context.Background()
+	c := pgtest.Start(t, pgtest.Options{Conf: []string{"shared_preload_libraries = ''"}})
+	conn := c.Connect(ctx, "postgres")
+	_, err := conn.Exec(ctx, "CREATE EXTENSION ruvector_healing")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "55000" || !strings.Contains(pe.Message, "shared_preload_libraries") || pe.Hint == "" {
+		t.Fatalf("CREATE EXTENSION without preloading: %#v", err)
+	}
+	srv, err := instance.Discover(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := instance.OpenSegment(srv, ""); !errors.Is(err, instance.ErrNoExtension) {
+		t.Fatalf("OpenSegment without the library: %v", err)
+	}
+}
+
+// The watchdog is restarted by the postmaster if it dies.
+func TestWatchdogRestarts(t *testing.T) {
+	ctx := context.Background()
+	c := pgtest.Start(t, pgtest.Options{})
+	c.MustExec(ctx, setupSQL)
+	_, seg := attach(t, ctx, c)
+	before, _ := seg.Info()
+	if before.WatchdogPID == 0 {
+		t.Fatal("no watchdog pid in the segment")
+	}
+	if err := syscall.Kill(int(before.WatchdogPID), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.WaitFor(t, 15*time.Second, "a new watchdog", func() (bool, error) {
+		in, err := seg.Info()
+		return err == nil && in.WatchdogPID != 0 && in.WatchdogPID != before.WatchdogPID &&
+			time.Since(in.WatchdogBeat) < time.Second, err
+	})
+	after, _ := seg.Info()
+	if after.Generation != before.Generation {
+		t.Fatalf("a watchdog restart must not reset the segment: generation %d -> %d", before.Generation, after.Generation)
+	}
+	// The reload after its restart is idempotent: the registry is unchanged.
+	cs, err := seg.Collections()
+	if err != nil || len(cs) != 2 {
+		t.Fatalf("collections after the watchdog restarted: %+v %v", cs, err)
+	}
+}
