@@ -5,10 +5,10 @@
  *
  * The gate runs once per statement, never per row: a BEFORE ROW trigger
  * would force COPY out of its batching. INSERTs are gated in
- * ExecutorStart (which every INSERT, INSERT ... SELECT, data-modifying CTE
- * and EXECUTE of a prepared INSERT passes) and charged in ExecutorEnd with
- * es_processed; COPY FROM is gated around the utility call and charged
- * with the rows it reports.
+ * ExecutorStart (which every INSERT, INSERT ... SELECT, data-modifying
+ * CTE, EXECUTE of a prepared INSERT and MERGE with an INSERT action
+ * passes) and charged in ExecutorEnd with es_processed; COPY FROM is
+ * gated around the utility call and charged with the rows it reports.
  *
  * Throttle p cuts a collection's admitted rate to (100 - p)% of its recent
  * unthrottled rate, with a shared token bucket in GCRA form: one atomic
@@ -255,7 +255,8 @@ ruv_ExecutorStart(QueryDesc *queryDesc, int eflags)
 	PlannedStmt *ps = queryDesc->plannedstmt;
 
 	if (ruv_hdr != NULL && !(eflags & EXEC_FLAG_EXPLAIN_ONLY) &&
-		(ps->commandType == CMD_INSERT || ps->hasModifyingCTE))
+		(ps->commandType == CMD_INSERT || ps->commandType == CMD_MERGE ||
+		 ps->hasModifyingCTE))
 	{
 		ListCell   *lc;
 		int			seen = -1;

@@ -18,6 +18,8 @@ COPY emb (embedding, shard) FROM STDIN;
 INSERT INTO emb (embedding, shard) SELECT ARRAY[g, g]::real[], g % 2 FROM generate_series(1, 500) g;
 INSERT INTO other (v) SELECT g FROM generate_series(1, 10) g;
 WITH w AS (INSERT INTO emb (embedding, shard) VALUES ('{9,9}', 0) RETURNING id) SELECT count(*) FROM w;
+MERGE INTO emb_0 t USING (SELECT -1 AS id) s ON t.id = s.id
+    WHEN NOT MATCHED THEN INSERT (embedding, shard) VALUES ('{8,8}', 0);
 SELECT collection, op, pct, set_by, expires_at, admitted, delayed, rejected FROM ruvector_throttle_status() ORDER BY op;
 
 -- 100 refuses writes of that op only, with SQLSTATE 53000 and a hint.
