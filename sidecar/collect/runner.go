@@ -1,0 +1,301 @@
+package collect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/ruvector/ruvector-healing/sidecar/health"
+)
+
+// DefaultTimeout bounds one Collect call when the collector gives no hint.
+const DefaultTimeout = 5 * time.Second
+
+// abandonGrace is how long the Runner waits past a timeout for a collector
+// that ignores its context before it stops waiting for it.
+const abandonGrace = time.Second
+
+// RunnerOptions tune a Runner.
+type RunnerOptions struct {
+	// Timeout bounds each Collect call (default DefaultTimeout, and never
+	// more than the collector's cadence unless it is a TimeoutHinter).
+	Timeout time.Duration
+	// Redial, if set, replaces the Querier when it reports itself closed
+	// (a *pgx.Conn after a network error or a server restart).
+	Redial func(ctx context.Context) (Querier, error)
+	// OnSample, if set, runs after a collector updated a target's signals,
+	// with a copy of them.
+	OnSample func(s health.Signals)
+}
+
+// CollectorStats is one collector's counters, summed over targets.
+type CollectorStats struct {
+	Name      string
+	Cadence   time.Duration
+	Successes uint64
+	// Errors counts every failed call, Timeouts and Panics included.
+	Errors   uint64
+	Timeouts uint64
+	Panics   uint64
+	// Warmups counts first samples (ErrFirstSample): neither success nor
+	// error.
+	Warmups       uint64
+	LastDuration  time.Duration
+	LastError     string
+	LastErrorAt   time.Time
+	LastSuccessAt time.Time
+}
+
+type entry struct {
+	c       Collector
+	timeout time.Duration
+	next    time.Time
+	// busy is set while an abandoned call (one that ignored its context)
+	// is still running: the collector is not called again until it
+	// returns, so goroutines never pile up.
+	busy  bool
+	stats CollectorStats
+}
+
+// Runner runs collectors at their cadences against a fixed set of targets
+// and keeps each target's latest Signals. Collectors run one at a time on
+// the Runner's goroutine (so one connection suffices); a failed, timed-out
+// or panicking collector is counted, its kind marked Unknown, and the loop
+// goes on.
+type Runner struct {
+	opts    RunnerOptions
+	targets []Target
+
+	mu      sync.Mutex // guards everything below and q
+	q       Querier
+	entries []*entry
+	signals map[int]*health.Signals // by Target.ID
+}
+
+// NewRunner builds a Runner over q for targets.
+func NewRunner(q Querier, targets []Target, collectors []Collector, opts RunnerOptions) *Runner {
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	r := &Runner{opts: opts, targets: targets, q: q, signals: map[int]*health.Signals{}}
+	for _, c := range collectors {
+		to := min(opts.Timeout, c.Cadence())
+		if h, ok := c.(TimeoutHinter); ok && h.Timeout() > 0 {
+			to = h.Timeout()
+		}
+		r.entries = append(r.entries, &entry{c: c, timeout: to, stats: CollectorStats{Name: c.Name(), Cadence: c.Cadence()}})
+	}
+	for _, t := range targets {
+		r.signals[t.ID] = &health.Signals{Collection: t.Name, CollectionID: t.ID, Unknown: map[string]bool{}}
+	}
+	return r
+}
+
+// Run calls each collector when it is due until ctx ends. It returns
+// ctx's error.
+func (r *Runner) Run(ctx context.Context) error {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+		}
+		next := r.tick(ctx, false)
+		timer.Reset(max(time.Until(next), 10*time.Millisecond))
+	}
+}
+
+// CollectAll calls every collector once now, whatever its schedule (tests,
+// and a first sample at startup).
+func (r *Runner) CollectAll(ctx context.Context) { r.tick(ctx, true) }
+
+// tick runs the due collectors and returns when the next one is due.
+func (r *Runner) tick(ctx context.Context, all bool) time.Time {
+	now := time.Now()
+	var next time.Time
+	for _, e := range r.entries {
+		if ctx.Err() != nil {
+			break
+		}
+		if all || !now.Before(e.next) {
+			start := time.Now()
+			for _, t := range r.targets {
+				r.runOne(ctx, e, t)
+			}
+			// Anchored on the start so cadence is the period, not the gap;
+			// missed periods are skipped rather than run back to back.
+			e.next = start.Add(e.c.Cadence())
+			if e.next.Before(time.Now()) {
+				e.next = time.Now()
+			}
+		}
+		if next.IsZero() || e.next.Before(next) {
+			next = e.next
+		}
+	}
+	return next
+}
+
+type result struct {
+	s        health.Signals
+	err      error
+	panicked bool
+}
+
+func (r *Runner) querier(ctx context.Context) Querier {
+	r.mu.Lock()
+	q := r.q
+	r.mu.Unlock()
+	if c, ok := q.(interface{ IsClosed() bool }); ok && c.IsClosed() && r.opts.Redial != nil {
+		if nq, err := r.opts.Redial(ctx); err == nil {
+			r.mu.Lock()
+			r.q = nq
+			r.mu.Unlock()
+			return nq
+		}
+	}
+	return q
+}
+
+func (r *Runner) runOne(ctx context.Context, e *entry, t Target) {
+	name := e.c.Name()
+	r.mu.Lock()
+	busy := e.busy
+	scratch := copySignals(r.signals[t.ID])
+	// Set before the call starts: the call's own goroutine clears it.
+	e.busy = true
+	r.mu.Unlock()
+	if busy {
+		r.finish(e, t, result{err: fmt.Errorf("collect: %s: previous call still running after its timeout", name)}, 0, true)
+		return
+	}
+	q := r.querier(ctx)
+	cctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		var res result
+		defer func() {
+			if p := recover(); p != nil {
+				res = result{err: fmt.Errorf("collect: %s panicked: %v", name, p), panicked: true}
+			}
+			done <- res
+			r.mu.Lock()
+			e.busy = false
+			r.mu.Unlock()
+		}()
+		res.s = scratch
+		res.err = e.c.Collect(cctx, q, t, &res.s)
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(e.timeout + abandonGrace):
+		// The collector ignores its context: stop waiting. Its scratch
+		// copy is dropped when it returns, so it cannot touch our state.
+		res = result{err: fmt.Errorf("collect: %s ignored its %v timeout: %w", name, e.timeout, context.DeadlineExceeded)}
+	}
+	timedOut := cctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
+	r.finish(e, t, res, time.Since(start), timedOut)
+}
+
+func (r *Runner) finish(e *entry, t Target, res result, took time.Duration, timedOut bool) {
+	name := e.c.Name()
+	now := time.Now()
+	r.mu.Lock()
+	st := &e.stats
+	st.LastDuration = took
+	cur := r.signals[t.ID]
+	warm := errors.Is(res.err, ErrFirstSample)
+	switch {
+	case res.err == nil || warm:
+		// Adopt the collector's copy: it changed only its own fields.
+		res.s.Unknown = cur.Unknown
+		res.s.At = now
+		*cur = res.s
+		if warm {
+			cur.Unknown[name] = true
+			st.Warmups++
+		} else {
+			delete(cur.Unknown, name)
+			st.Successes++
+			st.LastSuccessAt = now
+		}
+	default:
+		// Keep the previous values (the graph builder still needs the
+		// node list) but flag them: Unknown means "do not trust".
+		cur.Unknown[name] = true
+		cur.At = now
+		st.Errors++
+		if timedOut {
+			st.Timeouts++
+		}
+		if res.panicked {
+			st.Panics++
+		}
+		st.LastError = fmt.Sprintf("%s: %v", t.Name, res.err)
+		st.LastErrorAt = now
+	}
+	var snap health.Signals
+	if r.opts.OnSample != nil {
+		snap = copySignals(cur)
+	}
+	r.mu.Unlock()
+	if r.opts.OnSample != nil {
+		r.opts.OnSample(snap)
+	}
+}
+
+// Stats returns a snapshot of every collector's counters, in the order the
+// collectors were given.
+func (r *Runner) Stats() []CollectorStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]CollectorStats, len(r.entries))
+	for i, e := range r.entries {
+		out[i] = e.stats
+	}
+	return out
+}
+
+// Signals returns a copy of a target's latest signals.
+func (r *Runner) Signals(collectionID int) (health.Signals, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.signals[collectionID]
+	if !ok {
+		return health.Signals{}, false
+	}
+	return copySignals(s), true
+}
+
+// copySignals copies s deeply enough that neither side can change the
+// other: collectors replace slices, so only the map needs a new backing;
+// slices are cloned anyway because callers of Signals may mutate them.
+func copySignals(s *health.Signals) health.Signals {
+	c := *s
+	c.Unknown = maps.Clone(s.Unknown)
+	if c.Unknown == nil {
+		c.Unknown = map[string]bool{}
+	}
+	c.Partitions = cloneSlice(s.Partitions)
+	c.Centroids = cloneSlice(s.Centroids)
+	c.Replicas = cloneSlice(s.Replicas)
+	c.Maintenance = cloneSlice(s.Maintenance)
+	c.Indexes = cloneSlice(s.Indexes)
+	c.Memory.Consumers = cloneSlice(s.Memory.Consumers)
+	return c
+}
+
+func cloneSlice[T any](s []T) []T {
+	if s == nil {
+		return nil
+	}
+	return append([]T(nil), s...)
+}
