@@ -1,0 +1,139 @@
+package collect
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ruvector/ruvector-healing/sidecar/health"
+)
+
+// Partitions measures each leaf partition of a collection (or the table
+// itself when it is not partitioned) from pg_stat_user_tables.
+//
+// pg_stat counters move when a backend flushes its pending statistics
+// (PostgreSQL 15: at transaction end once the backend is idle, at most
+// about once a second), so rates trail activity by up to a second.
+type Partitions struct {
+	// Interval is the cadence (default 5 s).
+	Interval time.Duration
+
+	mu   sync.Mutex
+	prev map[int]partSample // by Target.ID
+}
+
+type partCounters struct {
+	writes, scans, reads int64
+}
+
+type partSample struct {
+	at   time.Time
+	rels map[int64]partCounters
+}
+
+// NewPartitions returns the partitions collector.
+func NewPartitions() *Partitions { return &Partitions{} }
+
+func (p *Partitions) Name() string { return "partitions" }
+
+func (p *Partitions) Cadence() time.Duration { return orDefault(p.Interval, 5*time.Second) }
+
+const partitionsSQL = `
+SELECT c.oid::bigint, c.oid::regclass::text,
+       coalesce(pg_get_expr(c.relpartbound, c.oid), ''),
+       s.n_tup_ins + s.n_tup_upd + s.n_tup_del,
+       s.seq_scan + coalesce(s.idx_scan, 0),
+       coalesce(s.seq_tup_read, 0) + coalesce(s.idx_tup_fetch, 0),
+       s.n_live_tup, s.n_dead_tup
+FROM pg_class c
+JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.oid = ANY($1::oid[]) AND c.relkind = 'r'
+ORDER BY c.oid`
+
+// Collect reads the counters and turns their deltas since the previous
+// sample into rates over the real elapsed time. On the first sample (and
+// after a stats reset) it reports live/dead rows with zero rates and
+// returns ErrFirstSample; a partition that appears later gets zero rates
+// for its first sample only.
+func (p *Partitions) Collect(ctx context.Context, q Querier, t Target, s *health.Signals) error {
+	rows, err := q.Query(ctx, partitionsSQL, t.Relations)
+	if err != nil {
+		return fmt.Errorf("partitions: query pg_stat_user_tables: %w", err)
+	}
+	defer rows.Close()
+	now := time.Now()
+	cur := partSample{at: now, rels: map[int64]partCounters{}}
+	var out []health.PartitionSignal
+	for rows.Next() {
+		var ps health.PartitionSignal
+		var bound string
+		var c partCounters
+		if err := rows.Scan(&ps.RelID, &ps.Name, &bound, &c.writes, &c.scans, &c.reads, &ps.LiveRows, &ps.DeadRows); err != nil {
+			return fmt.Errorf("partitions: scan: %w", err)
+		}
+		ps.Shard = ShardOf(bound)
+		cur.rels[ps.RelID] = c
+		out = append(out, ps)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("partitions: read rows: %w", err)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.prev == nil {
+		p.prev = map[int]partSample{}
+	}
+	prev, had := p.prev[t.ID]
+	p.prev[t.ID] = cur
+	reset := false
+	if had {
+		el := now.Sub(prev.at)
+		for i := range out {
+			pc, ok := prev.rels[out[i].RelID]
+			if !ok {
+				continue
+			}
+			c := cur.rels[out[i].RelID]
+			if c.writes < pc.writes || c.scans < pc.scans || c.reads < pc.reads {
+				reset = true
+				continue
+			}
+			out[i].WriteRowsPerSec = rate(c.writes, pc.writes, el)
+			out[i].ScansPerSec = rate(c.scans, pc.scans, el)
+			out[i].ReadRowsPerSec = rate(c.reads, pc.reads, el)
+		}
+	}
+	s.Partitions = out
+	if !had || reset {
+		return fmt.Errorf("partitions of %s: %w", t.Name, ErrFirstSample)
+	}
+	return nil
+}
+
+var listBound = regexp.MustCompile(`^FOR VALUES IN \('?(-?[0-9]+)'?\)$`)
+
+// ShardOf parses a partition bound as pg_get_expr prints it: the value of a
+// single-value LIST partition ("FOR VALUES IN (3)"), else -1 (ranges, hash
+// partitions, DEFAULT, several values, not a partition).
+func ShardOf(bound string) int64 {
+	m := listBound.FindStringSubmatch(bound)
+	if m == nil {
+		return -1
+	}
+	v, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
