@@ -227,8 +227,14 @@ ruv_gate_charge(int slot_index, int opno, uint64 rows, bool throttled)
 			uint64		rate = wrows * UINT64CONST(1000000000) / (uint64) elapsed;
 			uint64		base = pg_atomic_read_u64(&op->baseline_milli);
 
+			/*
+			 * Weight 0.1 per 1-second window: a time constant of about ten
+			 * seconds, long enough that a dip in the last few seconds does
+			 * not become the reference a throttle takes its percentage of
+			 * (bench/RESULTS.md: with 0.3 one throttle missed by 5 points).
+			 */
 			pg_atomic_write_u64(&op->baseline_milli,
-								base == 0 ? rate : (base * 7 + rate * 3) / 10);
+								base == 0 ? rate : (base * 9 + rate) / 10);
 		}
 	}
 }
