@@ -1,0 +1,275 @@
+package collect
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/ruvector/ruvector-healing/sidecar/health"
+)
+
+// Job priorities (higher is more important). Anti-wraparound vacuum is
+// above everything: cancelling or starving it ends in a forced shutdown.
+// Index builds come next because writes and queries wait on them; manual
+// jobs above automatic ones because someone is waiting for them.
+const (
+	PriorityWraparound  = 100
+	PriorityIndexBuild  = 60
+	PriorityVacuum      = 50 // manual VACUUM, VACUUM FULL, CLUSTER
+	PriorityAnalyze     = 40
+	PriorityAutovacuum  = 30
+	PriorityAutoanalyze = 20
+)
+
+// Maintenance lists the maintenance jobs touching a collection's relations:
+// autovacuum/autoanalyze workers and manual VACUUM, ANALYZE, CREATE INDEX,
+// REINDEX, CLUSTER / VACUUM FULL, with their progress and lock waits.
+type Maintenance struct {
+	// Interval is the cadence (default 5 s).
+	Interval time.Duration
+}
+
+// NewMaintenance returns the maintenance collector.
+func NewMaintenance() *Maintenance { return &Maintenance{} }
+
+func (m *Maintenance) Name() string { return "maintenance" }
+
+func (m *Maintenance) Cadence() time.Duration { return orDefault(m.Interval, 5*time.Second) }
+
+// The relation of a job, in order of reliability: the progress views; the
+// relation lock it waits for (a job blocked on a lock has not started its
+// progress report yet; an index lock is mapped to its table); the table an
+// autovacuum worker names in its query text.
+const maintenanceSQL = `
+WITH db AS (SELECT oid FROM pg_database WHERE datname = current_database()),
+waits AS (
+    SELECT DISTINCT ON (l.pid) l.pid, coalesce(i.indrelid, l.relation) AS relid
+    FROM pg_locks l LEFT JOIN pg_index i ON i.indexrelid = l.relation
+    WHERE NOT l.granted AND l.locktype = 'relation' AND l.database = (SELECT oid FROM db)
+    ORDER BY l.pid
+),
+queued AS (
+    SELECT b.pid, count(*) AS n
+    FROM pg_stat_activity w, unnest(pg_blocking_pids(w.pid)) AS b(pid)
+    WHERE w.wait_event_type = 'Lock'
+    GROUP BY b.pid
+),
+jobs AS (
+    SELECT a.pid, a.backend_type, coalesce(a.query, '') AS query,
+           coalesce(a.wait_event_type, '') AS wait_type, coalesce(a.wait_event, '') AS wait_event,
+           CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) ELSE '{}' END AS blockers,
+           coalesce(v.relid, an.relid, ci.relid, cl.relid, w.relid,
+                    CASE WHEN a.backend_type = 'autovacuum worker' THEN to_regclass(substring(a.query
+                         FROM '^autovacuum: (?:VACUUM ANALYZE|VACUUM|ANALYZE) (\S+)'))::oid END) AS relid,
+           v.phase AS v_phase, v.heap_blks_total, v.heap_blks_scanned, v.heap_blks_vacuumed,
+           an.phase AS an_phase, an.sample_blks_total, an.sample_blks_scanned,
+           ci.command AS ci_command, ci.phase AS ci_phase, ci.blocks_total, ci.blocks_done,
+           ci.tuples_total, ci.tuples_done,
+           cl.command AS cl_command, cl.heap_blks_total AS cl_total, cl.heap_blks_scanned AS cl_scanned,
+           coalesce(q.n, 0) AS queued
+    FROM pg_stat_activity a
+    LEFT JOIN pg_stat_progress_vacuum v ON v.pid = a.pid
+    LEFT JOIN pg_stat_progress_analyze an ON an.pid = a.pid
+    LEFT JOIN pg_stat_progress_create_index ci ON ci.pid = a.pid
+    LEFT JOIN pg_stat_progress_cluster cl ON cl.pid = a.pid
+    LEFT JOIN waits w ON w.pid = a.pid
+    LEFT JOIN queued q ON q.pid = a.pid
+    WHERE a.datid = (SELECT oid FROM db) AND a.pid <> pg_backend_pid()
+      AND (a.backend_type = 'autovacuum worker' OR a.state = 'active')
+)
+SELECT pid, backend_type, query, wait_type, wait_event, blockers, relid::regclass::text,
+       v_phase, heap_blks_total, heap_blks_scanned, heap_blks_vacuumed,
+       an_phase, sample_blks_total, sample_blks_scanned,
+       ci_command, ci_phase, blocks_total, blocks_done, tuples_total, tuples_done,
+       cl_command, cl_total, cl_scanned, queued
+FROM jobs WHERE relid = ANY($1::oid[])
+ORDER BY pid`
+
+type jobRow struct {
+	pid                         int64
+	backendType, query          string
+	waitType, waitEvent         string
+	blockers                    []int32
+	relation                    string
+	vPhase                      *string
+	vTotal, vScanned, vVacuumed *int64
+	anPhase                     *string
+	anTotal, anScanned          *int64
+	ciCommand, ciPhase          *string
+	ciBlocksTotal, ciBlocksDone *int64
+	ciTuplesTotal, ciTuplesDone *int64
+	clCommand                   *string
+	clTotal, clScanned          *int64
+	queued                      int64
+}
+
+// Collect lists the jobs. Queued is the number of sessions waiting for a
+// lock this job holds (the queue behind it); WaitingFor describes the lock
+// the job itself waits for and who holds it.
+func (m *Maintenance) Collect(ctx context.Context, q Querier, t Target, s *health.Signals) error {
+	rows, err := q.Query(ctx, maintenanceSQL, t.Relations)
+	if err != nil {
+		return fmt.Errorf("maintenance: query pg_stat_activity: %w", err)
+	}
+	defer rows.Close()
+	var out []health.JobSignal
+	for rows.Next() {
+		var r jobRow
+		if err := rows.Scan(&r.pid, &r.backendType, &r.query, &r.waitType, &r.waitEvent, &r.blockers, &r.relation,
+			&r.vPhase, &r.vTotal, &r.vScanned, &r.vVacuumed,
+			&r.anPhase, &r.anTotal, &r.anScanned,
+			&r.ciCommand, &r.ciPhase, &r.ciBlocksTotal, &r.ciBlocksDone, &r.ciTuplesTotal, &r.ciTuplesDone,
+			&r.clCommand, &r.clTotal, &r.clScanned, &r.queued); err != nil {
+			return fmt.Errorf("maintenance: scan: %w", err)
+		}
+		if j, ok := r.job(); ok {
+			out = append(out, j)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("maintenance: read rows: %w", err)
+	}
+	s.Maintenance = out
+	return nil
+}
+
+// job classifies a backend; ok is false for sessions that are not
+// maintenance (an INSERT waiting on the same lock, say).
+func (r jobRow) job() (health.JobSignal, bool) {
+	j := health.JobSignal{ID: r.pid, Relation: r.relation, Queued: int(r.queued)}
+	switch {
+	case r.backendType == "autovacuum worker":
+		j.Type, j.Priority = "autovacuum", PriorityAutovacuum
+		if strings.HasPrefix(r.query, "autovacuum: ANALYZE") {
+			j.Type, j.Priority = "autoanalyze", PriorityAutoanalyze
+		}
+		if strings.Contains(r.query, "to prevent wraparound") {
+			j.Priority = PriorityWraparound
+		}
+	case r.vPhase != nil:
+		j.Type, j.Priority = "vacuum", PriorityVacuum
+	case r.anPhase != nil:
+		j.Type, j.Priority = "analyze", PriorityAnalyze
+	case r.ciCommand != nil:
+		j.Type, j.Priority = "create_index", PriorityIndexBuild
+		if strings.HasPrefix(*r.ciCommand, "REINDEX") {
+			j.Type = "reindex"
+		}
+	case r.clCommand != nil:
+		j.Type, j.Priority = "cluster", PriorityVacuum
+		if *r.clCommand == "VACUUM FULL" {
+			j.Type = "vacuum_full"
+		}
+	default:
+		// No progress report yet (typically: still waiting for its lock):
+		// classify by the statement.
+		j.Type, j.Priority = statementJob(r.query)
+		if j.Type == "" {
+			return j, false
+		}
+	}
+	j.Progress = r.progress()
+	if r.waitType == "Lock" {
+		j.WaitingFor = "Lock:" + r.waitEvent
+		if len(r.blockers) > 0 {
+			pids := make([]string, len(r.blockers))
+			for i, p := range r.blockers {
+				pids[i] = fmt.Sprint(p)
+			}
+			j.WaitingFor += " blocked by pid " + strings.Join(pids, ",")
+		}
+	}
+	j.Running = j.WaitingFor == ""
+	return j, true
+}
+
+var leadingComments = regexp.MustCompile(`^(\s+|--[^\n]*\n|/\*.*?\*/)+`)
+
+var statementKinds = []struct {
+	re       *regexp.Regexp
+	typ      string
+	priority int
+}{
+	{regexp.MustCompile(`(?i)^VACUUM\s*(\(([^)]*\bFULL\b[^)]*)\)|FULL\b)`), "vacuum_full", PriorityVacuum},
+	{regexp.MustCompile(`(?i)^VACUUM\b`), "vacuum", PriorityVacuum},
+	{regexp.MustCompile(`(?i)^ANALY[SZ]E\b`), "analyze", PriorityAnalyze},
+	{regexp.MustCompile(`(?i)^CREATE\s+(UNIQUE\s+)?INDEX\b`), "create_index", PriorityIndexBuild},
+	{regexp.MustCompile(`(?i)^REINDEX\b`), "reindex", PriorityIndexBuild},
+	{regexp.MustCompile(`(?i)^CLUSTER\b`), "cluster", PriorityVacuum},
+}
+
+// statementJob classifies a statement's text, "" when it is not
+// maintenance.
+func statementJob(query string) (string, int) {
+	q := leadingComments.ReplaceAllString(query, "")
+	for _, k := range statementKinds {
+		if k.re.MatchString(q) {
+			return k.typ, k.priority
+		}
+	}
+	return "", 0
+}
+
+// progress is the fraction done, 0..1, from the progress views. Phases are
+// weighted by their usual share of the work (the heap scan dominates a
+// vacuum, the table scan and the tree load an index build); this is an
+// estimate, and a vacuum that needs several index passes jumps back.
+func (r jobRow) progress() float64 {
+	switch {
+	case r.vPhase != nil:
+		switch *r.vPhase {
+		case "scanning heap":
+			return 0.6 * frac(r.vScanned, r.vTotal)
+		case "vacuuming indexes":
+			return 0.6
+		case "vacuuming heap":
+			return 0.6 + 0.3*frac(r.vVacuumed, r.vTotal)
+		case "cleaning up indexes":
+			return 0.9
+		case "truncating heap":
+			return 0.95
+		case "performing final cleanup":
+			return 0.98
+		}
+	case r.anPhase != nil:
+		switch *r.anPhase {
+		case "acquiring sample rows", "acquiring inherited sample rows":
+			return 0.8 * frac(r.anScanned, r.anTotal)
+		case "computing statistics":
+			return 0.8
+		case "computing extended statistics":
+			return 0.9
+		case "finalizing analyze":
+			return 0.95
+		}
+	case r.ciPhase != nil:
+		ph := *r.ciPhase
+		switch {
+		case strings.Contains(ph, "scanning table"):
+			return 0.5 * frac(r.ciBlocksDone, r.ciBlocksTotal)
+		case strings.Contains(ph, "sorting"):
+			return 0.5
+		case strings.Contains(ph, "loading tuples"):
+			return 0.5 + 0.5*frac(r.ciTuplesDone, r.ciTuplesTotal)
+		case strings.HasPrefix(ph, "waiting for"):
+			return 0 // CONCURRENTLY: waiting for older transactions
+		default:
+			if r.ciBlocksTotal != nil && *r.ciBlocksTotal > 0 {
+				return frac(r.ciBlocksDone, r.ciBlocksTotal)
+			}
+			return frac(r.ciTuplesDone, r.ciTuplesTotal)
+		}
+	case r.clCommand != nil:
+		return frac(r.clScanned, r.clTotal)
+	}
+	return 0
+}
+
+func frac(done, total *int64) float64 {
+	if done == nil || total == nil || *total <= 0 {
+		return 0
+	}
+	return min(max(float64(*done)/float64(*total), 0), 1)
+}
