@@ -185,7 +185,7 @@ func (r jobRow) job() (health.JobSignal, bool) {
 	return j, true
 }
 
-var leadingComments = regexp.MustCompile(`^(\s+|--[^\n]*\n|/\*.*?\*/)+`)
+var leadingComments = regexp.MustCompile(`(?s)^(\s+|--[^\n]*\n|/\*.*?\*/)+`)
 
 var statementKinds = []struct {
 	re       *regexp.Regexp
