@@ -10,6 +10,7 @@ package mincutgen
 
 import (
 	"math/rand/v2"
+	"slices"
 
 	"github.com/ruvector/ruvector-healing/sidecar/mincut"
 )
@@ -97,13 +98,15 @@ func BarabasiAlbert(n, m int, seed uint64) *mincut.Graph {
 			ends = append(ends, u, v)
 		}
 	}
-	chosen := make(map[int]bool, m)
+	chosen := make([]int, 0, m) // a slice, not a map: iteration order must be seeded
 	for u := core; u < n; u++ {
-		clear(chosen)
+		chosen = chosen[:0]
 		for len(chosen) < m {
-			chosen[ends[r.IntN(len(ends))]] = true
+			if v := ends[r.IntN(len(ends))]; !slices.Contains(chosen, v) {
+				chosen = append(chosen, v)
+			}
 		}
-		for v := range chosen {
+		for _, v := range chosen {
 			g.AddEdge(u, v, health(r))
 			ends = append(ends, u, v)
 		}
