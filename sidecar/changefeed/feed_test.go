@@ -31,6 +31,8 @@ ALTER TABLE emb_2 REPLICA IDENTITY FULL;
 SELECT ruvector_collection_register('emb', 'emb');
 CREATE TABLE plain (id bigserial, v int, ivf_list int);
 SELECT ruvector_collection_register('plain', 'plain');
+CREATE TABLE keyed (id bigserial PRIMARY KEY, ivf_list int, shard int);
+SELECT ruvector_collection_register('keyed', 'keyed');
 CREATE TABLE unwatched (id bigserial, v int);
 `
 
@@ -315,11 +317,28 @@ func TestCountsPerPartitionShardAndList(t *testing.T) {
 	if _, err := e.conn.Exec(ctx, `DELETE FROM plain WHERE v <= 3`); err != nil {
 		t.Fatalf("DELETE on a table without replica identity broke: %v", err)
 	}
+	// keyed has the default replica identity (its primary key): a delete
+	// carries only id, so it counts on the relation but neither list nor
+	// shard can be named.
+	if _, err := e.conn.Exec(ctx, `INSERT INTO keyed (ivf_list, shard) SELECT g % 2, 5 FROM generate_series(1, 4) g`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.conn.Exec(ctx, `DELETE FROM keyed WHERE id <= 3`); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e.conn.Exec(ctx, `INSERT INTO unwatched (v) SELECT generate_series(1, 9)`); err != nil {
 		t.Fatal(err)
 	}
 
 	waitCounted(t, f, x, e)
+	var keyedOID uint32
+	if err := e.conn.QueryRow(ctx, `SELECT 'keyed'::regclass::oid`).Scan(&keyedOID); err != nil {
+		t.Fatal(err)
+	}
+	// The stream is in commit order: keyed's delete is the last change.
+	pgtest.WaitFor(t, 10*time.Second, "keyed's delete counted", func() (bool, error) {
+		return f.Totals().Relations[keyedOID].Deletes == 3, nil
+	})
 	var plainOID uint32
 	if err := e.conn.QueryRow(ctx, `SELECT 'plain'::regclass::oid`).Scan(&plainOID); err != nil {
 		t.Fatal(err)
@@ -328,8 +347,22 @@ func TestCountsPerPartitionShardAndList(t *testing.T) {
 	if got := tot.Relations[plainOID]; got != (changefeed.Counts{Inserts: 7}) {
 		t.Errorf("plain: %+v, want 7 inserts and no deletes observed", got)
 	}
-	if len(tot.Relations) != 4 {
-		t.Errorf("counted relations %v: want the three partitions and plain only", tot.Relations)
+	if got := tot.Relations[keyedOID]; got != (changefeed.Counts{Inserts: 4, Deletes: 3}) {
+		t.Errorf("keyed: %+v, want 4 inserts and 3 deletes", got)
+	}
+	if got := tot.UnattributedListDeletes[keyedOID]; got != 3 {
+		t.Errorf("keyed: %d deletes without a list, want 3", got)
+	}
+	for l := int64(0); l < 2; l++ {
+		if got := tot.Lists[changefeed.ListKey{CollectionRelID: keyedOID, List: l}]; got != (changefeed.Counts{Inserts: 2}) {
+			t.Errorf("keyed list %d: %+v", l, got)
+		}
+	}
+	if got := tot.Shards[changefeed.ShardKey{CollectionRelID: keyedOID, Shard: 5}]; got != (changefeed.Counts{Inserts: 4}) {
+		t.Errorf("keyed shard 5: %+v", got)
+	}
+	if len(tot.Relations) != 5 {
+		t.Errorf("counted relations %v: want the three partitions, plain and keyed only", tot.Relations)
 	}
 
 	snap := f.Rates(time.Minute)
@@ -354,9 +387,10 @@ func TestCountsPerPartitionShardAndList(t *testing.T) {
 		t.Errorf("list 4 rates %+v, want %d inserts per minute", got, x.lists[lk4].Inserts)
 	}
 	st := f.Stats()
-	// 3 inserts into emb, a delete, an update, the insert into plain (PG 15
-	// does not send transactions with nothing published, like the delete on plain).
-	if st.Transactions != 6 || st.Messages == 0 || st.ConfirmedLSN == 0 || st.Errors != 0 {
+	// 3 inserts into emb, a delete, an update, the insert into plain, the
+	// insert and delete on keyed (PG 15 does not send transactions with
+	// nothing published, like the delete on plain).
+	if st.Transactions != 8 || st.Messages == 0 || st.ConfirmedLSN == 0 || st.Errors != 0 {
 		t.Errorf("stats %+v", st)
 	}
 
