@@ -60,7 +60,7 @@ func (m *Memory) fsys() fs.FS {
 }
 
 const processesSQL = `
-SELECT pg_postmaster_pid(), current_setting('block_size')::bigint *
+SELECT pg_backend_pid(), current_setting('block_size')::bigint *
        (SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers'),
        coalesce((SELECT array_agg(pid ORDER BY pid) FROM pg_stat_activity), '{}'),
        coalesce((SELECT array_agg(coalesce(backend_type, '') ORDER BY pid) FROM pg_stat_activity), '{}')`
@@ -68,15 +68,21 @@ SELECT pg_postmaster_pid(), current_setting('block_size')::bigint *
 // Collect reads the limits and the consumers.
 func (m *Memory) Collect(ctx context.Context, q Querier, _ Target, s *health.Signals) error {
 	var (
-		pmPID        int32
+		ownPID       int32
 		sharedBytes  int64
 		pids         []int32
 		backendTypes []string
 	)
-	if err := q.QueryRow(ctx, processesSQL).Scan(&pmPID, &sharedBytes, &pids, &backendTypes); err != nil {
+	if err := q.QueryRow(ctx, processesSQL).Scan(&ownPID, &sharedBytes, &pids, &backendTypes); err != nil {
 		return fmt.Errorf("memory: server processes: %w", err)
 	}
 	fsys := m.fsys()
+	// SQL has no function for the postmaster's pid; every backend is its
+	// child, so our own backend's parent is the postmaster.
+	pmPID, err := parentPID(fsys, int(ownPID))
+	if err != nil {
+		return fmt.Errorf("memory: find the postmaster (is the sidecar on the database host?): %w", err)
+	}
 	ms, err := ReadMemory(fsys, int(pmPID))
 	if err != nil {
 		return err
@@ -87,7 +93,7 @@ func (m *Memory) Collect(ctx context.Context, q Querier, _ Target, s *health.Sig
 	var procs []health.MemoryConsumer
 	procs = appendProcess(procs, fsys, int(pmPID), "postmaster")
 	for i, pid := range pids {
-		if pid == pmPID || i >= len(backendTypes) {
+		if pid == ownPID || i >= len(backendTypes) {
 			continue
 		}
 		procs = appendProcess(procs, fsys, int(pid), backendTypes[i])
@@ -109,6 +115,19 @@ func appendProcess(out []health.MemoryConsumer, fsys fs.FS, pid int, label strin
 		return out
 	}
 	return append(out, health.MemoryConsumer{Name: fmt.Sprintf("%s (pid %d)", label, pid), Bytes: b})
+}
+
+func parentPID(fsys fs.FS, pid int) (int, error) {
+	raw, err := fs.ReadFile(fsys, path.Join("proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, fmt.Errorf("no PPid in /proc/%d/status", pid)
 }
 
 func processMemory(fsys fs.FS, pid int) (int64, error) {

@@ -15,8 +15,11 @@ import (
 // itself when it is not partitioned) from pg_stat_user_tables.
 //
 // pg_stat counters move when a backend flushes its pending statistics
-// (PostgreSQL 15: at transaction end once the backend is idle, at most
-// about once a second), so rates trail activity by up to a second.
+// (PostgreSQL 15: at transaction end at most once a second, and a backend
+// that goes idle flushes what is left only after 10 s), so the counters
+// trail activity and arrive in lumps: a rate is the average over the
+// cadence of what was flushed, and short cadences make it jumpy. Keep the
+// cadence at 5 s or more.
 type Partitions struct {
 	// Interval is the cadence (default 5 s).
 	Interval time.Duration

@@ -1,0 +1,320 @@
+package collect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ruvector/ruvector-healing/internal/pgtest"
+	"github.com/ruvector/ruvector-healing/shmproto"
+	"github.com/ruvector/ruvector-healing/sidecar/health"
+	"github.com/ruvector/ruvector-healing/sidecar/instance"
+)
+
+func partition(s health.Signals, name string) (health.PartitionSignal, bool) {
+	for _, p := range s.Partitions {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return health.PartitionSignal{}, false
+}
+
+// Writes into one partition show up as that partition's write rate only;
+// scans and reads as its read rates; the first sample has no rates.
+func TestPartitionsRatesFromPgStat(t *testing.T) {
+	t.Parallel()
+	c, conn, tg := startCollection(t)
+	ctx := context.Background()
+	p := NewPartitions()
+
+	s, err := collectOnce(t, p, conn, tg)
+	if !errors.Is(err, ErrFirstSample) {
+		t.Fatalf("first sample: %v", err)
+	}
+	if len(s.Partitions) != 3 {
+		t.Fatalf("partitions %+v, want emb_0, emb_1, emb_many (not the partitioned parent)", s.Partitions)
+	}
+	for name, shard := range map[string]int64{"emb_0": 0, "emb_1": 1, "emb_many": -1} {
+		ps, ok := partition(s, name)
+		if !ok || ps.Shard != shard || ps.WriteRowsPerSec != 0 || ps.RelID == 0 {
+			t.Fatalf("%s: %+v (want shard %d, no rate yet)", name, ps, shard)
+		}
+	}
+
+	writer := c.Connect(ctx, "postgres")
+	exec(t, writer, "INSERT INTO emb (embedding, shard) SELECT '{1,2}', 1 FROM generate_series(1, 500)")
+	exec(t, writer, "SELECT count(*) FROM emb_1")
+	// An idle backend flushes its statistics only after 10 s: force it.
+	exec(t, writer, "SELECT pg_stat_force_next_flush()")
+	var got health.PartitionSignal
+	var writes, reads, scans float64
+	pgtest.WaitFor(t, 10*time.Second, "emb_1's write and read rates", func() (bool, error) {
+		s, err := collectOnce(t, p, conn, tg)
+		if err != nil {
+			return false, err
+		}
+		got, _ = partition(s, "emb_1")
+		// Insert and scan may land in different samples: keep what we saw.
+		writes, reads, scans = max(writes, got.WriteRowsPerSec), max(reads, got.ReadRowsPerSec), max(scans, got.ScansPerSec)
+		if e0, _ := partition(s, "emb_0"); e0.WriteRowsPerSec != 0 || e0.LiveRows != 0 {
+			t.Fatalf("emb_0 untouched but shows %+v", e0)
+		}
+		return writes > 0 && reads > 0 && scans > 0 && got.LiveRows == 500, nil
+	})
+	t.Logf("emb_1: peak writes %.0f rows/s, reads %.0f rows/s, scans %.1f/s, %+v", writes, reads, scans, got)
+
+	// Deletes become dead rows.
+	exec(t, writer, "DELETE FROM emb_1 WHERE id % 2 = 0")
+	exec(t, writer, "SELECT pg_stat_force_next_flush()")
+	pgtest.WaitFor(t, 10*time.Second, "dead rows in emb_1", func() (bool, error) {
+		s, err := collectOnce(t, p, conn, tg)
+		got, _ = partition(s, "emb_1")
+		return got.DeadRows == 250, err
+	})
+}
+
+// The gateway collector reads the write gate's counters from the segment:
+// admitted rows per second, and rejections under a 100% throttle.
+func TestGatewayFromSegment(t *testing.T) {
+	t.Parallel()
+	c, conn, tg := startCollection(t)
+	ctx := context.Background()
+	srv, err := instance.Discover(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg, err := instance.OpenSegment(srv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { seg.Close() })
+	// Keep the watchdog from treating the sidecar as absent.
+	hctx, stop := context.WithCancel(ctx)
+	hb := &instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() { done <- hb.Run(hctx) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	g := NewGateway(seg)
+	if _, err := collectOnce(t, g, nil, tg); !errors.Is(err, ErrFirstSample) {
+		t.Fatalf("first sample: %v", err)
+	}
+	writer := c.Connect(ctx, "postgres")
+	start := time.Now()
+	exec(t, writer, "INSERT INTO emb (embedding, shard) SELECT '{1,2}', 0 FROM generate_series(1, 1000)")
+	rows := [][]any{{[]float32{1}, int32(1)}, {[]float32{2}, int32(1)}}
+	if _, err := writer.CopyFrom(ctx, pgx.Identifier{"emb"}, []string{"embedding", "shard"}, pgx.CopyFromRows(rows)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := collectOnce(t, g, nil, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	el := time.Since(start).Seconds()
+	// 1002 rows (insert + COPY) in at most el seconds.
+	if s.Gateway.WriteRowsPerSec < 1002/el*0.5 || s.Gateway.RejectedPerSec != 0 {
+		t.Fatalf("gateway %+v after 1002 rows in %.3fs", s.Gateway, el)
+	}
+	t.Logf("gateway after 1002 rows: %+v", s.Gateway)
+
+	col, err := seg.Find("emb", srv.DatabaseOID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := seg.SetSidecarThrottle(col.Slot, shmproto.OpInsert, 100, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := writer.Exec(ctx, "INSERT INTO emb (embedding, shard) VALUES ('{1}', 0)"); err == nil {
+			t.Fatal("insert passed a 100% throttle")
+		}
+	}
+	s, err = collectOnce(t, g, nil, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Gateway.RejectedPerSec <= 0 || s.Gateway.WriteRowsPerSec != 0 {
+		t.Fatalf("gateway under a 100%% throttle: %+v", s.Gateway)
+	}
+	if _, err := seg.ReleaseSidecarThrottles(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A VACUUM waiting for a lock another session holds is a job with
+// WaitingFor naming the blocker, and the blocker's queue is counted.
+func TestMaintenanceLockWait(t *testing.T) {
+	t.Parallel()
+	c, conn, tg := startCollection(t)
+	ctx := context.Background()
+	holder := c.Connect(ctx, "postgres")
+	exec(t, holder, "BEGIN")
+	exec(t, holder, "LOCK TABLE emb_0 IN ACCESS EXCLUSIVE MODE")
+	var holderPID int32
+	if err := holder.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&holderPID); err != nil {
+		t.Fatal(err)
+	}
+	vacuumer := c.Connect(ctx, "postgres")
+	vacDone := make(chan error, 1)
+	go func() {
+		_, err := vacuumer.Exec(ctx, "VACUUM emb_0")
+		vacDone <- err
+	}()
+
+	m := NewMaintenance()
+	var job health.JobSignal
+	pgtest.WaitFor(t, 10*time.Second, "the waiting VACUUM", func() (bool, error) {
+		s, err := collectOnce(t, m, conn, tg)
+		for _, j := range s.Maintenance {
+			if j.Type == "vacuum" {
+				job = j
+				return j.WaitingFor != "", err
+			}
+		}
+		return false, err
+	})
+	t.Logf("job: %+v", job)
+	if job.Relation != "emb_0" || job.Running || job.Priority != PriorityVacuum ||
+		!strings.HasPrefix(job.WaitingFor, "Lock:relation") || !strings.Contains(job.WaitingFor, fmt.Sprintf("pid %d", holderPID)) {
+		t.Fatalf("waiting vacuum reported as %+v (holder pid %d)", job, holderPID)
+	}
+
+	// Another collection's target does not see it.
+	other := tg
+	other.Relations = []uint32{tg.RelID + 100000}
+	if s, err := collectOnce(t, m, conn, other); err != nil || len(s.Maintenance) != 0 {
+		t.Fatalf("unrelated relations see %+v (%v)", s.Maintenance, err)
+	}
+
+	exec(t, holder, "COMMIT")
+	if err := <-vacDone; err != nil {
+		t.Fatal(err)
+	}
+	if s, err := collectOnce(t, m, conn, tg); err != nil || len(s.Maintenance) != 0 {
+		t.Fatalf("after the vacuum: %+v (%v)", s.Maintenance, err)
+	}
+}
+
+// A running CREATE INDEX blocked behind a lock, and an autovacuum worker's
+// query text, are classified; anti-wraparound gets the top priority.
+func TestMaintenanceClassifiesJobs(t *testing.T) {
+	for _, tc := range []struct {
+		row  jobRow
+		typ  string
+		prio int
+	}{
+		{jobRow{backendType: "autovacuum worker", query: "autovacuum: VACUUM public.emb_0 (to prevent wraparound)"}, "autovacuum", PriorityWraparound},
+		{jobRow{backendType: "autovacuum worker", query: "autovacuum: VACUUM ANALYZE public.emb_0"}, "autovacuum", PriorityAutovacuum},
+		{jobRow{backendType: "autovacuum worker", query: "autovacuum: ANALYZE public.emb_0"}, "autoanalyze", PriorityAutoanalyze},
+		{jobRow{backendType: "client backend", query: "REINDEX TABLE emb_0", ciCommand: ptr("REINDEX"), ciPhase: ptr("building index: scanning table"), ciBlocksTotal: ptr[int64](100), ciBlocksDone: ptr[int64](50)}, "reindex", PriorityIndexBuild},
+		{jobRow{backendType: "client backend", query: "VACUUM emb_0", vPhase: ptr("scanning heap"), vTotal: ptr[int64](10), vScanned: ptr[int64](5)}, "vacuum", PriorityVacuum},
+	} {
+		j, ok := tc.row.job()
+		if !ok || j.Type != tc.typ || j.Priority != tc.prio || !j.Running {
+			t.Errorf("%q: %+v", tc.row.query, j)
+		}
+	}
+	j, _ := jobRow{ciCommand: ptr("CREATE INDEX"), ciPhase: ptr("building index: scanning table"), ciBlocksTotal: ptr[int64](100), ciBlocksDone: ptr[int64](50)}.job()
+	if j.Progress != 0.25 {
+		t.Errorf("index build half through its scan: progress %v", j.Progress)
+	}
+	if _, ok := (jobRow{backendType: "client backend", query: "INSERT INTO emb VALUES (1)", waitType: "Lock"}).job(); ok {
+		t.Error("an INSERT waiting on a lock is not a maintenance job")
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Random-order inserts split B-tree pages everywhere (low density,
+// out-of-order leaves); deleting most keys and vacuuming leaves pages
+// nearly empty.
+func TestIndexesFragmentation(t *testing.T) {
+	t.Parallel()
+	c, conn, tg := startCollection(t)
+	ctx := context.Background()
+	c.MustExec(ctx, `
+CREATE INDEX emb_id_idx ON emb (id);
+CREATE INDEX emb_rand_idx ON emb ((embedding[1]));
+INSERT INTO emb (embedding, shard) SELECT ARRAY[random()]::real[], 0 FROM generate_series(1, 30000);
+DELETE FROM emb_0 WHERE id % 10 <> 0;`)
+	c.MustExec(ctx, "VACUUM emb_0")
+	x := NewIndexes()
+	s, err := collectOnce(t, x, conn, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rnd *health.IndexSignal
+	for i, is := range s.Indexes {
+		t.Logf("%s: fragmentation %.1f%%, density %.1f%%", is.Name, is.FragmentationPct, is.AvgLeafDensity)
+		if is.Name == "emb_0_embedding_idx" {
+			rnd = &s.Indexes[i]
+		}
+		if strings.HasPrefix(is.Name, "emb_1") || is.Name == "emb_id_idx" || is.SampledAt.IsZero() {
+			t.Errorf("unexpected index %+v (empty partitions' and partitioned parents' indexes have nothing to measure)", is)
+		}
+	}
+	if rnd == nil {
+		t.Fatalf("no emb_0_embedding_idx in %+v", s.Indexes)
+	}
+	if rnd.FragmentationPct <= 0 || rnd.AvgLeafDensity >= 90 {
+		t.Fatalf("random-order index: %+v, want fragmentation > 0 and density < 90", *rnd)
+	}
+	var ext int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_extension WHERE extname = 'pgstattuple'").Scan(&ext); err != nil || ext != 1 {
+		t.Fatalf("pgstattuple not created: %d %v", ext, err)
+	}
+}
+
+// Without the right to create pgstattuple the collector fails: no data is
+// invented.
+func TestIndexesWithoutPgstattupleFails(t *testing.T) {
+	t.Parallel()
+	c, _, tg := startCollection(t)
+	ctx := context.Background()
+	c.MustExec(ctx, `CREATE ROLE weak LOGIN; GRANT pg_monitor TO weak;`)
+	weak, err := pgx.Connect(ctx, strings.Replace(c.DSN("postgres"), "user=postgres", "user=weak", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { weak.Close(context.Background()) })
+	s, err := collectOnce(t, NewIndexes(), weak, tg)
+	if err == nil || !strings.Contains(err.Error(), "pgstattuple") || s.Indexes != nil {
+		t.Fatalf("got %+v, %v", s.Indexes, err)
+	}
+}
+
+// The memory collector on the real machine: a source, a limit, and the
+// server's processes among the consumers.
+func TestMemoryRealMachine(t *testing.T) {
+	t.Parallel()
+	c, conn, tg := startCollection(t)
+	s, err := collectOnce(t, NewMemory(), conn, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := s.Memory
+	t.Logf("memory: %+v", m)
+	if m.Source == "" || m.LimitBytes <= 0 || m.UsedBytes <= 0 || m.UsedBytes > m.LimitBytes || m.UsagePct <= 0 || m.UsagePct > 100 {
+		t.Fatalf("implausible memory %+v", m)
+	}
+	if len(m.Consumers) < 2 || len(m.Consumers) > 6 || m.Consumers[0].Name != "shared_buffers" || m.Consumers[0].Bytes != 128<<20 {
+		t.Fatalf("consumers %+v (want shared_buffers = 128 MiB, then up to 5 processes)", m.Consumers)
+	}
+	sawPostgres := false
+	for _, cs := range m.Consumers[1:] {
+		if cs.Bytes <= 0 {
+			t.Fatalf("consumer %+v", cs)
+		}
+		sawPostgres = sawPostgres || strings.Contains(cs.Name, "postmaster") || strings.Contains(cs.Name, "client backend") || strings.Contains(cs.Name, "checkpointer")
+	}
+	if !sawPostgres {
+		t.Fatalf("no server process among %+v", m.Consumers)
+	}
+	_ = c
+}
