@@ -48,10 +48,10 @@ func TestPartitionsRatesFromPgStat(t *testing.T) {
 	}
 
 	writer := c.Connect(ctx, "postgres")
-	exec(t, writer, "INSERT INTO emb (embedding, shard) SELECT '{1,2}', 1 FROM generate_series(1, 500)")
-	exec(t, writer, "SELECT count(*) FROM emb_1")
+	mustExec(t, writer, "INSERT INTO emb (embedding, shard) SELECT '{1,2}', 1 FROM generate_series(1, 500)")
+	mustExec(t, writer, "SELECT count(*) FROM emb_1")
 	// An idle backend flushes its statistics only after 10 s: force it.
-	exec(t, writer, "SELECT pg_stat_force_next_flush()")
+	mustExec(t, writer, "SELECT pg_stat_force_next_flush()")
 	var got health.PartitionSignal
 	var writes, reads, scans float64
 	pgtest.WaitFor(t, 10*time.Second, "emb_1's write and read rates", func() (bool, error) {
@@ -70,8 +70,8 @@ func TestPartitionsRatesFromPgStat(t *testing.T) {
 	t.Logf("emb_1: peak writes %.0f rows/s, reads %.0f rows/s, scans %.1f/s, %+v", writes, reads, scans, got)
 
 	// Deletes become dead rows.
-	exec(t, writer, "DELETE FROM emb_1 WHERE id % 2 = 0")
-	exec(t, writer, "SELECT pg_stat_force_next_flush()")
+	mustExec(t, writer, "DELETE FROM emb_1 WHERE id % 2 = 0")
+	mustExec(t, writer, "SELECT pg_stat_force_next_flush()")
 	pgtest.WaitFor(t, 10*time.Second, "dead rows in emb_1", func() (bool, error) {
 		s, err := collectOnce(t, p, conn, tg)
 		got, _ = partition(s, "emb_1")
@@ -107,7 +107,7 @@ func TestGatewayFromSegment(t *testing.T) {
 	}
 	writer := c.Connect(ctx, "postgres")
 	start := time.Now()
-	exec(t, writer, "INSERT INTO emb (embedding, shard) SELECT '{1,2}', 0 FROM generate_series(1, 1000)")
+	mustExec(t, writer, "INSERT INTO emb (embedding, shard) SELECT '{1,2}', 0 FROM generate_series(1, 1000)")
 	rows := [][]any{{[]float32{1}, int32(1)}, {[]float32{2}, int32(1)}}
 	if _, err := writer.CopyFrom(ctx, pgx.Identifier{"emb"}, []string{"embedding", "shard"}, pgx.CopyFromRows(rows)); err != nil {
 		t.Fatal(err)
@@ -154,8 +154,8 @@ func TestMaintenanceLockWait(t *testing.T) {
 	c, conn, tg := startCollection(t)
 	ctx := context.Background()
 	holder := c.Connect(ctx, "postgres")
-	exec(t, holder, "BEGIN")
-	exec(t, holder, "LOCK TABLE emb_0 IN ACCESS EXCLUSIVE MODE")
+	mustExec(t, holder, "BEGIN")
+	mustExec(t, holder, "LOCK TABLE emb_0 IN ACCESS EXCLUSIVE MODE")
 	var holderPID int32
 	if err := holder.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&holderPID); err != nil {
 		t.Fatal(err)
@@ -192,7 +192,7 @@ func TestMaintenanceLockWait(t *testing.T) {
 		t.Fatalf("unrelated relations see %+v (%v)", s.Maintenance, err)
 	}
 
-	exec(t, holder, "COMMIT")
+	mustExec(t, holder, "COMMIT")
 	if err := <-vacDone; err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,7 @@ func mustCollect(t *testing.T, col Collector, q Querier, tg Target) health.Signa
 	return s
 }
 
-func exec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
+func mustExec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 	t.Helper()
 	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
 		t.Fatalf("%v\nSQL: %s", err, sql)
