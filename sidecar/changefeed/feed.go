@@ -516,13 +516,13 @@ func (s *stream) loop(ctx context.Context) error {
 		}
 		if !time.Now().Before(nextStatus) {
 			if err := s.status(ctx, false); err != nil {
-				return err
+				return s.failed(ctx, err)
 			}
 			nextStatus = time.Now().Add(f.cfg.StatusInterval)
 		}
 		if time.Since(s.lastSync) >= f.cfg.SyncInterval {
 			if err := s.sync(ctx); err != nil {
-				return err
+				return s.failed(ctx, err)
 			}
 		}
 
@@ -548,7 +548,7 @@ func (s *stream) loop(ctx context.Context) error {
 				// The server asks for a reply when it nears
 				// wal_sender_timeout: answer now, not at the next tick.
 				if err := s.status(ctx, false); err != nil {
-					return err
+					return s.failed(ctx, err)
 				}
 				nextStatus = time.Now().Add(f.cfg.StatusInterval)
 			}
@@ -671,6 +671,15 @@ func (s *stream) sync(ctx context.Context) error {
 	s.f.dec.meta = leaves
 	s.f.mu.Unlock()
 	return nil
+}
+
+// failed returns err, unless it only happened because ctx was canceled
+// mid-call: then the session still ends cleanly.
+func (s *stream) failed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return s.finish(ctx)
+	}
+	return err
 }
 
 // finish ends a canceled session cleanly: persist and confirm what was
