@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,13 @@ func TestPartitionsRatesFromPgStat(t *testing.T) {
 		if !ok || ps.Shard != shard || ps.WriteRowsPerSec != 0 || ps.RelID == 0 {
 			t.Fatalf("%s: %+v (want shard %d, no rate yet)", name, ps, shard)
 		}
+	}
+
+	if _, err := LoadTarget(ctx, conn, "nope"); !errors.Is(err, pgx.ErrNoRows) {
+		t.Fatalf("unknown collection: %v", err)
+	}
+	if len(tg.Relations) != 4 || tg.Relations[0] != tg.RelID && !slices.Contains(tg.Relations, tg.RelID) {
+		t.Fatalf("target %+v: want the table and its three partitions", tg)
 	}
 
 	writer := c.Connect(ctx, "postgres")

@@ -3,6 +3,7 @@ package collect
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -98,7 +99,7 @@ func (m *Memory) Collect(ctx context.Context, q Querier, _ Target, s *health.Sig
 		}
 		procs = appendProcess(procs, fsys, int(pid), backendTypes[i])
 	}
-	slices.SortStableFunc(procs, func(a, b health.MemoryConsumer) int { return -cmpInt64(a.Bytes, b.Bytes) })
+	slices.SortStableFunc(procs, func(a, b health.MemoryConsumer) int { return cmp.Compare(b.Bytes, a.Bytes) })
 	if len(procs) > 5 {
 		procs = procs[:5]
 	}
@@ -294,14 +295,4 @@ func readKB(fsys fs.FS, name string) (map[string]int64, error) {
 		out[key] = v * 1024
 	}
 	return out, sc.Err()
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -196,12 +196,18 @@ func (r *Runner) runOne(ctx context.Context, e *entry, t Target) {
 	var res result
 	select {
 	case res = <-done:
+	case <-ctx.Done():
+		// Shutting down: neither a result nor a failure of the collector.
+		return
 	case <-time.After(e.timeout + abandonGrace):
 		// The collector ignores its context: stop waiting. Its scratch
 		// copy is dropped when it returns, so it cannot touch our state.
 		res = result{err: fmt.Errorf("collect: %s ignored its %v timeout: %w", name, e.timeout, context.DeadlineExceeded)}
 	}
-	timedOut := cctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
+	if ctx.Err() != nil {
+		return // shutting down: whatever the collector said is not news
+	}
+	timedOut := cctx.Err() == context.DeadlineExceeded
 	r.finish(e, t, res, time.Since(start), timedOut)
 }
 

@@ -1,0 +1,152 @@
+package collect
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ruvector/ruvector-healing/internal/pgtest"
+	"github.com/ruvector/ruvector-healing/sidecar/health"
+)
+
+// sleepy is a collector whose query hangs far past its timeout.
+type sleepy struct{}
+
+func (sleepy) Name() string           { return "changefeed" }
+func (sleepy) Cadence() time.Duration { return time.Second }
+func (sleepy) Collect(ctx context.Context, q Querier, _ Target, s *health.Signals) error {
+	if _, err := q.Exec(ctx, "SELECT pg_sleep(10)"); err != nil {
+		return fmt.Errorf("sleepy: %w", err)
+	}
+	s.Centroids = []health.CentroidSignal{{ID: 1}}
+	return nil
+}
+
+type panicky struct{}
+
+func (panicky) Name() string           { return "panicky" }
+func (panicky) Cadence() time.Duration { return time.Second }
+func (panicky) Collect(context.Context, Querier, Target, *health.Signals) error {
+	var m map[string]int
+	m["boom"] = 1 // a real nil-map panic
+	return nil
+}
+
+// stubborn ignores its context entirely.
+type stubborn struct{ calls atomic.Int32 }
+
+func (*stubborn) Name() string           { return "stubborn" }
+func (*stubborn) Cadence() time.Duration { return time.Second }
+func (s *stubborn) Collect(context.Context, Querier, Target, *health.Signals) error {
+	s.calls.Add(1)
+	time.Sleep(2500 * time.Millisecond)
+	return nil
+}
+
+func stat(t *testing.T, r *Runner, name string) CollectorStats {
+	t.Helper()
+	for _, s := range r.Stats() {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no stats for %s", name)
+	return CollectorStats{}
+}
+
+// A collector whose query hangs is timed out (the query is cancelled on the
+// server and the connection stays usable), counted and marked Unknown; a
+// panicking one is recovered and counted; the others still deliver.
+func TestRunnerTimeoutPanicAndOthersDeliver(t *testing.T) {
+	t.Parallel()
+	c, conn, tg := startCollection(t)
+	ctx := context.Background()
+	r := NewRunner(conn, []Target{tg},
+		[]Collector{sleepy{}, panicky{}, NewPartitions(), NewMaintenance(), NewMemory()},
+		RunnerOptions{Timeout: 300 * time.Millisecond})
+
+	start := time.Now()
+	r.CollectAll(ctx)
+	took := time.Since(start)
+	if took > 3*time.Second {
+		t.Fatalf("one round took %v: the hung query was not cut at its timeout", took)
+	}
+	s, ok := r.Signals(tg.ID)
+	if !ok {
+		t.Fatal("no signals for the target")
+	}
+	sl := stat(t, r, "changefeed")
+	if sl.Errors != 1 || sl.Timeouts != 1 || sl.Successes != 0 || sl.LastError == "" || sl.LastDuration > 2*time.Second {
+		t.Fatalf("sleepy stats %+v", sl)
+	}
+	if p := stat(t, r, "panicky"); p.Errors != 1 || p.Panics != 1 {
+		t.Fatalf("panicky stats %+v", p)
+	}
+	if !s.Unknown["changefeed"] || !s.Unknown["panicky"] || s.Centroids != nil {
+		t.Fatalf("unknown %v centroids %v", s.Unknown, s.Centroids)
+	}
+	// First samples of rate collectors: values kept, kind Unknown, not errors.
+	if p := stat(t, r, "partitions"); p.Warmups != 1 || p.Errors != 0 || len(s.Partitions) != 3 || !s.Unknown["partitions"] {
+		t.Fatalf("partitions after one round: %+v, %v, unknown %v", p, s.Partitions, s.Unknown)
+	}
+	if s.Unknown["maintenance"] || s.Unknown["memory"] || s.Memory.LimitBytes <= 0 || stat(t, r, "memory").Successes != 1 {
+		t.Fatalf("other collectors did not deliver: %+v %v", s.Memory, s.Unknown)
+	}
+	// The server cancelled the sleep: no backend is left running it.
+	var sleeping int
+	pgtest.WaitFor(t, 5*time.Second, "the cancelled pg_sleep to end", func() (bool, error) {
+		err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(10)%' AND state = 'active'").Scan(&sleeping)
+		return sleeping == 0, err
+	})
+
+	// Second round: the same connection still works, partitions now have a
+	// baseline; the hung one keeps failing without stopping anything.
+	r.CollectAll(ctx)
+	s, _ = r.Signals(tg.ID)
+	if s.Unknown["partitions"] || stat(t, r, "partitions").Successes != 1 || stat(t, r, "changefeed").Timeouts != 2 {
+		t.Fatalf("second round: unknown %v, stats %+v", s.Unknown, r.Stats())
+	}
+	_ = c
+}
+
+// A collector that ignores its context is abandoned after its timeout plus
+// a grace period, not called again while still running, and the Run loop
+// keeps calling the others at their cadence.
+func TestRunnerAbandonsStubbornCollectorAndKeepsRunning(t *testing.T) {
+	t.Parallel()
+	_, conn, tg := startCollection(t)
+	st := &stubborn{}
+	mem := NewMemory()
+	mem.Interval = 200 * time.Millisecond
+	var samples atomic.Int32
+	r := NewRunner(conn, []Target{tg}, []Collector{st, mem}, RunnerOptions{
+		Timeout:  100 * time.Millisecond,
+		OnSample: func(health.Signals) { samples.Add(1) },
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 3500*time.Millisecond)
+	defer cancel()
+	if err := r.Run(ctx); err != context.DeadlineExceeded {
+		t.Fatalf("Run returned %v", err)
+	}
+	ss := stat(t, r, "stubborn")
+	ms := stat(t, r, "memory")
+	t.Logf("stubborn %+v\nmemory %+v\nsamples %d", ss, ms, samples.Load())
+	if ss.Errors < 2 || ss.Timeouts < 1 || ss.Successes != 0 {
+		t.Fatalf("stubborn stats %+v", ss)
+	}
+	// Calls while the abandoned one still ran were refused, not started.
+	if n := st.calls.Load(); n > 2 {
+		t.Fatalf("stubborn called %d times: calls piled up", n)
+	}
+	// Memory runs every 200 ms except while the runner waited 1.1 s for the
+	// stubborn one (twice at most in 3.5 s).
+	if ms.Successes < 4 || ms.Errors != 0 {
+		t.Fatalf("memory stats %+v", ms)
+	}
+	s, _ := r.Signals(tg.ID)
+	if !s.Unknown["stubborn"] || s.Unknown["memory"] || int(samples.Load()) != int(ss.Errors+ms.Successes) {
+		t.Fatalf("unknown %v, %d samples", s.Unknown, samples.Load())
+	}
+}
