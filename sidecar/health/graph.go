@@ -23,7 +23,8 @@ import (
 // shard; lists to the "ivf_lists" index hub; jobs to the "maintenance" hub).
 //
 // Weights: a bundle at full health weighs BundleWeight in total, split
-// evenly over its members (member weight = BundleWeight/n × capacity). A
+// evenly over its members (member weight = BundleWeight/n × capacity, the
+// first member taking the remainder of the integer division). A
 // membership edge weighs 2×BundleWeight. Hence:
 //
 //   - any cut that splits a bundle crosses a membership edge and costs more
@@ -279,10 +280,17 @@ func (b *builder) single(n Node, t classify.EdgeType, kind string, c float64) {
 // bundle adds the members of a multi-component bundle: each with its health
 // edge to root (BundleWeight/n × capacity) and a membership edge to its hub.
 func (b *builder) bundle(members []Node, caps []float64, hub func(i int) int, t classify.EdgeType, kind string) {
-	base := BundleWeight / int64(len(members))
-	for i, n := range members {
-		c := b.capacity(&n, kind, caps[i])
-		v := b.node(n)
+	n := int64(len(members))
+	for i, m := range members {
+		// The first member takes the remainder, so that every bundle's
+		// baseline is exactly BundleWeight and a fully healthy graph has
+		// λ_norm exactly 1 (the members differ by < n units in 10^12).
+		base := BundleWeight / n
+		if i == 0 {
+			base += BundleWeight % n
+		}
+		c := b.capacity(&m, kind, caps[i])
+		v := b.node(m)
 		b.edge(b.root, v, t, c, weight(base, c), base)
 		b.edge(hub(i), v, EdgeMembership, 1, membershipWeight, membershipWeight)
 	}

@@ -90,9 +90,7 @@ func TestScenarioAllHealthy(t *testing.T) {
 	if c.LambdaNorm != 1 {
 		t.Fatalf("λ_norm = %v, want exactly 1", c.LambdaNorm)
 	}
-	// The baseline is BundleWeight up to the integer split over members
-	// (3 jobs: 3 × ⌊B/3⌋).
-	if c.LambdaFixed != c.BaselineFixed || BundleWeight-c.BaselineFixed > 256 {
+	if c.LambdaFixed != c.BaselineFixed || c.BaselineFixed != BundleWeight {
 		t.Fatalf("λ %d baseline %d, want both ≈ %d", c.LambdaFixed, c.BaselineFixed, BundleWeight)
 	}
 	if st := stateAfter(t, c.LambdaNorm); st != shmproto.StateNormal {
