@@ -100,6 +100,9 @@ type slotInfo struct {
 	database       string
 	temporary      bool
 	confirmedFlush pglogrepl.LSN
+	// lost: the server removed WAL the slot still needed
+	// (max_slot_wal_keep_size); it can never stream again.
+	lost bool
 }
 
 func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (slotInfo, error) {
@@ -109,8 +112,9 @@ func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (slotInfo, error
 		db        *string
 		confirmed *string
 	)
-	err := conn.QueryRow(ctx, `SELECT plugin, database::text, temporary, confirmed_flush_lsn::text
-		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&plugin, &db, &si.temporary, &confirmed)
+	err := conn.QueryRow(ctx, `SELECT plugin, database::text, temporary, confirmed_flush_lsn::text,
+			coalesce(wal_status = 'lost', false)
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&plugin, &db, &si.temporary, &confirmed, &si.lost)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return si, nil
 	}

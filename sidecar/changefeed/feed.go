@@ -293,6 +293,26 @@ func (f *Feed) prepare(ctx context.Context, conn *pgx.Conn, rc *pgconn.PgConn) (
 	if err != nil {
 		return 0, err
 	}
+	if si.exists && si.lost && si.plugin == "pgoutput" && si.database == db {
+		// The changes it held are gone for good; a new slot at least
+		// restores the feed (and stops the retry loop). The gap is logged
+		// and counted as an error.
+		f.cfg.Log.Error().Str("slot", slot).Msg("changefeed: slot lost its WAL (max_slot_wal_keep_size); recreating it, changes since its confirmed LSN are not counted")
+		if err := pglogrepl.DropReplicationSlot(ctx, rc, slot, pglogrepl.DropReplicationSlotOptions{Wait: true}); err != nil {
+			return 0, fmt.Errorf("drop lost slot %q: %w", slot, err)
+		}
+		f.mu.Lock()
+		f.stats.Errors++
+		f.stats.SlotsRecreated++
+		f.stats.LastError, f.stats.LastErrorAt = "slot "+slot+" lost its WAL and was recreated", time.Now()
+		f.mu.Unlock()
+		si = slotInfo{}
+		// The persisted LSN belongs to the lost slot; the new one starts
+		// where it is created.
+		if _, err := conn.Exec(ctx, `DELETE FROM ruvector.changefeed_state WHERE slot_name = $1`, slot); err != nil {
+			return 0, fmt.Errorf("forget state of lost slot: %w", err)
+		}
+	}
 	switch {
 	case !si.exists:
 		if err := createSlot(ctx, rc, slot); err != nil {

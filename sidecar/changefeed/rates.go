@@ -197,7 +197,10 @@ type Stats struct {
 	Keepalives   int64
 	StatusSent   int64 // standby status updates sent
 	Reconnects   int64 // sessions started after the first
-	Errors       int64
+	// SlotsRecreated counts slots found invalidated (WAL removed) and
+	// recreated: each is a gap in the counts.
+	SlotsRecreated int64
+	Errors         int64
 
 	LastReceivedLSN  pglogrepl.LSN // end of the last WAL data or keepalive position seen
 	ConfirmedLSN     pglogrepl.LSN // processed up to here: sent in status updates
