@@ -172,7 +172,16 @@ func Build(s Signals, cfg Config, errs ErrorRates) (*Graph, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("health: build %q: %w", s.Collection, err)
 	}
-	b := &builder{g: &Graph{index: map[NodeKey]int{}}, cfg: cfg, errs: errs, unk: s.Unknown}
+	// Sizes are known up front; growing slices and the index map was most
+	// of the cost of a sample (shards are at most one per partition).
+	members := len(s.Partitions) + len(s.Centroids) + len(s.Maintenance)
+	nodes := 5 + len(s.Replicas) + len(s.Indexes) + members + len(s.Partitions)
+	g := &Graph{
+		Nodes: make([]Node, 0, nodes),
+		Edges: make([]Edge, 0, 2+len(s.Replicas)+len(s.Indexes)+2*members+len(s.Partitions)),
+		index: make(map[NodeKey]int, nodes),
+	}
+	b := &builder{g: g, cfg: cfg, errs: errs, unk: s.Unknown}
 	for k, v := range s.Unknown {
 		if v {
 			b.g.UnknownKinds = append(b.g.UnknownKinds, k)

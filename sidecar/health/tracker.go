@@ -74,6 +74,8 @@ type Tracker struct {
 	cfg      Config
 	dyn      *mincut.Dynamic
 	ids      map[NodeKey]int // dynamic id of every live node
+	dynID    []int           // dynamic id of each node of prev, by index
+	nodeOf   []int           // index in prev of each dynamic id, -1 if dead
 	prev     *Graph
 	baseline int64
 	last     Signals // last items seen per kind, for unknown kinds
@@ -145,6 +147,7 @@ func (t *Tracker) rebuild(g *Graph) mincut.Result {
 		t.ids[n.Key()] = i
 	}
 	t.dyn = mincut.NewDynamic(g.MinCutGraph(false))
+	t.index(g)
 	t.stats.LastChanges = 0
 	t.recomputeBaseline(g)
 	return t.dyn.Result()
@@ -159,9 +162,47 @@ type keyPair struct{ u, v NodeKey }
 
 func edgeKey(g *Graph, e Edge) keyPair { return keyPair{g.Nodes[e.U].Key(), g.Nodes[e.V].Key()} }
 
+// sameTopology reports whether g has the previous graph's nodes and edges
+// in the same order (Build is deterministic), so that edges can be compared
+// by position instead of through maps keyed by node identity.
+func (t *Tracker) sameTopology(g *Graph) bool {
+	p := t.prev
+	if len(p.Nodes) != len(g.Nodes) || len(p.Edges) != len(g.Edges) {
+		return false
+	}
+	for i := range g.Nodes {
+		if p.Nodes[i].Key() != g.Nodes[i].Key() {
+			return false
+		}
+	}
+	for i := range g.Edges {
+		a, b := &p.Edges[i], &g.Edges[i]
+		if a.U != b.U || a.V != b.V || a.Baseline != b.Baseline {
+			return false
+		}
+	}
+	return true
+}
+
 // apply turns the difference between the previous graph and g into one
 // batch of changes.
 func (t *Tracker) apply(g *Graph) mincut.Result {
+	if t.sameTopology(g) {
+		var changes []mincut.Change
+		for i := range g.Edges {
+			e := &g.Edges[i]
+			if t.prev.Edges[i].Weight != e.Weight {
+				changes = append(changes, mincut.Change{Kind: mincut.SetEdge, U: t.dynID[e.U], V: t.dynID[e.V], W: e.Weight})
+			}
+		}
+		t.stats.LastChanges = len(changes)
+		t.stats.EdgeChanges += len(changes)
+		if len(changes) == 0 {
+			return t.dyn.Result()
+		}
+		return t.dyn.Apply(changes)
+	}
+	defer t.index(g)
 	var changes []mincut.Change
 	topology := false
 	for _, n := range t.prev.Nodes {
@@ -228,12 +269,23 @@ func (t *Tracker) apply(g *Graph) mincut.Result {
 	return t.dyn.Apply(changes)
 }
 
+// index records the dynamic id of each node of g and the reverse.
+func (t *Tracker) index(g *Graph) {
+	t.dynID = t.dynID[:0]
+	t.nodeOf = slices.Grow(t.nodeOf[:0], t.dyn.NumNodes())[:t.dyn.NumNodes()]
+	for i := range t.nodeOf {
+		t.nodeOf[i] = -1
+	}
+	for i, n := range g.Nodes {
+		id := t.ids[n.Key()]
+		t.dynID = append(t.dynID, id)
+		t.nodeOf[id] = i
+	}
+}
+
 // cut translates a mincut result (in Dynamic ids) into a Cut.
 func (t *Tracker) cut(s Signals, g *Graph, r mincut.Result) Cut {
-	byID := make(map[int]int, len(g.Nodes)) // dynamic id -> index in g
-	for i, n := range g.Nodes {
-		byID[t.ids[n.Key()]] = i
-	}
+	byID := t.nodeOf
 	c := Cut{
 		Collection: s.Collection, At: s.At,
 		LambdaFixed: r.Lambda, BaselineFixed: t.baseline,
@@ -249,17 +301,22 @@ func (t *Tracker) cut(s Signals, g *Graph, r mincut.Result) Cut {
 	for _, v := range r.Side {
 		c.Side = append(c.Side, g.Nodes[byID[v]])
 	}
-	edges := make(map[[2]int]int, len(g.Edges))
-	for i, e := range g.Edges {
-		edges[[2]int{min(e.U, e.V), max(e.U, e.V)}] = i
-	}
+	// The witness is short: look its pairs up in one pass over the edges.
+	want := make(map[[2]int]bool, len(r.Witness))
 	for _, w := range r.Witness {
 		u, v := byID[w.U], byID[w.V]
-		e := g.Edges[edges[[2]int{min(u, v), max(u, v)}]]
-		c.Witness = append(c.Witness, classify.WitnessEdge{
-			Source: e.Source, Target: e.Target, EdgeType: e.EdgeType,
-			Capacity: e.Capacity, Flow: e.Capacity,
-		})
+		want[[2]int{min(u, v), max(u, v)}] = true
+	}
+	for _, e := range g.Edges {
+		if want[[2]int{min(e.U, e.V), max(e.U, e.V)}] {
+			c.Witness = append(c.Witness, classify.WitnessEdge{
+				Source: e.Source, Target: e.Target, EdgeType: e.EdgeType,
+				Capacity: e.Capacity, Flow: e.Capacity,
+			})
+		}
+	}
+	if len(c.Witness) != len(r.Witness) {
+		panic(fmt.Sprintf("health: internal error: %d witness edges from mincut, %d found in the graph", len(r.Witness), len(c.Witness)))
 	}
 	sortWitness(c.Witness)
 	slices.SortFunc(c.Side, func(a, b Node) int { return compareNodes(a, b) })
