@@ -127,7 +127,8 @@ func (t *Tracker) carryForward(s Signals) Signals {
 func carry[T any](unknown bool, cur, last *[]T) {
 	switch {
 	case !unknown:
-		*last = *cur
+		// A copy: the caller may reuse its slices for the next sample.
+		*last = slices.Clone(*cur)
 	case len(*cur) == 0:
 		*cur = *last
 	}
