@@ -6,9 +6,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/ruvector/ruvector-healing/shmproto"
+	"github.com/ruvector/ruvector-healing/sidecar/changefeed"
+	"github.com/ruvector/ruvector-healing/sidecar/collect"
+	"github.com/ruvector/ruvector-healing/sidecar/health"
 	"github.com/ruvector/ruvector-healing/sidecar/instance"
+	"github.com/ruvector/ruvector-healing/sidecar/monitor"
 )
 
 func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
@@ -17,14 +26,20 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	sf.register(fs)
 	interval := fs.Duration("heartbeat-interval", time.Second,
 		"how often the sidecar tells the watchdog it is alive; keep well under ruvector.sidecar_timeout")
+	sample := fs.Duration("sample-interval", time.Second, "integrity sample period")
+	feedOn := fs.Bool("changefeed", false,
+		"follow a logical change feed (publication + replication slot ruvector_healing_feed_<db oid>) for real-time write rates; needs REPLICATION")
+	refresh := fs.Duration("collections-refresh", 10*time.Second, "how often the list of registered collections is re-read")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if *interval <= 0 {
-		return fmt.Errorf("--heartbeat-interval %v must be positive", *interval)
+	for name, d := range map[string]time.Duration{"--heartbeat-interval": *interval, "--sample-interval": *sample, "--collections-refresh": *refresh} {
+		if d <= 0 {
+			return fmt.Errorf("%s %v must be positive", name, d)
+		}
 	}
 	log, err := sf.logger(os.Stderr)
 	if err != nil {
@@ -49,6 +64,194 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		Uint64("generation", info.Generation).Int("slots", info.SlotCount).
 		Int("pid", os.Getpid()).Msg("attached to segment")
 
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
 	hb := &instance.Heartbeat{Segment: seg, Interval: *interval, Log: log}
-	return hb.Run(ctx)
+	go func() { errc <- hb.Run(ctx) }()
+
+	var feed *changefeed.Feed
+	if *feedOn {
+		feed, err = changefeed.New(changefeed.Config{DSN: sf.dsn, Log: log.With().Str("loop", "changefeed").Logger()})
+		if err != nil {
+			return err
+		}
+		go func() {
+			if err := feed.Run(ctx); err != nil {
+				log.Error().Err(err).Msg("change feed stopped")
+			}
+		}()
+	}
+	go func() { errc <- superviseMonitor(ctx, &sf, srv, seg, feed, *sample, *refresh, log) }()
+
+	// The heartbeat ends last: it detaches (releasing the sidecar's
+	// throttles) only when the daemon is stopping.
+	err = <-errc
+	cancel()
+	return err
+}
+
+// superviseMonitor runs the collectors and the integrity loop over the
+// registered collections, and restarts both when the set changes.
+func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg *shmproto.Segment,
+	feed *changefeed.Feed, sample, refresh time.Duration, log zerolog.Logger) error {
+	var (
+		running []collect.Target
+		stop    context.CancelFunc = func() {}
+	)
+	defer func() { stop() }()
+	t := time.NewTicker(refresh)
+	defer t.Stop()
+	for {
+		targets, err := loadTargets(ctx, sf)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			log.Warn().Err(err).Msg("reading registered collections failed; retrying")
+		case !sameTargets(targets, running):
+			stop()
+			runCtx, cancelRun := context.WithCancel(ctx)
+			stop = cancelRun
+			if err := startMonitor(runCtx, sf, srv, seg, feed, targets, sample, log); err != nil {
+				log.Warn().Err(err).Msg("starting the integrity loop failed; retrying")
+				stop()
+				targets = nil
+			} else {
+				names := make([]string, len(targets))
+				for i, t := range targets {
+					names[i] = t.Name
+				}
+				log.Info().Strs("collections", names).Msg("monitoring collections")
+			}
+			running = targets
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg *shmproto.Segment,
+	feed *changefeed.Feed, targets []collect.Target, sample time.Duration, log zerolog.Logger) error {
+	if len(targets) == 0 {
+		return nil
+	}
+	dial := func(ctx context.Context) (*pgx.Conn, error) {
+		cfg, err := pgx.ParseConfig(sf.dsn)
+		if err != nil {
+			return nil, err
+		}
+		collect.ConfigureConn(cfg)
+		if cfg.RuntimeParams == nil {
+			cfg.RuntimeParams = map[string]string{}
+		}
+		cfg.RuntimeParams["application_name"] = "ruvector-sidecar"
+		return pgx.ConnectConfig(ctx, cfg)
+	}
+	collConn, err := dial(ctx)
+	if err != nil {
+		return fmt.Errorf("collector connection: %w", err)
+	}
+	dbConn, err := dial(ctx)
+	if err != nil {
+		collConn.Close(ctx)
+		return fmt.Errorf("catalog connection: %w", err)
+	}
+	collectors := []collect.Collector{
+		collect.NewGateway(seg), collect.NewPartitions(), collect.NewReplicas(),
+		collect.NewMaintenance(), collect.NewIndexes(), collect.NewMemory(),
+	}
+	runner := collect.NewRunner(collConn, targets, collectors, collect.RunnerOptions{
+		Redial: func(ctx context.Context) (collect.Querier, error) { return dial(ctx) },
+	})
+	cfg := monitor.Config{Sample: sample}
+	if feed != nil {
+		cfg.Enrich = func(s *health.Signals, t collect.Target) { enrichFromFeed(feed, s, t) }
+	}
+	mon, err := monitor.New(cfg, dbConn, seg, runner, srv.DatabaseOID, targets, log.With().Str("loop", "integrity").Logger())
+	if err != nil {
+		collConn.Close(ctx)
+		dbConn.Close(ctx)
+		return err
+	}
+	go func() {
+		defer collConn.Close(context.Background())
+		if err := runner.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error().Err(err).Msg("collectors stopped")
+		}
+	}()
+	go func() {
+		defer dbConn.Close(context.Background())
+		if err := mon.Run(ctx); err != nil {
+			log.Error().Err(err).Msg("integrity loop stopped")
+		}
+	}()
+	return nil
+}
+
+// enrichFromFeed replaces pg_stat's lumpy partition write rates (flushed
+// by backends every few seconds) with the change feed's, which arrive at
+// commit time.
+func enrichFromFeed(feed *changefeed.Feed, s *health.Signals, t collect.Target) {
+	snap := feed.Rates(10 * time.Second)
+	if !snap.Stats.Connected {
+		return
+	}
+	for i := range s.Partitions {
+		p := &s.Partitions[i]
+		if r, ok := snap.Relations[uint32(p.RelID)]; ok {
+			p.WriteRowsPerSec = r.InsertsPerSec + r.UpdatesPerSec + r.DeletesPerSec
+		}
+	}
+	for i := range s.Centroids {
+		c := &s.Centroids[i]
+		if r, ok := snap.Lists[changefeed.ListKey{CollectionRelID: t.RelID, List: c.ID}]; ok {
+			c.InsertsPerSec, c.DeletesPerSec = r.InsertsPerSec, r.DeletesPerSec
+		}
+	}
+}
+
+func loadTargets(ctx context.Context, sf *serverFlags) ([]collect.Target, error) {
+	cfg, err := pgx.ParseConfig(sf.dsn)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	var present bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'ruvector_healing')`).Scan(&present); err != nil {
+		return nil, err
+	}
+	if !present {
+		return nil, nil
+	}
+	rows, err := conn.Query(ctx, `SELECT name FROM ruvector.collections ORDER BY collection_id`)
+	if err != nil {
+		return nil, err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	out := make([]collect.Target, 0, len(names))
+	for _, n := range names {
+		t, err := collect.LoadTarget(ctx, conn, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func sameTargets(a, b []collect.Target) bool {
+	return slices.EqualFunc(a, b, func(x, y collect.Target) bool {
+		return x.ID == y.ID && x.Name == y.Name && slices.Equal(x.Relations, y.Relations)
+	})
 }
