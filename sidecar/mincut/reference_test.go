@@ -100,3 +100,84 @@ func TestMinCutAgainstBruteForce(t *testing.T) {
 		checkResult(t, g, MinCut(g), want)
 	}
 }
+
+// Nagamochi–Ibaraki alone (CAPFOREST contractions and prefix cuts, no
+// Padberg–Rinaldi tests) must be exact too: this is the path that finds cuts
+// the degree and local tests cannot see.
+func TestCapforestOnlyAgainstBruteForce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	cases := 2000
+	if testing.Short() {
+		cases = 400
+	}
+	prefixWins := 0
+	for i := 0; i < cases; i++ {
+		n := 2 + rng.IntN(13)
+		g := randomSmallGraph(rng, n)
+		want := bruteForce(g)
+		c := buildCSR(g.n, g.edges)
+		got, side := solveCSRMode(c, true)
+		if got != want {
+			t.Fatalf("case %d: capforest-only %d, brute force %d", i, got, want)
+		}
+		var cut int64
+		cnt := 0
+		for _, e := range g.edges {
+			if side[e.U] != side[e.V] {
+				cut += e.W
+			}
+		}
+		for _, b := range side {
+			if b {
+				cnt++
+			}
+		}
+		if cut != want || cnt == 0 || cnt == n {
+			t.Fatalf("case %d: side of %d nodes cuts %d, want %d", i, cnt, cut, want)
+		}
+		minDeg := int64(-1)
+		for _, d := range g.Degrees() {
+			if minDeg < 0 || d < minDeg {
+				minDeg = d
+			}
+		}
+		if want < minDeg && cnt > 1 && n-cnt > 1 {
+			prefixWins++
+		}
+	}
+	if prefixWins < 50 {
+		t.Fatalf("only %d cases had a non-trivial minimum cut", prefixWins)
+	}
+}
+
+// Two 6-cliques (weight 10) joined by one edge of weight 1: the first
+// CAPFOREST pass scans one clique before crossing, so its prefix cut finds
+// λ = 1 although every degree is 50 or more.
+func TestCapforestPrefixCut(t *testing.T) {
+	g := NewGraph(12)
+	for k := 0; k < 2; k++ {
+		for u := 0; u < 6; u++ {
+			for v := u + 1; v < 6; v++ {
+				g.AddEdge(6*k+u, 6*k+v, 10)
+			}
+		}
+	}
+	g.AddEdge(5, 6, 1)
+	c := buildCSR(g.n, g.edges)
+	s := &solver{best: -1, label: make([]int32, 12), side: make([]bool, 12)}
+	for i := range s.label {
+		s.label[i] = int32(i)
+	}
+	deg := degrees(c, nil)
+	s.best = 50
+	s.resetUF(c.n)
+	s.capforest(c, deg)
+	if s.best != 1 {
+		t.Fatalf("prefix cut not found: best %d", s.best)
+	}
+	for v := 0; v < 12; v++ {
+		if (s.side[v] == s.side[0]) != (v < 6) {
+			t.Fatalf("side %v does not separate the cliques", s.side)
+		}
+	}
+}

@@ -97,7 +97,13 @@ func sortEdges(es []Edge) {
 // cut of value < best can separate (or, for the strict Padberg–Rinaldi test 2,
 // that no minimum cut of value < best separates), so every cut cheaper than
 // best survives contraction; when one node remains, best is λ.
-func solveCSR(c csr) (int64, []bool) {
+func solveCSR(c csr) (int64, []bool) { return solveCSRMode(c, false) }
+
+// solveCSRMode is solveCSR; with capforestOnly it skips the Padberg–Rinaldi
+// tests, which leaves Nagamochi–Ibaraki's exact algorithm on its own (tests
+// use it to check CAPFOREST's contractions and prefix cuts, which the tests
+// otherwise often pre-empt).
+func solveCSRMode(c csr, capforestOnly bool) (int64, []bool) {
 	n0 := c.n
 	side := make([]bool, n0)
 	if comp, k := components(c); k > 1 {
@@ -108,9 +114,10 @@ func solveCSR(c csr) (int64, []bool) {
 		return 0, side
 	}
 	s := &solver{
-		best:  -1,
-		label: make([]int32, n0),
-		side:  side,
+		capforestOnly: capforestOnly,
+		best:          -1,
+		label:         make([]int32, n0),
+		side:          side,
 	}
 	for i := range s.label {
 		s.label[i] = int32(i)
@@ -121,11 +128,13 @@ func solveCSR(c csr) (int64, []bool) {
 
 // solver holds the state of one static minimum-cut computation.
 type solver struct {
-	best  int64
-	side  []bool  // cut of value best over the original nodes
-	label []int32 // original node -> node of the current contracted graph
-	seed  uint64
-	uf    []int32
+	capforestOnly bool
+	skipTriangles bool // the triangle tests merged under 1% last time
+	best          int64
+	side          []bool  // cut of value best over the original nodes
+	label         []int32 // original node -> node of the current contracted graph
+	seed          uint64
+	uf            []int32
 }
 
 func (s *solver) record(val int64, inCut func(cur int32) bool) {
@@ -137,7 +146,7 @@ func (s *solver) record(val int64, inCut func(cur int32) bool) {
 
 func (s *solver) run(c csr) {
 	deg := make([]int64, 0, c.n)
-	for c.n > 1 {
+	for round := 0; c.n > 1; round++ {
 		deg = degrees(c, deg[:0])
 		mv, md := 0, deg[0]
 		for v, d := range deg {
@@ -155,8 +164,21 @@ func (s *solver) run(c csr) {
 		// The Padberg–Rinaldi tests cost one edge scan; when they shrink the
 		// graph by a tenth or more, contract right away and skip the
 		// (heap-bound, several times dearer) CAPFOREST pass this round.
-		if merges := s.padbergRinaldi(c, deg); merges*10 < c.n {
+		if s.capforestOnly {
 			s.capforest(c, deg)
+		} else if merges := s.padbergRinaldi(c, deg); merges*10 < c.n {
+			// The triangle tests scan every edge's neighbourhood. They
+			// start in the second round, on a graph CAPFOREST has already
+			// shrunk, and stop after a round where they merged under 1%
+			// (sparse graphs with few triangles, like random k-cores).
+			if round > 0 && !s.skipTriangles {
+				tri := s.padbergRinaldiTriangles(c, deg)
+				s.skipTriangles = tri*100 < c.n
+				merges += tri
+			}
+			if merges*10 < c.n {
+				s.capforest(c, deg)
+			}
 		}
 		next, merged := s.contract(c)
 		if !merged {
@@ -267,6 +289,62 @@ func (s *solver) padbergRinaldi(c csr, deg []int64) int {
 			}
 			w := c.w[p]
 			if (w >= s.best || 2*w > min(du, deg[v])) && s.union(int32(u), v) {
+				merges++
+			}
+		}
+	}
+	return merges
+}
+
+// triangleScanLimit bounds the adjacency length scanned per edge by the
+// triangle tests, so that a hub cannot make a round quadratic.
+const triangleScanLimit = 64
+
+// padbergRinaldiTriangles marks edges by the Padberg–Rinaldi tests that look
+// at triangles u, v, x (common neighbours x of the edge's ends):
+//
+//   - PR4: w(u,v) + Σ_x min(w(u,x), w(v,x)) >= best. The edge and the paths
+//     through common neighbours are edge-disjoint, so this sum is a lower
+//     bound on the u–v connectivity.
+//   - PR3 (strict): some x has 2(w(u,v)+w(u,x)) > deg u and
+//     2(w(u,v)+w(v,x)) > deg v. If a cut separates u and v, x is on one side,
+//     say with u; moving v to that side removes w(u,v)+w(v,x) from the cut
+//     and adds less than that, so the cut was not minimum (unless v alone
+//     was a side, which costs deg v >= best). Strict for the same reason as
+//     PR2.
+//
+// For each u it marks u's neighbours, then scans the neighbours of every v
+// with at most triangleScanLimit neighbours. It returns the unions made.
+func (s *solver) padbergRinaldiTriangles(c csr, deg []int64) int {
+	mark := make([]int32, c.n)
+	for i := range mark {
+		mark[i] = -1
+	}
+	wu := make([]int64, c.n)
+	merges := 0
+	for u := int32(0); int(u) < c.n; u++ {
+		for p := c.xadj[u]; p < c.xadj[u+1]; p++ {
+			mark[c.adj[p]], wu[c.adj[p]] = u, c.w[p]
+		}
+		for p := c.xadj[u]; p < c.xadj[u+1]; p++ {
+			v := c.adj[p]
+			if v <= u || c.xadj[v+1]-c.xadj[v] > triangleScanLimit {
+				continue
+			}
+			cuv := c.w[p]
+			lb, pr3 := cuv, false
+			for q := c.xadj[v]; q < c.xadj[v+1]; q++ {
+				x := c.adj[q]
+				if x == u || mark[x] != u {
+					continue
+				}
+				cux, cvx := wu[x], c.w[q]
+				lb += min(cux, cvx)
+				if 2*(cuv+cux) > deg[u] && 2*(cuv+cvx) > deg[v] {
+					pr3 = true
+				}
+			}
+			if (lb >= s.best || pr3) && s.union(u, v) {
 				merges++
 			}
 		}
