@@ -89,7 +89,13 @@ func NewRunner(q Querier, targets []Target, collectors []Collector, opts RunnerO
 		r.entries = append(r.entries, &entry{c: c, timeout: to, stats: CollectorStats{Name: c.Name(), Cadence: c.Cadence()}})
 	}
 	for _, t := range targets {
-		r.signals[t.ID] = &health.Signals{Collection: t.Name, CollectionID: t.ID, Unknown: map[string]bool{}}
+		// Nothing is measured until its collector has reported: a kind
+		// that was never collected is unknown, not healthy.
+		unknown := map[string]bool{}
+		for _, c := range collectors {
+			unknown[c.Name()] = true
+		}
+		r.signals[t.ID] = &health.Signals{Collection: t.Name, CollectionID: t.ID, Unknown: unknown}
 	}
 	return r
 }

@@ -86,6 +86,8 @@ type Collection struct {
 	lastState integrity.State
 	lastGraph time.Time
 	policyRaw string
+	// known is set by the first sample in which every kind was known.
+	known bool
 }
 
 // Snapshot is what the loop last saw of a collection (for metrics and the
@@ -200,7 +202,10 @@ func (m *Monitor) sample(ctx context.Context, c *Collection, now time.Time) erro
 	}
 	var state integrity.State
 	var tr *integrity.Transition
-	warming := len(cut.UnknownKinds) > 0 && now.Sub(m.started) < m.cfg.Warmup
+	if len(cut.UnknownKinds) == 0 {
+		c.known = true
+	}
+	warming := !c.known && len(cut.UnknownKinds) > 0 && now.Sub(m.started) < m.cfg.Warmup
 	if math.IsNaN(cut.LambdaNorm) || warming {
 		state, tr = c.machine.ObserveUnknown(now)
 	} else {
