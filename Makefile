@@ -58,7 +58,7 @@ cluster: build install-ext $(RUN_DIR)/data/PG_VERSION
 run: cluster
 	@echo "Connect with: make psql   (or: . .run/env && psql)"
 	@echo "Stop with:    Ctrl-C here for the sidecar, then make down"
-	@. $(RUN_DIR)/env && $(AS_PG) $(SIDECAR) run --log-format console
+	@. $(RUN_DIR)/env && $(AS_PG) $(SIDECAR) run --changefeed --log-format console
 
 # make up: the same in the background; the sidecar logs to .run/sidecar.log.
 up: cluster
@@ -66,7 +66,7 @@ up: cluster
 		echo "sidecar already running (pid $$(cat $(RUN_DIR)/sidecar.pid))"; \
 	else \
 		. $(RUN_DIR)/env; \
-		nohup $(AS_PG) $(SIDECAR) run </dev/null >$(RUN_DIR)/sidecar.log 2>&1 & echo $$! > $(RUN_DIR)/sidecar.pid; \
+		nohup $(AS_PG) $(SIDECAR) run --changefeed </dev/null >$(RUN_DIR)/sidecar.log 2>&1 & echo $$! > $(RUN_DIR)/sidecar.pid; \
 		echo "sidecar started (pid $$(cat $(RUN_DIR)/sidecar.pid), log .run/sidecar.log)"; \
 	fi
 	@echo "Connect with: make psql   (or: . .run/env && psql).  Stop with: make down"
