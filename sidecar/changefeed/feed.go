@@ -90,8 +90,10 @@ type Feed struct {
 
 // New validates cfg and returns a Feed that is not yet connected.
 func New(cfg Config) (*Feed, error) {
-	if cfg.DSN == "" {
-		return nil, errors.New("changefeed: DSN is required")
+	// An empty DSN is valid: pgx then reads the standard PG* variables,
+	// as every other connection of the sidecar does.
+	if _, err := pgconn.ParseConfig(cfg.DSN); err != nil {
+		return nil, fmt.Errorf("changefeed: DSN: %w", err)
 	}
 	if cfg.Publication == "" {
 		cfg.Publication = DefaultPublication

@@ -39,18 +39,23 @@ func TestRingWindow(t *testing.T) {
 }
 
 func TestNewValidatesNames(t *testing.T) {
+	const dsn = "host=/tmp dbname=postgres"
 	for _, c := range []Config{
-		{},
-		{DSN: "x", Publication: "Bad-Name"},
-		{DSN: "x", Publication: "a234567890123456789012345678901234567890123456789012345678901"},
-		{DSN: "x", SlotName: "no spaces"},
+		{DSN: "x"}, // not a connection string
+		{DSN: dsn, Publication: "Bad-Name"},
+		{DSN: dsn, Publication: "a234567890123456789012345678901234567890123456789012345678901"},
+		{DSN: dsn, SlotName: "no spaces"},
 	} {
 		if _, err := New(c); err == nil {
 			t.Errorf("New(%+v) accepted", c)
 		}
 	}
-	f, err := New(Config{DSN: "x"})
+	f, err := New(Config{DSN: dsn})
 	if err != nil || f.cfg.StatusInterval != 10*time.Second || f.pubInsert != DefaultPublication+"_ins" {
 		t.Fatalf("defaults: %+v %v", f, err)
+	}
+	// An empty DSN means the PG* environment, like every sidecar connection.
+	if _, err := New(Config{}); err != nil {
+		t.Fatalf("empty DSN: %v", err)
 	}
 }
