@@ -112,6 +112,31 @@ type liveResult struct {
 	LambdaSeen                []float64
 	RecoverMs                 []float64
 	LatencyErrors             []string
+	TopStatements             []string
+}
+
+// topStatements lists the statements the server spent most time on in the
+// window (pg_stat_statements, diagnostic runs only).
+func topStatements(ctx context.Context, conn *pgx.Conn, el float64) []string {
+	rows, err := conn.Query(ctx, `SELECT calls, total_exec_time, left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12`)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var calls int64
+		var total float64
+		var q string
+		if err := rows.Scan(&calls, &total, &q); err != nil {
+			return append(out, err.Error())
+		}
+		l := fmt.Sprintf("%6.2f%% of a core  %6d calls  %7.2f ms/call  %s", total/10/el, calls, total/float64(max(calls, 1)), q)
+		fmt.Println("pgss:", l)
+		out = append(out, l)
+	}
+	return out
 }
 
 func pgConn(ctx context.Context) (*pgx.Conn, error) {
@@ -268,6 +293,13 @@ SELECT ruvector_collection_register('c%[1]d', 'c%[1]d');`, i, nPart-1)
 	}
 
 	// Measurement window.
+	pgss := os.Getenv("BENCH_PGSS") != ""
+	if pgss {
+		if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()`); err != nil {
+			fmt.Println("pg_stat_statements:", err)
+			pgss = false
+		}
+	}
 	res.LoadAvgStart = loadavg()
 	w0 := writerRows.Load()
 	u0, s0 := procCPU(pid)
@@ -317,6 +349,9 @@ SELECT ruvector_collection_register('c%[1]d', 'c%[1]d');`, i, nPart-1)
 		el, res.SidecarCPUPct, res.SidecarUserPct, res.SysPct, res.RSSMeanMB, res.RSSMaxMB, res.VmHWMMB, res.Threads,
 		len(res.BackendPIDs), res.BackendCPUPct, res.GCCount, res.GCLastLine, res.LoadAvgStart, res.LoadAvgEnd, res.WriterRowsPerSec)
 
+	if pgss {
+		res.TopStatements = topStatements(ctx, conn, el)
+	}
 	// Latency: a stream of rejected INSERTs into c1 (throttle 100%).
 	if err := latency(ctx, conn, seg, slots[1], reps, res); err != nil {
 		res.LatencyErrors = append(res.LatencyErrors, err.Error())

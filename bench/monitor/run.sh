@@ -36,6 +36,11 @@ scripts/pgcluster.sh init "$cl" "$port"
 cat >>"$cl/data/postgresql.conf" <<CONF
 ruvector.max_relations = 8192
 CONF
+# Diagnostic runs (BENCH_PGSS=1): which statements cost the server CPU.
+if [ -n "${BENCH_PGSS:-}" ]; then
+	sed -i "s/^shared_preload_libraries = 'ruvector_healing'$/shared_preload_libraries = 'ruvector_healing,pg_stat_statements'/" "$cl/data/postgresql.conf"
+	echo "pg_stat_statements.track = all" >>"$cl/data/postgresql.conf"
+fi
 scripts/pgcluster.sh start "$cl"
 eval "$(scripts/pgcluster.sh env "$cl")"
 export BENCH_SIDECAR_LOG=$out/sidecar.log
