@@ -1,6 +1,7 @@
 package mincut
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 )
@@ -50,38 +51,41 @@ func randomSmallGraph(rng *rand.Rand, n int) *Graph {
 	return g
 }
 
-// checkResult verifies the internal consistency of a result: the side is a
-// proper subset, its cut value is Lambda, and the witness edges are exactly
-// the crossing edges with their weights.
-func checkResult(t *testing.T, g *Graph, r Result, want int64) {
-	t.Helper()
+// verifyResult checks r against the reference value want and against g
+// itself: the side is a proper subset and the smaller side, it cuts exactly
+// Lambda, and the witness is exactly the crossing edges, sorted.
+func verifyResult(g *Graph, r Result, want int64) error {
 	if r.Lambda != want {
-		t.Fatalf("lambda = %d, want %d", r.Lambda, want)
+		return fmt.Errorf("lambda = %d, reference %d", r.Lambda, want)
 	}
 	if g.n < 2 {
-		return
+		if len(r.Side) != 0 || len(r.Witness) != 0 {
+			return fmt.Errorf("fewer than 2 nodes but side %v witness %v", r.Side, r.Witness)
+		}
+		return nil
 	}
-	if len(r.Side) == 0 || len(r.Side) >= g.n {
-		t.Fatalf("side has %d of %d nodes", len(r.Side), g.n)
+	if len(r.Side) == 0 || 2*len(r.Side) > g.n {
+		return fmt.Errorf("side has %d of %d nodes; want the smaller, non-empty side", len(r.Side), g.n)
 	}
 	if c := g.CutValue(r.Side); c != r.Lambda {
-		t.Fatalf("side %v cuts %d, lambda %d", r.Side, c, r.Lambda)
+		return fmt.Errorf("side %v cuts %d, lambda %d", r.Side, c, r.Lambda)
 	}
 	in := r.InSide(g.n)
-	var want2 []Edge
+	var crossing []Edge
 	for _, e := range g.Edges() {
 		if in[e.U] != in[e.V] {
-			want2 = append(want2, e)
+			crossing = append(crossing, e)
 		}
 	}
-	if len(want2) != len(r.Witness) {
-		t.Fatalf("witness has %d edges, crossing edges %d", len(r.Witness), len(want2))
+	if len(crossing) != len(r.Witness) {
+		return fmt.Errorf("witness has %d edges, crossing edges %d", len(r.Witness), len(crossing))
 	}
-	for i := range want2 {
-		if want2[i] != r.Witness[i] {
-			t.Fatalf("witness[%d] = %v, want %v", i, r.Witness[i], want2[i])
+	for i := range crossing {
+		if crossing[i] != r.Witness[i] {
+			return fmt.Errorf("witness[%d] = %v, want %v", i, r.Witness[i], crossing[i])
 		}
 	}
+	return nil
 }
 
 func TestMinCutAgainstBruteForce(t *testing.T) {
@@ -97,7 +101,9 @@ func TestMinCutAgainstBruteForce(t *testing.T) {
 		if sw := referenceStoerWagner(g); sw != want {
 			t.Fatalf("case %d: reference Stoer–Wagner %d != brute force %d", i, sw, want)
 		}
-		checkResult(t, g, MinCut(g), want)
+		if err := verifyResult(g, MinCut(g), want); err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
 	}
 }
 
@@ -178,6 +184,31 @@ func TestCapforestPrefixCut(t *testing.T) {
 	for v := 0; v < 12; v++ {
 		if (s.side[v] == s.side[0]) != (v < 6) {
 			t.Fatalf("side %v does not separate the cliques", s.side)
+		}
+	}
+}
+
+// The checker itself must reject wrong answers, or every test using it
+// would pass vacuously.
+func TestVerifyResultRejects(t *testing.T) {
+	g := NewGraph(4)
+	g.AddEdge(0, 1, 5)
+	g.AddEdge(1, 2, 1)
+	g.AddEdge(2, 3, 5)
+	good := MinCut(g)
+	if err := verifyResult(g, good, 1); err != nil {
+		t.Fatalf("correct result rejected: %v", err)
+	}
+	for name, r := range map[string]Result{
+		"wrong lambda":    {Lambda: 2, Side: good.Side, Witness: good.Witness},
+		"wrong side":      {Lambda: 1, Side: []int{0}, Witness: good.Witness},
+		"larger side":     {Lambda: 1, Side: []int{0, 1, 3}, Witness: good.Witness},
+		"missing witness": {Lambda: 1, Side: good.Side},
+		"wrong witness":   {Lambda: 1, Side: good.Side, Witness: []Edge{{0, 1, 5}}},
+		"empty side":      {Lambda: 1, Witness: good.Witness},
+	} {
+		if verifyResult(g, r, 1) == nil {
+			t.Errorf("%s: accepted %+v", name, r)
 		}
 	}
 }
