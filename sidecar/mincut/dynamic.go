@@ -90,6 +90,10 @@ type dEdge struct {
 //   - node additions and removals, and batches needing more than
 //     MaxFlowsPerBatch flows, recompute.
 //
+// Node ids are never reused, and an edge set to 0 keeps its slot (so that
+// setting it again is cheap): memory grows with the number of node ids and
+// distinct node pairs ever used, not with the current graph.
+//
 // A Dynamic is not safe for concurrent use.
 type Dynamic struct {
 	alive  []bool
