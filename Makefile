@@ -106,3 +106,15 @@ regress:
 clean:
 	@$(EXT_MAKE) -s clean
 	rm -rf bin .tmp extension_stub/test/out
+
+# --- benchmarks (results go to bench/RESULTS.md with the command) -------------
+
+.PHONY: bench-gate bench-mincut bench-monitor
+bench-gate: build install-ext
+	bash bench/gate/run.sh
+
+bench-mincut:
+	bash bench/mincut/run.sh
+
+bench-monitor: build install-ext
+	bash bench/monitor/run.sh
