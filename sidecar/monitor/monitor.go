@@ -57,6 +57,10 @@ type Config struct {
 	// Enrich, if set, adds signals from outside the collectors (the change
 	// feed) before a sample is folded in.
 	Enrich func(s *health.Signals, t collect.Target)
+	// Redial, if set, replaces the catalog connection once it reports
+	// itself closed (a server restart): publishing to the segment goes on
+	// meanwhile, only events and graph snapshots wait for it.
+	Redial func(ctx context.Context) (DB, error)
 }
 
 func (c *Config) defaults() {
@@ -77,6 +81,9 @@ func (c *Config) defaults() {
 	}
 }
 
+// maxPending bounds the transitions kept for a catalog that is away.
+const maxPending = 100
+
 // Collection is one monitored collection's loop state.
 type Collection struct {
 	Target    collect.Target
@@ -88,6 +95,9 @@ type Collection struct {
 	policyRaw string
 	// known is set by the first sample in which every kind was known.
 	known bool
+	// pending are transitions made outside a sample (overrides set or
+	// lifted by an operator), recorded with the next sample.
+	pending []integrity.Transition
 }
 
 // Snapshot is what the loop last saw of a collection (for metrics and the
@@ -153,6 +163,7 @@ func (m *Monitor) Step(ctx context.Context, now time.Time) error {
 	if m.started.IsZero() {
 		m.started = now
 	}
+	m.redial(ctx)
 	if now.Sub(m.lastPol) >= m.cfg.PolicyEvery {
 		if err := m.loadPolicies(ctx, now); err != nil {
 			m.log.Warn().Err(err).Msg("reading integrity policies failed; keeping the previous ones")
@@ -166,6 +177,20 @@ func (m *Monitor) Step(ctx context.Context, now time.Time) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (m *Monitor) redial(ctx context.Context) {
+	c, ok := m.db.(interface{ IsClosed() bool })
+	if !ok || !c.IsClosed() || m.cfg.Redial == nil {
+		return
+	}
+	db, err := m.cfg.Redial(ctx)
+	if err != nil {
+		m.log.Warn().Err(err).Msg("catalog connection lost; retrying")
+		return
+	}
+	m.db = db
+	m.log.Info().Msg("catalog connection re-established")
 }
 
 func (m *Monitor) ids() []int {
@@ -227,18 +252,29 @@ func (m *Monitor) sample(ctx context.Context, c *Collection, now time.Time) erro
 		return fmt.Errorf("publish: %w", err)
 	}
 
+	transitions := c.pending
 	if tr != nil {
-		if err := m.recordTransition(ctx, c, *tr, cut, sig); err != nil {
+		transitions = append(transitions, *tr)
+	}
+	for i, tr := range transitions {
+		if err := m.recordTransition(ctx, c, tr, cut, sig); err != nil {
+			// Try again next sample; a catalog that stays away must not
+			// make the backlog grow without bound.
+			c.pending = transitions[i:]
+			if n := len(c.pending); n > maxPending {
+				c.pending = c.pending[n-maxPending:]
+			}
 			return err
 		}
 		m.log.Info().Str("collection", c.Target.Name).Str("from", integrity.StateName(tr.From)).
 			Str("to", integrity.StateName(tr.To)).Float64("lambda_cut", cut.LambdaNorm).
 			Int("witness_edges", len(cut.Witness)).Str("reason", tr.Reason).Msg("integrity state changed")
 		if m.OnTransition != nil {
-			m.OnTransition(c, *tr, cut)
+			m.OnTransition(c, tr, cut)
 		}
 	}
-	if tr != nil || now.Sub(c.lastGraph) >= m.cfg.GraphEvery {
+	c.pending = nil
+	if len(transitions) > 0 || now.Sub(c.lastGraph) >= m.cfg.GraphEvery {
 		if err := m.writeGraph(ctx, c, cut); err != nil {
 			return err
 		}
@@ -344,12 +380,17 @@ func (m *Monitor) loadPolicies(ctx context.Context, now time.Time) error {
 			}
 			cur, curUntil, _, active := c.machine.ActiveOverride()
 			if !active || cur != st || !curUntil.Equal(until) {
-				if _, err := c.machine.Override(st, until, now, deref(ovReason)); err != nil {
+				tr, err := c.machine.Override(st, until, now, deref(ovReason))
+				if err != nil {
 					m.log.Warn().Err(err).Str("collection", c.Target.Name).Msg("override rejected")
+				} else if tr != nil {
+					c.pending = append(c.pending, *tr)
 				}
 			}
 		} else if _, _, _, active := c.machine.ActiveOverride(); active {
-			c.machine.ClearOverride(now)
+			if tr := c.machine.ClearOverride(now); tr != nil {
+				c.pending = append(c.pending, *tr)
+			}
 		}
 	}
 	return rows.Err()
@@ -396,4 +437,12 @@ func nanToNil(f float64) any {
 		return nil
 	}
 	return f
+}
+
+// Close closes the catalog connection the loop uses now (a redialled one
+// included), when it can be closed.
+func (m *Monitor) Close(ctx context.Context) {
+	if c, ok := m.db.(interface{ Close(context.Context) error }); ok {
+		_ = c.Close(ctx)
+	}
 }

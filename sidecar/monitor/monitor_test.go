@@ -187,3 +187,88 @@ func readStatus(ctx context.Context, conn *pgx.Conn) (string, error) {
 	err := conn.QueryRow(ctx, `SELECT ruvector_integrity_status('emb')::text`).Scan(&s)
 	return s, err
 }
+
+// A server restart replaces the segment and drops every connection: the
+// loop keeps publishing into the new segment and, once it has redialled,
+// records events again.
+func TestMonitorSurvivesServerRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := pgtest.Start(t, pgtest.Options{})
+	c.MustExec(ctx, setupSQL)
+	conn := c.Connect(ctx, "postgres")
+	srv, err := instance.Discover(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg, err := instance.OpenSegment(srv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seg.Close()
+	target, err := collect.LoadTarget(ctx, conn, "emb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, c.DSN("postgres")) }
+
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	defer func() { stopLoop(); loops.Wait() }()
+	collConn, err := dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbConn, err := dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := collect.NewPartitions()
+	parts.Interval = time.Second
+	runner := collect.NewRunner(collConn, []collect.Target{target}, []collect.Collector{parts, collect.NewGateway(seg)},
+		collect.RunnerOptions{Redial: func(ctx context.Context) (collect.Querier, error) { return dial(ctx) }})
+	mon, err := monitor.New(monitor.Config{Sample: 250 * time.Millisecond, Warmup: 5 * time.Second, PolicyEvery: 500 * time.Millisecond,
+		Redial: func(ctx context.Context) (monitor.DB, error) { return dial(ctx) }},
+		dbConn, seg, runner, srv.DatabaseOID, []collect.Target{target}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	loops.Add(3)
+	go func() {
+		defer loops.Done()
+		(&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(loopCtx)
+	}()
+	go func() { defer loops.Done(); runner.Run(loopCtx) }()
+	go func() { defer loops.Done(); defer mon.Close(context.Background()); mon.Run(loopCtx) }()
+
+	segState := func() shmproto.State {
+		col, err := seg.Find("emb", srv.DatabaseOID)
+		if err != nil {
+			return shmproto.StateUnknown
+		}
+		in, err := seg.ReadIntegrity(col.Slot)
+		if err != nil {
+			return shmproto.StateUnknown
+		}
+		return in.State
+	}
+	pgtest.WaitFor(t, 30*time.Second, "normal before the restart", func() (bool, error) { return segState() == shmproto.StateNormal, nil })
+	before, _ := seg.Info()
+
+	c.Restart("fast")
+	pgtest.WaitFor(t, 30*time.Second, "normal in the new segment", func() (bool, error) {
+		in, _ := seg.Info()
+		return in.Generation > before.Generation && segState() == shmproto.StateNormal, nil
+	})
+	// An override set after the restart reaches the loop (policies are read
+	// over the redialled connection) and its transition is recorded there.
+	admin := c.Connect(ctx, "postgres")
+	if _, err := admin.Exec(ctx, `SELECT ruvector_integrity_override('emb', 'critical', 'restart test', 60)`); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.WaitFor(t, 30*time.Second, "the override's transition recorded after the restart", func() (bool, error) {
+		var n int
+		err := admin.QueryRow(ctx, `SELECT count(*) FROM ruvector_integrity_history('emb', 'state_transition') WHERE new_state = 'critical'`).Scan(&n)
+		return n == 1 && segState() == shmproto.StateCritical, err
+	})
+}

@@ -167,7 +167,7 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 	runner := collect.NewRunner(collConn, targets, collectors, collect.RunnerOptions{
 		Redial: func(ctx context.Context) (collect.Querier, error) { return dial(ctx) },
 	})
-	cfg := monitor.Config{Sample: sample}
+	cfg := monitor.Config{Sample: sample, Redial: func(ctx context.Context) (monitor.DB, error) { return dial(ctx) }}
 	if feed != nil {
 		cfg.Enrich = func(s *health.Signals, t collect.Target) { enrichFromFeed(feed, s, t) }
 	}
@@ -184,7 +184,7 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 		}
 	}()
 	go func() {
-		defer dbConn.Close(context.Background())
+		defer mon.Close(context.Background())
 		if err := mon.Run(ctx); err != nil {
 			log.Error().Err(err).Msg("integrity loop stopped")
 		}
