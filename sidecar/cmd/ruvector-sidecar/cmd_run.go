@@ -5,11 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/shmproto"
@@ -17,6 +19,7 @@ import (
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
 	"github.com/ruvector/ruvector-healing/sidecar/instance"
+	"github.com/ruvector/ruvector-healing/sidecar/metrics"
 	"github.com/ruvector/ruvector-healing/sidecar/monitor"
 )
 
@@ -30,6 +33,8 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	feedOn := fs.Bool("changefeed", false,
 		"follow a logical change feed (publication + replication slot ruvector_healing_feed_<db oid>) for real-time write rates; needs REPLICATION")
 	refresh := fs.Duration("collections-refresh", 10*time.Second, "how often the list of registered collections is re-read")
+	metricsAddr := fs.String("metrics-listen", metrics.DefaultListen,
+		"address of the Prometheus endpoint (/metrics, /healthz); empty disables it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -66,6 +71,15 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	obs := &loopObservers{stats: &metrics.RunnerStats{}, snaps: &metrics.SnapshotCache{}}
+	if *metricsAddr != "" {
+		done, err := startMetrics(ctx, *metricsAddr, seg, srv.DatabaseOID, obs, *interval, log)
+		if err != nil {
+			return err
+		}
+		// Let scrapes in flight finish before the segment is closed.
+		defer func() { cancel(); <-done }()
+	}
 	errc := make(chan error, 3)
 	hb := &instance.Heartbeat{Segment: seg, Interval: *interval, Log: log}
 	go func() { errc <- hb.Run(ctx) }()
@@ -82,7 +96,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}()
 	}
-	go func() { errc <- superviseMonitor(ctx, &sf, srv, seg, feed, *sample, *refresh, log) }()
+	go func() { errc <- superviseMonitor(ctx, &sf, srv, seg, feed, *sample, *refresh, obs, log) }()
 
 	// The heartbeat ends last: it detaches (releasing the sidecar's
 	// throttles) only when the daemon is stopping.
@@ -94,7 +108,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 // superviseMonitor runs the collectors and the integrity loop over the
 // registered collections, and restarts both when the set changes.
 func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg *shmproto.Segment,
-	feed *changefeed.Feed, sample, refresh time.Duration, log zerolog.Logger) error {
+	feed *changefeed.Feed, sample, refresh time.Duration, obs *loopObservers, log zerolog.Logger) error {
 	var (
 		running []collect.Target
 		stop    context.CancelFunc = func() {}
@@ -113,7 +127,7 @@ func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server,
 			stop()
 			runCtx, cancelRun := context.WithCancel(ctx)
 			stop = cancelRun
-			if err := startMonitor(runCtx, sf, srv, seg, feed, targets, sample, log); err != nil {
+			if err := startMonitor(runCtx, sf, srv, seg, feed, targets, sample, obs, log); err != nil {
 				log.Warn().Err(err).Msg("starting the integrity loop failed; retrying")
 				stop()
 				targets = nil
@@ -135,7 +149,10 @@ func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server,
 }
 
 func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg *shmproto.Segment,
-	feed *changefeed.Feed, targets []collect.Target, sample time.Duration, log zerolog.Logger) error {
+	feed *changefeed.Feed, targets []collect.Target, sample time.Duration, obs *loopObservers, log zerolog.Logger) error {
+	// The previous loop is gone: its stats and cuts are no longer news.
+	obs.stats.Set(nil)
+	obs.snaps.Store(nil)
 	if len(targets) == 0 {
 		return nil
 	}
@@ -183,13 +200,85 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 			log.Error().Err(err).Msg("collectors stopped")
 		}
 	}()
+	obs.stats.Set(runner)
 	go func() {
 		defer mon.Close(context.Background())
-		if err := mon.Run(ctx); err != nil {
-			log.Error().Err(err).Msg("integrity loop stopped")
-		}
+		runIntegrityLoop(ctx, mon, sample, obs.snaps, log.With().Str("loop", "integrity").Logger())
 	}()
 	return nil
+}
+
+// runIntegrityLoop is monitor.Run that also copies the loop's snapshots
+// for the metrics after every sample: Monitor.Snapshots reads the loop's
+// state without a lock, so only this goroutine may call it.
+func runIntegrityLoop(ctx context.Context, mon *monitor.Monitor, sample time.Duration, snaps *metrics.SnapshotCache, log zerolog.Logger) {
+	t := time.NewTicker(sample)
+	defer t.Stop()
+	for {
+		if err := mon.Step(ctx, time.Now()); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn().Err(err).Msg("integrity sample failed")
+		}
+		snaps.Store(mon.Snapshots())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// loopObservers are what the metrics read of the collectors and the
+// integrity loop; they outlive both, which are rebuilt whenever the set of
+// collections changes.
+type loopObservers struct {
+	stats *metrics.RunnerStats
+	snaps *metrics.SnapshotCache
+}
+
+// startMetrics serves the Prometheus endpoint on addr until ctx ends; done
+// closes once the server has shut down. It binds before returning, so a
+// taken port fails the start rather than a goroutine later.
+func startMetrics(ctx context.Context, addr string, seg *shmproto.Segment, dbOID uint32, obs *loopObservers,
+	heartbeat time.Duration, log zerolog.Logger) (done <-chan struct{}, err error) {
+	reg := prometheus.NewRegistry()
+	err = metrics.Register(reg, metrics.Sources{Segment: seg, DatabaseOID: dbOID, Stats: obs.stats, Snapshots: obs.snaps})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen: %w", err)
+	}
+	h := metrics.Handler(reg, metrics.HandlerOptions{
+		Log: log.With().Str("loop", "metrics").Logger(),
+		// Healthy while the heartbeat keeps up: a stalled heartbeat is
+		// what makes the watchdog release the sidecar's throttles.
+		Health: func() error {
+			in, err := seg.Info()
+			if err != nil {
+				return fmt.Errorf("segment: %w", err)
+			}
+			if in.SidecarBeat.IsZero() {
+				return fmt.Errorf("no sidecar heartbeat yet")
+			}
+			if age := time.Since(in.SidecarBeat); age > 3*heartbeat {
+				return fmt.Errorf("sidecar heartbeat is %v old (interval %v)", age.Round(time.Millisecond), heartbeat)
+			}
+			return nil
+		},
+	})
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		if err := metrics.Serve(ctx, ln, h); err != nil {
+			log.Error().Err(err).Msg("metrics server stopped")
+		}
+	}()
+	log.Info().Str("address", ln.Addr().String()).Msg("serving Prometheus metrics on /metrics and /healthz")
+	return ch, nil
 }
 
 // enrichFromFeed replaces pg_stat's lumpy partition write rates (flushed
