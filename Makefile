@@ -14,7 +14,7 @@ SIDECAR = bin/ruvector-sidecar
 # The server and the sidecar run as the server's OS user.
 AS_PG = $(if $(filter 0,$(shell id -u)),setpriv --reuid=postgres --regid=postgres --init-groups --,)
 
-.PHONY: all deps build ext sidecar install-ext generate run up down psql test unit regress vet clean
+.PHONY: all deps build ext sidecar install-ext generate run up down psql test unit regress vet rules clean
 
 all: build
 
@@ -84,12 +84,17 @@ psql:
 # make test: the whole suite. Go unit and integration tests under -race (the
 # integration tests start their own private clusters), then the extension's
 # regression tests against a preloaded private server.
-test: build install-ext vet unit regress
+test: build install-ext vet rules unit regress
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
 	$(GO) vet ./...
+
+# The alerting rules: syntax, then their unit tests (alerts_test.yml).
+rules: deps
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...

@@ -14,7 +14,9 @@ have psql || need_pkgs+=(postgresql-client-15)
 have gcc || need_pkgs+=(gcc)
 have make || need_pkgs+=(make)
 have pgbench || need_pkgs+=(postgresql-contrib)
-if [ "${RUVECTOR_NEED_PROMTOOL:-0}" = 1 ]; then have promtool || need_pkgs+=(prometheus); fi
+# promtool checks and unit-tests deploy/prometheus/alerts.yml and the
+# scraped metrics in `make test`.
+have promtool || need_pkgs+=(prometheus)
 have runuser || need_pkgs+=(util-linux)
 
 # Deduplicate.
