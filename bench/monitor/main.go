@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,7 +41,20 @@ func main() {
 	measure := flag.Duration("measure", 60*time.Second, "measurement window (live)")
 	reps := flag.Int("reps", 12, "latency repetitions (live)")
 	out := flag.String("out", "", "write the JSON result here")
+	cpuprof := flag.String("cpuprofile", "", "write a CPU profile of this process here (synth)")
 	flag.Parse()
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	var res any
 	switch *mode {

@@ -20,6 +20,8 @@ WARMUP=${WARMUP:-30s} MEASURE=${MEASURE:-60s} REPS=${REPS:-12}
 echo "== build (extension, sidecar, bench program) -> $out"
 make -s ext install-ext >"$out/build.log" 2>&1 || { cat "$out/build.log"; exit 1; }
 go build -o "$out/ruvector-sidecar" ./sidecar/cmd/ruvector-sidecar
+# SIDECAR_BIN: run another build of the daemon (e.g. one with a CPU profile).
+sidecar_bin=${SIDECAR_BIN:-$out/ruvector-sidecar}
 go build -o "$out/bench-monitor" ./bench/monitor
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg), $(go version | cut -d' ' -f3)"
 
@@ -44,6 +46,6 @@ fi
 scripts/pgcluster.sh start "$cl"
 eval "$(scripts/pgcluster.sh env "$cl")"
 export BENCH_SIDECAR_LOG=$out/sidecar.log
-timeout 480 "$out/bench-monitor" -mode live -sidecar "$out/ruvector-sidecar" \
+timeout 480 "$out/bench-monitor" -mode live -sidecar "$sidecar_bin" \
 	-warmup "$WARMUP" -measure "$MEASURE" -reps "$REPS" -out "$out/live.json"
 echo "results: $out/synth.json $out/live.json (sidecar stderr: $out/sidecar.log)"
