@@ -1,0 +1,109 @@
+-- The self-healing SQL surface with no sidecar running and no outcome yet.
+SET search_path = public, ruvector;
+
+-- Status on empty tables: enabled by default, nothing happened, no sidecar.
+SELECT ruvector_healing_status();
+SELECT count(*) FROM ruvector_healing_history();
+SELECT * FROM ruvector_healing_effectiveness();
+SELECT ruvector_healing_verify_audit();
+
+-- The configuration row drives enabled and the cooldown.
+INSERT INTO ruvector.healing_config (config) VALUES ('{"enabled": false, "min_healing_interval_seconds": 600}');
+SELECT s->'enabled' AS enabled, s->'cooldown_until' AS cooldown FROM ruvector_healing_status() s;
+INSERT INTO ruvector.healing_config (singleton, config) VALUES (false, '{}');
+INSERT INTO ruvector.healing_config (config) VALUES ('{}');
+INSERT INTO ruvector.healing_config (singleton, config) VALUES (true, '[]') ON CONFLICT (singleton) DO UPDATE SET config = EXCLUDED.config;
+
+-- Outcomes, as the engine would write them (unsealed: no chain yet).
+CREATE TABLE hvec (id bigserial, embedding real[]);
+SELECT ruvector_collection_register('hvec', 'hvec') > 0 AS ok;
+INSERT INTO ruvector.healing_outcomes (collection_id, problem_class, problem_details, strategy_name,
+    started_at, completed_at, duration_ms, success, verified, improvement_pct, initial_lambda, final_lambda, state)
+SELECT c.collection_id, 'memory_pressure', '{"class": "memory_pressure"}', v.strategy,
+       now() - v.ago, now() - v.ago + interval '1 second', 1000, v.success, v.verified, v.improvement, 0.4, 0.5, 'done'
+FROM ruvector.collections c,
+     (VALUES ('throttle_ingestion', interval '2 hours', true, true, 0.25::real),
+             ('throttle_ingestion', interval '3 hours', true, false, 0.01::real),
+             ('pause_maintenance', interval '40 days', true, true, 0.5::real)) AS v(strategy, ago, success, verified, improvement)
+WHERE c.name = 'hvec';
+INSERT INTO ruvector.healing_outcomes (collection_id, problem_class, problem_details, strategy_name,
+    started_at, success, initial_lambda, state)
+SELECT c.collection_id, 'hotspot_congestion', '{}', 'throttle_ingestion', now(), false, 0.4, 'running'
+FROM ruvector.collections c WHERE c.name = 'hvec';
+SELECT s->'enabled' AS enabled, s->'total_healings_24h' AS total, s->'success_rate' AS rate,
+       jsonb_array_length(s->'active_remediations') AS active,
+       s->'active_remediations'->0->>'collection' AS active_collection,
+       s->'cooldown_until' IS NOT NULL AS cooling_down, s->'last_healing' IS NOT NULL AS has_last
+FROM ruvector_healing_status() s;
+SELECT collection, strategy_name, state, success, verified FROM ruvector_healing_history();
+SELECT count(*) FROM ruvector_healing_history(now() - interval '100 days', 100);
+SELECT count(*) FROM ruvector_healing_history(limit_ => 1);
+INSERT INTO ruvector.healing_strategy_weights (strategy_name, weight) VALUES ('throttle_ingestion', 0.5625);
+SELECT strategy_name, weight, attempts, successes, success_rate, avg_improvement FROM ruvector_healing_effectiveness();
+\set VERBOSITY sqlstate
+UPDATE ruvector.healing_outcomes SET state = 'bogus' WHERE id = 1;
+\set VERBOSITY default
+
+-- Bad inputs.
+\set VERBOSITY sqlstate
+SELECT * FROM ruvector_healing_history(NULL);
+SELECT * FROM ruvector_healing_history(now(), 0);
+SELECT * FROM ruvector_healing_history(now(), NULL);
+\set VERBOSITY default
+SELECT * FROM ruvector_healing_history(NULL);
+SELECT * FROM ruvector_healing_history(now(), 0);
+
+-- The hash chain, checked in SQL: seal two records by hand the way the
+-- engine does (without a signature, which SQL cannot make), then tamper.
+UPDATE ruvector.healing_outcomes o SET chain_seq = 1, key_id = 'k' WHERE o.id = 1;
+UPDATE ruvector.healing_outcomes o SET record_hash = sha256(ruvector._healing_canonical(o)) WHERE o.id = 1;
+UPDATE ruvector.healing_outcomes o SET chain_seq = 2, key_id = 'k',
+    prev_hash = (SELECT record_hash FROM ruvector.healing_outcomes WHERE id = 1) WHERE o.id = 2;
+UPDATE ruvector.healing_outcomes o SET record_hash = sha256(ruvector._healing_canonical(o)) WHERE o.id = 2;
+SELECT v->'ok' AS ok, v->'records' AS records, v->'unsealed' AS unsealed, v->'problems' AS problems
+FROM ruvector_healing_verify_audit() v;
+UPDATE ruvector.healing_outcomes SET signature = '\x00' WHERE chain_seq IS NOT NULL;
+SELECT v->'ok' AS ok, v->'problems' AS problems FROM ruvector_healing_verify_audit() v;
+UPDATE ruvector.healing_outcomes SET improvement_pct = 0.9 WHERE id = 1;
+SELECT v->'ok' AS ok, v->'problems' AS problems FROM ruvector_healing_verify_audit() v;
+DELETE FROM ruvector.healing_outcomes WHERE id = 1;
+SELECT v->'ok' AS ok, v->'problems' AS problems FROM ruvector_healing_verify_audit() v;
+-- The canonical encoding of NULLs and values (sidecar/audit's tests check Go agrees).
+SELECT ruvector._canon(NULL::text), ruvector._canon('é'::text), ruvector._canon(true),
+       ruvector._canon(0.5::real), ruvector._canon('1970-01-01 00:00:01+00'::timestamptz);
+
+-- Privileges: monitors read, plain roles do not, keys are for admins only.
+CREATE ROLE ruv_heal_plain;
+CREATE ROLE ruv_heal_watch IN ROLE ruvector_monitor;
+CREATE ROLE ruv_heal_ops IN ROLE ruvector_admin;
+GRANT USAGE ON SCHEMA ruvector TO ruv_heal_plain;
+SET ROLE ruv_heal_plain;
+\set VERBOSITY sqlstate
+SELECT ruvector_healing_status();
+SELECT count(*) FROM ruvector_healing_history();
+SELECT ruvector_healing_verify_audit();
+\set VERBOSITY default
+RESET ROLE;
+SET ROLE ruv_heal_watch;
+SELECT s->'total_healings_24h' AS total FROM ruvector_healing_status() s;
+SELECT count(*) FROM ruvector_healing_history();
+SELECT count(*) FROM ruvector_healing_effectiveness();
+SELECT v->'records' AS records FROM ruvector_healing_verify_audit() v;
+\set VERBOSITY sqlstate
+SELECT count(*) FROM ruvector.healing_audit_keys;
+DELETE FROM ruvector.healing_outcomes;
+\set VERBOSITY default
+RESET ROLE;
+SET ROLE ruv_heal_ops;
+SELECT count(*) FROM ruvector.healing_audit_keys;
+RESET ROLE;
+
+DELETE FROM ruvector.healing_outcomes;
+DELETE FROM ruvector.healing_strategy_weights;
+DELETE FROM ruvector.healing_config;
+SELECT ruvector_collection_unregister('hvec');
+DROP TABLE hvec;
+REVOKE USAGE ON SCHEMA ruvector FROM ruv_heal_plain;
+DROP ROLE ruv_heal_plain;
+DROP ROLE ruv_heal_watch;
+DROP ROLE ruv_heal_ops;
