@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ruvector/ruvector-healing/sidecar/health"
@@ -44,6 +45,13 @@ type Memory struct {
 	// FS is the file system root that holds proc/ and sys/ (default: the
 	// machine's /). Tests substitute an fstest.MapFS.
 	FS fs.FS
+
+	// Memory is the instance's, not a collection's: one reading serves
+	// every target of a round (it read every server process 64 times per
+	// round at 64 collections: bench/RESULTS.md, P2).
+	mu     sync.Mutex
+	last   health.MemorySignal
+	lastAt time.Time
 }
 
 // NewMemory returns the memory collector reading the real machine.
@@ -68,6 +76,13 @@ SELECT pg_backend_pid(), current_setting('block_size')::bigint *
 
 // Collect reads the limits and the consumers.
 func (m *Memory) Collect(ctx context.Context, q Querier, _ Target, s *health.Signals) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.lastAt.IsZero() && time.Since(m.lastAt) < m.Cadence()/2 {
+		s.Memory = m.last
+		s.Memory.Consumers = slices.Clone(m.last.Consumers)
+		return nil
+	}
 	var (
 		ownPID       int32
 		sharedBytes  int64
@@ -105,6 +120,8 @@ func (m *Memory) Collect(ctx context.Context, q Querier, _ Target, s *health.Sig
 	}
 	ms.Consumers = append([]health.MemoryConsumer{{Name: "shared_buffers", Bytes: sharedBytes}}, procs...)
 	s.Memory = ms
+	m.last, m.lastAt = ms, time.Now()
+	s.Memory.Consumers = slices.Clone(ms.Consumers)
 	return nil
 }
 

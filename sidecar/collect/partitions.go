@@ -54,6 +54,10 @@ SELECT c.oid::bigint, c.oid::regclass::text,
 FROM pg_class c
 JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE c.oid = ANY($1::oid[]) AND c.relkind = 'r'
+  -- Filtering the view by relid too lets the planner push the filter into
+  -- it; on c.oid alone it aggregates every table of the database first
+  -- (20 ms at 4,000 tables, per collection: bench/RESULTS.md, P1).
+  AND s.relid = ANY($1::oid[])
 ORDER BY c.oid`
 
 // Collect reads the counters and turns their deltas since the previous
