@@ -1,0 +1,578 @@
+// Package healing is the remediation engine of the self-healing design:
+// Heal takes an integrity trigger through classify → gate → select →
+// (approval) → execute → verify → rollback → record → learn.
+//
+// One remediation at a time per collection is enforced in the database by
+// a row lease in ruvector.healing_leases (see acquire): a lease, rather than
+// a session advisory lock, because an advisory lock vanishes with the
+// holder's connection while the holder may still be acting (a strategy
+// mid-way, a rollback pending), so a second sidecar could act at the same
+// time. A lease outlives a dropped connection until it expires: nobody else
+// acts meanwhile (fail closed), and the holder itself is bounded by its
+// timeouts, which the lease's duration covers. Every durable step of an
+// attempt (recording a rollback action before taking it) is fenced on the
+// lease token, so a holder whose lease was taken over cannot act on.
+//
+// Outcomes are rows of ruvector.healing_outcomes, sealed into the signed
+// audit chain of package audit when they reach pending_approval or done.
+package healing
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ruvector/ruvector-healing/sidecar/audit"
+	"github.com/ruvector/ruvector-healing/sidecar/classify"
+	"github.com/ruvector/ruvector-healing/sidecar/healconfig"
+	"github.com/ruvector/ruvector-healing/sidecar/learning"
+	"github.com/ruvector/ruvector-healing/sidecar/strategy"
+)
+
+// VerifyImprovement is the design's bar: λ must rise above 1.1 × initial λ.
+const VerifyImprovement = 1.1
+
+// Errors callers branch on.
+var (
+	// ErrLeaseLost: the collection's lease expired or was taken over while
+	// the attempt ran; the engine stopped acting.
+	ErrLeaseLost = errors.New("healing: lease lost")
+	// ErrAttemptOver: a strategy recorded an action after its attempt ended
+	// (it ignored its context); the action must not be taken.
+	ErrAttemptOver = errors.New("healing: attempt is over")
+)
+
+// Trigger is what the integrity monitor hands the engine.
+type Trigger struct {
+	Collection   string
+	CollectionID int64
+	TenantID     string
+	State        strategy.IntegrityState
+	// Lambda is λ (normalised) when the trigger fired.
+	Lambda  float64
+	Witness []classify.WitnessEdge
+	Metrics classify.Metrics
+}
+
+// Status is how an attempt ended.
+type Status string
+
+// Statuses.
+const (
+	StatusDeferred        Status = "deferred"         // not auto-healed: disabled, unknown, cooldown, limits, ineffective
+	StatusNoStrategy      Status = "no_strategy"      // nothing eligible
+	StatusBusy            Status = "busy"             // another remediation is active on the collection
+	StatusPendingApproval Status = "pending_approval" // queued for a human, nothing done
+	StatusVerified        Status = "verified"         // executed and λ improved enough
+	StatusUnverified      Status = "unverified"       // executed, λ did not improve enough
+	StatusFailed          Status = "failed"           // error, timeout or panic
+)
+
+// Outcome is the result of Heal.
+type Outcome struct {
+	Status Status `json:"status"`
+	Reason string `json:"reason"`
+	// ID is the healing_outcomes row, 0 when none was written.
+	ID         int64               `json:"id"`
+	Decision   classify.Decision   `json:"decision"`
+	Selection  *strategy.Selection `json:"selection,omitempty"`
+	Strategy   string              `json:"strategy,omitempty"`
+	Result     strategy.Result     `json:"result"`
+	Error      string              `json:"error,omitempty"`
+	Verified   bool                `json:"verified"`
+	RolledBack bool                `json:"rolled_back"`
+	// InitialLambda and FinalLambda (NaN-free: 0 when not sampled).
+	InitialLambda float64       `json:"initial_lambda"`
+	FinalLambda   float64       `json:"final_lambda"`
+	Duration      time.Duration `json:"duration"`
+}
+
+// Sampler measures a collection's current λ for verification.
+type Sampler interface {
+	Sample(ctx context.Context, collection string, collectionID int64) (float64, error)
+}
+
+// Options tune an Engine.
+type Options struct {
+	// Holder names this engine in leases (e.g. "sidecar@host:pid").
+	Holder string
+	// Stabilization, when > 0, replaces the configured stabilization wait.
+	Stabilization time.Duration
+	// LeaseMargin is added to the lease beyond the attempt's own bounds
+	// (default 30 s): the database work around the attempt.
+	LeaseMargin time.Duration
+	// IneffectiveAfter consecutive unverified attempts in the attempt
+	// window stop automatic healing of the collection (default 2).
+	IneffectiveAfter int
+}
+
+// Engine heals collections. It is safe for concurrent use; its connection
+// is used by one goroutine at a time.
+type Engine struct {
+	conn    *pgx.Conn
+	lock    chan struct{}
+	reg     *strategy.Registry
+	sampler Sampler
+	key     *audit.Key
+	opts    Options
+}
+
+// New returns an engine using conn (which it owns from now on) and records
+// the audit key's public half in the database.
+func New(ctx context.Context, conn *pgx.Conn, reg *strategy.Registry, sampler Sampler, key *audit.Key, opts Options) (*Engine, error) {
+	if conn == nil || reg == nil || sampler == nil || key == nil {
+		return nil, errors.New("healing: New needs a connection, a registry, a sampler and a key")
+	}
+	if opts.Holder == "" {
+		opts.Holder = "ruvector-sidecar"
+	}
+	if opts.LeaseMargin <= 0 {
+		opts.LeaseMargin = 30 * time.Second
+	}
+	if opts.IneffectiveAfter <= 0 {
+		opts.IneffectiveAfter = 2
+	}
+	e := &Engine{conn: conn, lock: make(chan struct{}, 1), reg: reg, sampler: sampler, key: key, opts: opts}
+	if err := e.withConn(ctx, func(c *pgx.Conn) error { return audit.RegisterKey(ctx, c, key) }); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// withConn runs fn with exclusive use of the connection.
+func (e *Engine) withConn(ctx context.Context, fn func(*pgx.Conn) error) error {
+	select {
+	case e.lock <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-e.lock }()
+	return fn(e.conn)
+}
+
+// Config reads the stored healing configuration (defaults when none).
+func (e *Engine) Config(ctx context.Context) (healconfig.Config, error) {
+	var doc []byte
+	err := e.withConn(ctx, func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, `SELECT config::text FROM ruvector.healing_config`).Scan(&doc)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return healconfig.Default(), nil
+	}
+	if err != nil {
+		return healconfig.Config{}, fmt.Errorf("healing: read config: %w", err)
+	}
+	cfg, err := healconfig.Parse(doc)
+	if err != nil {
+		return healconfig.Config{}, fmt.Errorf("healing: stored config: %w", err)
+	}
+	return cfg, nil
+}
+
+// Heal runs one healing attempt for the trigger. The error is for
+// infrastructure failures (database); every decision, including a failed
+// remediation, is an Outcome.
+func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
+	cfg, err := e.Config(ctx)
+	if err != nil {
+		return Outcome{}, err
+	}
+	dec := classify.Classify(tr.Witness, tr.Metrics, cfg.Classifier)
+	out := Outcome{Decision: dec, InitialLambda: tr.Lambda}
+	if !cfg.Enabled {
+		return deferred(out, "automatic healing is disabled (healing_config enabled = false)"), nil
+	}
+	if dec.Problem.Class == classify.ClassUnknown {
+		return deferred(out, "unknown problem: it needs human investigation"), nil
+	}
+	stab := cfg.Stabilization
+	if e.opts.Stabilization > 0 {
+		stab = e.opts.Stabilization
+	}
+
+	l, holder, err := e.acquire(ctx, tr.CollectionID, e.leaseTTL(stab))
+	if err != nil {
+		return Outcome{}, err
+	}
+	if l == nil {
+		out.Status = StatusBusy
+		out.Reason = fmt.Sprintf("another remediation is active on collection %q (%s)", tr.Collection, holder)
+		return out, nil
+	}
+	defer e.release(ctx, l)
+
+	if reason, err := e.gate(ctx, tr.CollectionID, cfg); err != nil {
+		return Outcome{}, err
+	} else if reason != "" {
+		return deferred(out, reason), nil
+	}
+
+	weights, err := e.Weights(ctx)
+	if err != nil {
+		return Outcome{}, err
+	}
+	sel := e.reg.Select(ctx, dec.Problem, cfg.SelectionLimits(weights))
+	out.Selection = &sel
+	if !sel.Found() {
+		out.Status = StatusNoStrategy
+		out.Reason = "no eligible strategy for " + string(dec.Problem.Class) + ": " + sel.Explain()
+		return out, nil
+	}
+	s := sel.Strategy
+	out.Strategy = s.Name()
+	decision, _ := json.Marshal(map[string]any{"classification": dec, "explanation": dec.Explain(),
+		"selection": sel, "selection_explanation": sel.Explain()})
+
+	row := outcomeRow{collectionID: tr.CollectionID, tenant: tr.TenantID, problem: dec.Problem,
+		strategy: s.Name(), initial: tr.Lambda, witness: tr.Witness, metrics: tr.Metrics, decision: decision}
+	if sel.RequiresApproval {
+		id, err := e.insertPending(ctx, row)
+		if err != nil {
+			return Outcome{}, err
+		}
+		out.ID = id
+		out.Status = StatusPendingApproval
+		out.Reason = fmt.Sprintf("strategy %s needs approval: pending action %d", s.Name(), id)
+		return out, nil
+	}
+
+	id, started, err := e.insertRunning(ctx, row, l)
+	if err != nil {
+		return Outcome{}, err
+	}
+	out.ID = id
+	timeout := 2 * s.EstimatedDuration()
+	rec := &dbRecorder{e: e, id: id, lease: l}
+	rc := &strategy.Context{
+		Problem: dec.Problem, Collection: tr.Collection, CollectionID: tr.CollectionID, State: tr.State,
+		InitialLambda: tr.Lambda, TargetLambda: tr.Lambda * VerifyImprovement, Metrics: tr.Metrics,
+		Sample: func(ctx context.Context) (float64, error) {
+			return e.sampler.Sample(ctx, tr.Collection, tr.CollectionID)
+		},
+		Recorder: rec, Started: started, Timeout: timeout,
+	}
+
+	res, execErr := e.execute(ctx, s, rc, timeout, rec)
+	out.Result = res
+	failed := execErr != nil || !res.Success
+	var verifiedPtr *bool
+	var final *float64
+	if !failed && !res.Noop {
+		v, lam, verr := e.verify(ctx, rc, stab)
+		if verr != nil {
+			execErr = fmt.Errorf("verification: %w", verr)
+		}
+		verifiedPtr, final = &v, lam
+		out.Verified = v
+	}
+	if execErr == nil && !res.Success && !res.Noop {
+		execErr = errors.New("the strategy reported failure")
+	}
+
+	// Roll back whatever was done unless it verified. Failures included:
+	// a strategy that timed out or panicked may have acted half-way.
+	if !out.Verified && !res.Noop && s.Reversible() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		rbErr := safeCall(func() error { return s.Rollback(rctx, rc) })
+		cancel()
+		if rbErr != nil {
+			execErr = errors.Join(execErr, fmt.Errorf("rollback: %w", rbErr))
+		} else {
+			out.RolledBack = true
+		}
+	}
+
+	switch {
+	case out.Verified:
+		out.Status = StatusVerified
+	case failed:
+		out.Status = StatusFailed
+	default:
+		out.Status = StatusUnverified
+	}
+	if execErr != nil {
+		out.Error = execErr.Error()
+	}
+	if final != nil {
+		out.FinalLambda = *final
+	}
+	out.Duration = time.Since(started)
+	out.Reason = fmt.Sprintf("%s: %s", s.Name(), out.Status)
+	if err := e.finish(ctx, id, out, verifiedPtr, final, rc); err != nil {
+		return out, err
+	}
+	if cfg.LearningEnabled {
+		if err := e.UpdateWeights(ctx, time.Now()); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func deferred(out Outcome, reason string) Outcome {
+	out.Status = StatusDeferred
+	out.Reason = reason
+	return out
+}
+
+// leaseTTL covers the longest attempt any registered strategy can make:
+// execution and rollback (2 × estimated duration each), stabilisation and
+// the margin for the database work around them.
+func (e *Engine) leaseTTL(stab time.Duration) time.Duration {
+	var longest time.Duration
+	for _, s := range e.reg.Strategies() {
+		longest = max(longest, s.EstimatedDuration())
+	}
+	return 4*longest + stab + e.opts.LeaseMargin
+}
+
+// execute runs the strategy with a timeout of twice its estimate, a
+// cancellable context and panic recovery. A strategy that ignores its
+// context is abandoned at the deadline; its recorder is closed so it cannot
+// record (and therefore must not take) another action.
+func (e *Engine) execute(ctx context.Context, s strategy.Strategy, rc *strategy.Context, timeout time.Duration, rec *dbRecorder) (strategy.Result, error) {
+	ectx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	rec.setContext(ectx)
+	type ret struct {
+		res strategy.Result
+		err error
+	}
+	done := make(chan ret, 1) // buffered: an abandoned strategy must not block forever
+	go func() {
+		var r ret
+		r.err = safeCall(func() error {
+			var err error
+			r.res, err = s.Execute(ectx, rc)
+			return err
+		})
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		rec.close()
+		if r.err == nil && ectx.Err() != nil && errors.Is(ectx.Err(), context.DeadlineExceeded) {
+			// Finished, but only after the deadline: treat it as a timeout
+			// rather than trusting work done on borrowed time.
+			return r.res, fmt.Errorf("timed out after %v (2 × estimated %v)", timeout, s.EstimatedDuration())
+		}
+		if r.err != nil && errors.Is(r.err, context.DeadlineExceeded) {
+			return r.res, fmt.Errorf("timed out after %v (2 × estimated %v): %w", timeout, s.EstimatedDuration(), r.err)
+		}
+		return r.res, r.err
+	case <-ectx.Done():
+		rec.close()
+		if ctx.Err() != nil {
+			return strategy.Result{}, fmt.Errorf("aborted: %w", ctx.Err())
+		}
+		return strategy.Result{}, fmt.Errorf("timed out after %v (2 × estimated %v)", timeout, s.EstimatedDuration())
+	}
+}
+
+// safeCall turns a panic into an error so one broken strategy cannot take
+// the sidecar down.
+func safeCall(fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic during remediation: %v", p)
+		}
+	}()
+	return fn()
+}
+
+// verify waits for the system to stabilise, then samples λ: it must rise
+// above VerifyImprovement × initial λ (the design's strict comparison).
+func (e *Engine) verify(ctx context.Context, rc *strategy.Context, stab time.Duration) (bool, *float64, error) {
+	if stab > 0 {
+		t := time.NewTimer(stab)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return false, nil, ctx.Err()
+		}
+	}
+	lam, err := rc.SampleIntegrity(ctx)
+	if err != nil {
+		return false, nil, err
+	}
+	return lam > rc.InitialLambda*VerifyImprovement, &lam, nil
+}
+
+// lease is a held collection lease.
+type lease struct {
+	collectionID int64
+	token        int64
+}
+
+// acquire takes the collection's lease for ttl, or reports its holder.
+// Expiry is on the server's clock so sidecars with skewed clocks agree.
+func (e *Engine) acquire(ctx context.Context, collectionID int64, ttl time.Duration) (*lease, string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, "", fmt.Errorf("healing: lease token: %w", err)
+	}
+	token := int64(binary.BigEndian.Uint64(b[:]) >> 1)
+	var got int64
+	var holder string
+	err := e.withConn(ctx, func(c *pgx.Conn) error {
+		err := c.QueryRow(ctx, `INSERT INTO ruvector.healing_leases AS l (collection_id, holder, token, expires_at)
+			VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $4))
+			ON CONFLICT (collection_id) DO UPDATE SET holder = EXCLUDED.holder, token = EXCLUDED.token,
+				acquired_at = clock_timestamp(), expires_at = EXCLUDED.expires_at
+			WHERE l.expires_at <= clock_timestamp()
+			RETURNING token`, collectionID, e.opts.Holder, token, ttl.Seconds()).Scan(&got)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = c.QueryRow(ctx, `SELECT format('held by %s since %s, until %s', holder, acquired_at, expires_at)
+				FROM ruvector.healing_leases WHERE collection_id = $1`, collectionID).Scan(&holder)
+			if errors.Is(err, pgx.ErrNoRows) {
+				holder = "released just now"
+				return nil
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("healing: acquire lease of collection %d: %w", collectionID, err)
+	}
+	if got != token {
+		return nil, holder, nil
+	}
+	return &lease{collectionID: collectionID, token: token}, "", nil
+}
+
+// release gives the lease back; if this fails the lease simply expires.
+func (e *Engine) release(ctx context.Context, l *lease) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = e.withConn(rctx, func(c *pgx.Conn) error {
+		_, err := c.Exec(rctx, `DELETE FROM ruvector.healing_leases WHERE collection_id = $1 AND token = $2`,
+			l.collectionID, l.token)
+		return err
+	})
+}
+
+// gate applies the safety limits to the collection's history: the cooldown,
+// the attempts per window, and stopping when healing is ineffective (the
+// last IneffectiveAfter attempts in the window all unverified). It returns
+// why healing is deferred, or "".
+func (e *Engine) gate(ctx context.Context, collectionID int64, cfg healconfig.Config) (string, error) {
+	var last *time.Time
+	var attempts int
+	var recent []*bool
+	err := e.withConn(ctx, func(c *pgx.Conn) error {
+		err := c.QueryRow(ctx, `SELECT max(started_at),
+				count(*) FILTER (WHERE started_at > clock_timestamp() - make_interval(secs => $2))
+			FROM ruvector.healing_outcomes WHERE collection_id = $1 AND state IN ('running', 'done')`,
+			collectionID, cfg.AttemptWindow.Seconds()).Scan(&last, &attempts)
+		if err != nil {
+			return err
+		}
+		rows, err := c.Query(ctx, `SELECT verified FROM ruvector.healing_outcomes
+			WHERE collection_id = $1 AND state = 'done' AND started_at > clock_timestamp() - make_interval(secs => $2)
+			ORDER BY started_at DESC LIMIT $3`, collectionID, cfg.AttemptWindow.Seconds(), e.opts.IneffectiveAfter)
+		if err != nil {
+			return err
+		}
+		recent, err = pgx.CollectRows(rows, pgx.RowTo[*bool])
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("healing: read history of collection %d: %w", collectionID, err)
+	}
+	if last != nil {
+		if until := last.Add(cfg.MinHealingInterval); time.Now().Before(until) {
+			return fmt.Sprintf("cooldown: last attempt at %s, next allowed at %s (min_healing_interval_seconds)",
+				last.Format(time.RFC3339), until.Format(time.RFC3339)), nil
+		}
+	}
+	if attempts >= cfg.MaxAttemptsPerHour {
+		return fmt.Sprintf("%d attempts in the last %v reach max_attempts_per_hour = %d",
+			attempts, cfg.AttemptWindow, cfg.MaxAttemptsPerHour), nil
+	}
+	if len(recent) == e.opts.IneffectiveAfter {
+		ineffective := true
+		for _, v := range recent {
+			if v != nil && *v {
+				ineffective = false
+			}
+		}
+		if ineffective {
+			return fmt.Sprintf("healing is ineffective: the last %d attempts did not improve λ; a human should look",
+				len(recent)), nil
+		}
+	}
+	return "", nil
+}
+
+// Weights reads the persisted strategy weights.
+func (e *Engine) Weights(ctx context.Context) (map[string]float64, error) {
+	w := map[string]float64{}
+	err := e.withConn(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT strategy_name, weight FROM ruvector.healing_strategy_weights`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			var v float32
+			if err := rows.Scan(&name, &v); err != nil {
+				return err
+			}
+			w[name] = float64(v)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("healing: read weights: %w", err)
+	}
+	return w, nil
+}
+
+// UpdateWeights recomputes every strategy's weight from the finished
+// outcomes of the last 30 days (learning.Weights) and persists them.
+func (e *Engine) UpdateWeights(ctx context.Context, now time.Time) error {
+	err := e.withConn(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT strategy_name, success, verified, improvement_pct, started_at
+			FROM ruvector.healing_outcomes WHERE state = 'done' AND started_at > $1`, now.Add(-learning.DefaultWindow))
+		if err != nil {
+			return err
+		}
+		var outs []learning.Outcome
+		for rows.Next() {
+			var o learning.Outcome
+			var imp *float32
+			if err := rows.Scan(&o.Strategy, &o.Success, &o.Verified, &imp, &o.At); err != nil {
+				rows.Close()
+				return err
+			}
+			if imp != nil {
+				f := float64(*imp)
+				o.ImprovementPct = &f
+			}
+			outs = append(outs, o)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for name, w := range learning.Weights(outs, now, learning.DefaultWindow) {
+			if _, err := c.Exec(ctx, `INSERT INTO ruvector.healing_strategy_weights (strategy_name, weight)
+				VALUES ($1, $2) ON CONFLICT (strategy_name) DO UPDATE SET weight = EXCLUDED.weight, updated_at = now()`,
+				name, float32(w)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("healing: update weights: %w", err)
+	}
+	return nil
+}
