@@ -179,6 +179,22 @@ func TestEngineOnRealServer(t *testing.T) {
 	})
 	throttle := healing.ThrottleIngestion{Segment: v.seg, DatabaseOID: v.srv.DatabaseOID}
 
+	t.Run("the segment sampler reads the published λ", func(t *testing.T) {
+		ss := healing.SegmentSampler{Segment: v.seg, DatabaseOID: v.srv.DatabaseOID}
+		if _, err := ss.Sample(ctx, "emb", embID); err == nil || !strings.Contains(err.Error(), "never published") {
+			t.Fatalf("before any sample: %v", err)
+		}
+		if err := v.seg.WriteIntegrity(coll.Slot, 0.42, shmproto.StateStress, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if l, err := ss.Sample(ctx, "emb", embID); err != nil || l != 0.42 {
+			t.Fatalf("λ %v %v, want 0.42", l, err)
+		}
+		if _, err := ss.Sample(ctx, "emb", embID+1); err == nil {
+			t.Fatal("a slot of another collection id was accepted")
+		}
+	})
+
 	t.Run("throttle verified, recorded, weights learned", func(t *testing.T) {
 		s := &sampler{}
 		e := v.engine(ctx, t, s, throttle)
