@@ -72,6 +72,7 @@ const (
 	StatusVerified        Status = "verified"         // executed and λ improved enough
 	StatusUnverified      Status = "unverified"       // executed, λ did not improve enough
 	StatusFailed          Status = "failed"           // error, timeout or panic
+	StatusNoop            Status = "noop"             // the strategy found nothing to do; nothing changed
 )
 
 // Outcome is the result of Heal.
@@ -291,6 +292,8 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	switch {
 	case out.Verified:
 		out.Status = StatusVerified
+	case res.Noop && execErr == nil:
+		out.Status = StatusNoop
 	case failed:
 		out.Status = StatusFailed
 	default:

@@ -302,7 +302,7 @@ func TestEngineOnRealServer(t *testing.T) {
 				if err := record(rc); err != nil {
 					return strategy.Result{}, err
 				}
-				time.Sleep(2 * time.Second) // ignores ctx on purpose
+				time.Sleep(3 * time.Second) // ignores ctx on purpose
 				return strategy.Result{Success: true}, nil
 			}}
 		panicker := &fake{name: "panicker", classes: mem, estimate: time.Second,
@@ -340,7 +340,7 @@ func TestEngineOnRealServer(t *testing.T) {
 			if out.Status != tc.status || !strings.Contains(out.Error, tc.errHas) || !out.RolledBack || tc.f.rolled.Load() != 1 {
 				t.Fatalf("%s: outcome %+v, rollbacks %d", tc.f.name, out, tc.f.rolled.Load())
 			}
-			if tc.f == sleeper && time.Since(start) > 1500*time.Millisecond {
+			if tc.f == sleeper && time.Since(start) > 2500*time.Millisecond {
 				t.Fatalf("the engine waited %v for a strategy that overran its 200ms timeout", time.Since(start))
 			}
 			state, success, verified, rolledBack, sealed := v.row(ctx, t, out.ID)
@@ -511,6 +511,23 @@ func TestEngineOnRealServer(t *testing.T) {
 		}
 		if fmt.Sprint(out.Result.Metadata["skipped_near_wraparound"]) != "[emb_2]" {
 			t.Fatalf("metadata %v", out.Result.Metadata)
+		}
+	})
+
+	t.Run("nothing to do is a noop, not a failure", func(t *testing.T) {
+		s := &sampler{}
+		e := v.engineWith(ctx, t, healing.Options{Holder: t.Name(), IneffectiveAfter: 100}, s, throttle)
+		tr := memoryPressure("emb", embID, 0.5)
+		tr.State = strategy.StateNormal
+		out, err := e.Heal(ctx, tr)
+		if err != nil || out.Status != healing.StatusNoop || out.RolledBack {
+			t.Fatalf("outcome %+v %v", out, err)
+		}
+		if th := v.throttle(t, coll.Slot, shmproto.OpInsert); th.Pct != 0 {
+			t.Fatalf("insert throttle %+v", th)
+		}
+		if state, success, _, _, sealed := v.row(ctx, t, out.ID); state != "done" || success || !sealed {
+			t.Fatalf("row %s success=%v sealed=%v", state, success, sealed)
 		}
 	})
 
