@@ -10,9 +10,11 @@ SELECT ruvector_healing_verify_audit();
 -- The configuration row drives enabled and the cooldown.
 INSERT INTO ruvector.healing_config (config) VALUES ('{"enabled": false, "min_healing_interval_seconds": 600}');
 SELECT s->'enabled' AS enabled, s->'cooldown_until' AS cooldown FROM ruvector_healing_status() s;
+\set VERBOSITY sqlstate
 INSERT INTO ruvector.healing_config (singleton, config) VALUES (false, '{}');
 INSERT INTO ruvector.healing_config (config) VALUES ('{}');
 INSERT INTO ruvector.healing_config (singleton, config) VALUES (true, '[]') ON CONFLICT (singleton) DO UPDATE SET config = EXCLUDED.config;
+\set VERBOSITY default
 
 -- Outcomes, as the engine would write them (unsealed: no chain yet).
 CREATE TABLE hvec (id bigserial, embedding real[]);
