@@ -98,35 +98,35 @@ func main() {
 }
 
 type liveResult struct {
-	Collections, Partitions   int
-	SetupSeconds              float64
-	NormalAfterWarmup         int
-	StatesAfterWarmup         map[string]int
-	MeasureSeconds            float64
-	SidecarCPUPct             float64
-	SidecarUserPct, SysPct    float64
-	RSSMeanMB, RSSMaxMB       float64
-	VmHWMMB                   float64
-	Threads                   int
-	BackendCPUPct             float64 // the sidecar's own server backends
-	BackendPIDs               []int
-	GCCount                   int
-	GCLastLine                string
-	GCHeapMB                  []float64 // live heap after each GC in the window
-	LoadAvgStart, LoadAvgEnd  string
-	WriterRowsPerSec          float64
-	SidecarWarnings           int
-	SidecarWarningSample      []string
-	LatencyMs                 []float64
-	LatencyP50, LatencyMax    float64
-	LatencyMin                float64
-	SampleToVisibleMs         []float64 // segment Updated (sample time) → seen by the poller
-	FirstRejectToSampleMs     []float64
-	StateSeen                 []string
-	LambdaSeen                []float64
-	RecoverMs                 []float64
-	LatencyErrors             []string
-	TopStatements             []string
+	Collections, Partitions  int
+	SetupSeconds             float64
+	NormalAfterWarmup        int
+	StatesAfterWarmup        map[string]int
+	MeasureSeconds           float64
+	SidecarCPUPct            float64
+	SidecarUserPct, SysPct   float64
+	RSSMeanMB, RSSMaxMB      float64
+	VmHWMMB                  float64
+	Threads                  int
+	BackendCPUPct            float64 // the sidecar's own server backends
+	BackendPIDs              []int
+	GCCount                  int
+	GCLastLine               string
+	GCHeapMB                 []float64 // live heap after each GC in the window
+	LoadAvgStart, LoadAvgEnd string
+	WriterRowsPerSec         float64
+	SidecarWarnings          int
+	SidecarWarningSample     []string
+	LatencyMs                []float64
+	LatencyP50, LatencyMax   float64
+	LatencyMin               float64
+	SampleToVisibleMs        []float64 // segment Updated (sample time) → seen by the poller
+	FirstRejectToSampleMs    []float64
+	StateSeen                []string
+	LambdaSeen               []float64
+	RecoverMs                []float64
+	LatencyErrors            []string
+	TopStatements            []string
 }
 
 // topStatements lists the statements the server spent most time on in the
@@ -256,7 +256,16 @@ SELECT ruvector_collection_register('c%[1]d', 'c%[1]d');`, i, nPart-1)
 		return nil, err
 	}
 	pid := cmd.Process.Pid
-	defer func() { _ = cmd.Process.Signal(os.Interrupt); done := make(chan struct{}); go func() { cmd.Wait(); close(done) }(); select { case <-done: case <-time.After(5 * time.Second): cmd.Process.Kill() } }()
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+		}
+	}()
 	var (
 		logMu    sync.Mutex
 		gcLines  []gcLine

@@ -169,7 +169,7 @@ func runSynth(nCol, nPart, nLists, seconds int, mode string, frac float64) synth
 		desc = "noisy: every partition rate and list size"
 	}
 	return synthResult{
-		Name: fmt.Sprintf("%d×(%d partitions + %d lists + 3 replicas + 8 jobs + 4 indexes)", nCol, nPart, nLists),
+		Name:        fmt.Sprintf("%d×(%d partitions + %d lists + 3 replicas + 8 jobs + 4 indexes)", nCol, nPart, nLists),
 		Collections: nCol, Seconds: seconds, ChangedPerSample: desc,
 		CPUPerSimSecond: per, PctOfCore: 100 * per.Seconds(),
 		HeapAllocMB: mb(msStat.HeapAlloc), HeapInuseMB: mb(msStat.HeapInuse), SysMB: mb(msStat.Sys),
