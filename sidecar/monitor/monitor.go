@@ -61,6 +61,10 @@ type Config struct {
 	// itself closed (a server restart): publishing to the segment goes on
 	// meanwhile, only events and graph snapshots wait for it.
 	Redial func(ctx context.Context) (DB, error)
+	// OnSample, if set, receives the snapshots after every sample, on the
+	// loop's goroutine: the only safe way for others (the metrics) to see
+	// them while the loop runs.
+	OnSample func([]Snapshot)
 }
 
 func (c *Config) defaults() {
@@ -150,6 +154,9 @@ func (m *Monitor) Run(ctx context.Context) error {
 			}
 			m.log.Warn().Err(err).Msg("integrity sample failed")
 		}
+		if m.cfg.OnSample != nil {
+			m.cfg.OnSample(m.Snapshots())
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -202,7 +209,8 @@ func (m *Monitor) ids() []int {
 	return ids
 }
 
-// Snapshots returns what the loop last saw, by collection name.
+// Snapshots returns what the loop last saw, by collection name. Call it
+// from the loop's goroutine only (Config.OnSample), or when it is stopped.
 func (m *Monitor) Snapshots() []Snapshot {
 	out := make([]Snapshot, 0, len(m.cols))
 	for _, id := range m.ids() {

@@ -184,7 +184,8 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 	runner := collect.NewRunner(collConn, targets, collectors, collect.RunnerOptions{
 		Redial: func(ctx context.Context) (collect.Querier, error) { return dial(ctx) },
 	})
-	cfg := monitor.Config{Sample: sample, Redial: func(ctx context.Context) (monitor.DB, error) { return dial(ctx) }}
+	cfg := monitor.Config{Sample: sample, OnSample: obs.snaps.Store,
+		Redial: func(ctx context.Context) (monitor.DB, error) { return dial(ctx) }}
 	if feed != nil {
 		cfg.Enrich = func(s *health.Signals, t collect.Target) { enrichFromFeed(feed, s, t) }
 	}
@@ -203,31 +204,11 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 	obs.stats.Set(runner)
 	go func() {
 		defer mon.Close(context.Background())
-		runIntegrityLoop(ctx, mon, sample, obs.snaps, log.With().Str("loop", "integrity").Logger())
+		if err := mon.Run(ctx); err != nil {
+			log.Error().Err(err).Msg("integrity loop stopped")
+		}
 	}()
 	return nil
-}
-
-// runIntegrityLoop is monitor.Run that also copies the loop's snapshots
-// for the metrics after every sample: Monitor.Snapshots reads the loop's
-// state without a lock, so only this goroutine may call it.
-func runIntegrityLoop(ctx context.Context, mon *monitor.Monitor, sample time.Duration, snaps *metrics.SnapshotCache, log zerolog.Logger) {
-	t := time.NewTicker(sample)
-	defer t.Stop()
-	for {
-		if err := mon.Step(ctx, time.Now()); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			log.Warn().Err(err).Msg("integrity sample failed")
-		}
-		snaps.Store(mon.Snapshots())
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // loopObservers are what the metrics read of the collectors and the
