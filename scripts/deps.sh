@@ -13,7 +13,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have psql || need_pkgs+=(postgresql-client-15)
 have gcc || need_pkgs+=(gcc)
 have make || need_pkgs+=(make)
-have pgbench || need_pkgs+=(postgresql-contrib)
+[ -x /usr/lib/postgresql/15/bin/pgbench ] || need_pkgs+=(postgresql-contrib)
 # promtool checks and unit-tests deploy/prometheus/alerts.yml and the
 # scraped metrics in `make test`.
 have promtool || need_pkgs+=(prometheus)
