@@ -21,23 +21,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
+	"github.com/ruvector/ruvector-healing/internal/sensortest"
 	"github.com/ruvector/ruvector-healing/shmproto"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/metrics"
 	"github.com/ruvector/ruvector-healing/sidecar/monitor"
 )
-
-const setupSQL = `
-CREATE EXTENSION ruvector_healing;
-SET search_path = public, ruvector;
-ALTER DATABASE postgres SET search_path = "$user", public, ruvector;
-CREATE TABLE emb (id bigserial, embedding real[], shard int NOT NULL) PARTITION BY LIST (shard);
-DO $$ BEGIN FOR s IN 0..3 LOOP
-  EXECUTE format('CREATE TABLE emb_%s PARTITION OF emb FOR VALUES IN (%s)', s, s);
-END LOOP; END $$;
-SELECT ruvector_collection_register('emb', 'emb');
-`
 
 // Four rows in one small statement: the gate counts it as an insert (not
 // bulk_insert), one row per shard.
@@ -55,22 +45,8 @@ func TestMetricsOnRealServer(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	c := pgtest.Start(t, pgtest.Options{})
-	c.MustExec(ctx, setupSQL)
-	conn := c.Connect(ctx, "postgres")
-	srv, err := instance.Discover(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seg, err := instance.OpenSegment(srv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seg.Close()
-	target, err := collect.LoadTarget(ctx, conn, "emb")
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := sensortest.Start(t, ctx, 4, "")
+	c, conn, srv, seg, target := env.Cluster, env.Conn, env.Server, env.Segment, env.Target
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	var loops sync.WaitGroup
 	// Defers run before the harness's cleanups close the connections.

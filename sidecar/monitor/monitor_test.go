@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
+	"github.com/ruvector/ruvector-healing/internal/sensortest"
 	"github.com/ruvector/ruvector-healing/shmproto"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
@@ -20,15 +21,8 @@ import (
 	"github.com/ruvector/ruvector-healing/sidecar/monitor"
 )
 
-const setupSQL = `
-CREATE EXTENSION ruvector_healing;
-SET search_path = public, ruvector;
-ALTER DATABASE postgres SET search_path = "$user", public, ruvector;
-CREATE TABLE emb (id bigserial, embedding real[], shard int NOT NULL) PARTITION BY LIST (shard);
-DO $$ BEGIN FOR s IN 0..7 LOOP
-  EXECUTE format('CREATE TABLE emb_%s PARTITION OF emb FOR VALUES IN (%s)', s, s);
-END LOOP; END $$;
-SELECT ruvector_collection_register('emb', 'emb');
+// A fast policy so the tests see transitions in seconds.
+const policySQL = `
 SELECT ruvector_integrity_policy_set('emb', 'test',
   '{"degrade_samples": 3, "critical_samples": 2, "restore_hold_seconds": 2, "cooldown_after_transition_seconds": 1}');
 `
@@ -41,23 +35,8 @@ SELECT ruvector_integrity_policy_set('emb', 'test',
 func TestMonitorDetectsHotspotOnRealServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := pgtest.Start(t, pgtest.Options{})
-	c.MustExec(ctx, setupSQL)
-
-	conn := c.Connect(ctx, "postgres")
-	srv, err := instance.Discover(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seg, err := instance.OpenSegment(srv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seg.Close()
-	target, err := collect.LoadTarget(ctx, conn, "emb")
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := sensortest.Start(t, ctx, 8, policySQL)
+	c, conn, srv, seg, target := env.Cluster, env.Conn, env.Server, env.Segment, env.Target
 
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
@@ -194,22 +173,8 @@ func readStatus(ctx context.Context, conn *pgx.Conn) (string, error) {
 func TestMonitorSurvivesServerRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := pgtest.Start(t, pgtest.Options{})
-	c.MustExec(ctx, setupSQL)
-	conn := c.Connect(ctx, "postgres")
-	srv, err := instance.Discover(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seg, err := instance.OpenSegment(srv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seg.Close()
-	target, err := collect.LoadTarget(ctx, conn, "emb")
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := sensortest.Start(t, ctx, 8, policySQL)
+	c, srv, seg, target := env.Cluster, env.Server, env.Segment, env.Target
 	dial := func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, c.DSN("postgres")) }
 
 	loopCtx, stopLoop := context.WithCancel(ctx)
