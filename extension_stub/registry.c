@@ -27,7 +27,8 @@ typedef enum RuvUndoKind
 {
 	RUV_UNDO_ATTACH,			/* undo: free the slot and its relations */
 	RUV_UNDO_DETACH,			/* undo: restore the saved slot and relations */
-	RUV_UNDO_THROTTLE			/* undo: restore the saved throttle */
+	RUV_UNDO_THROTTLE,			/* undo: restore the saved throttle */
+	RUV_UNDO_RELMAP				/* undo: restore the saved relation-map entries */
 } RuvUndoKind;
 
 typedef struct RuvUndo
@@ -139,10 +140,109 @@ ruv_reset_slot_state(RuvShmSlot *slot)
 	}
 }
 
+static bool
+ruv_oid_in(Oid relid, Oid *relids, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (relids[i] == relid)
+			return true;
+	return false;
+}
+
+/*
+ * Make the relation map of an attached slot exactly relids: partitions
+ * attached since registration are added, detached ones removed. The
+ * entries changed are saved so an abort restores them.
+ */
+static void
+ruv_relmap_sync(int slot_index, const char *name, Oid *relids, int nrelids)
+{
+	uint32		mine = (uint32) slot_index + 1;
+	int			nfree = 0;
+	int			nmissing = 0;
+	int			nchanged = 0;
+	int		   *idx;
+	RuvShmRelmapEntry *saved;
+	RuvUndo    *u;
+	MemoryContext old;
+
+	for (int i = 0; i < nrelids; i++)
+	{
+		bool		mapped = false;
+
+		for (int j = 0; j < (int) ruv_hdr->relmap_count && !mapped; j++)
+		{
+			RuvShmRelmapEntry *e = ruv_relmap(j);
+
+			mapped = e->slot_plus_one == mine && e->relation_oid == relids[i];
+		}
+		if (!mapped)
+			nmissing++;
+	}
+	for (int j = 0; j < (int) ruv_hdr->relmap_count; j++)
+		if (ruv_relmap(j)->slot_plus_one == 0)
+			nfree++;
+	if (nfree < nmissing)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("no room in the relation map for %d more relations of \"%s\"", nmissing, name),
+				 errhint("Raise ruvector.max_relations (now %d) and restart the server.", ruv_max_relations)));
+
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	idx = palloc(sizeof(int) * (ruv_hdr->relmap_count));
+	saved = palloc(sizeof(RuvShmRelmapEntry) * (ruv_hdr->relmap_count));
+	MemoryContextSwitchTo(old);
+
+	ruv_registry_write_begin();
+	/* Drop relations that left the collection (a detached partition). */
+	for (int j = 0; j < (int) ruv_hdr->relmap_count; j++)
+	{
+		RuvShmRelmapEntry *e = ruv_relmap(j);
+
+		if (e->slot_plus_one == mine && !ruv_oid_in(e->relation_oid, relids, nrelids))
+		{
+			idx[nchanged] = j;
+			saved[nchanged++] = *e;
+			memset(e, 0, sizeof(*e));
+		}
+	}
+	/* Add the ones that joined it (a partition attached or created). */
+	for (int i = 0; i < nrelids; i++)
+	{
+		bool		mapped = false;
+		int			free_j = -1;
+
+		for (int j = 0; j < (int) ruv_hdr->relmap_count && !mapped; j++)
+		{
+			RuvShmRelmapEntry *e = ruv_relmap(j);
+
+			mapped = e->slot_plus_one == mine && e->relation_oid == relids[i];
+			if (free_j < 0 && e->slot_plus_one == 0)
+				free_j = j;
+		}
+		if (mapped || free_j < 0)
+			continue;
+		idx[nchanged] = free_j;
+		saved[nchanged++] = *ruv_relmap(free_j);
+		ruv_relmap(free_j)->database_oid = MyDatabaseId;
+		ruv_relmap(free_j)->relation_oid = relids[i];
+		ruv_relmap(free_j)->slot_plus_one = mine;
+	}
+	ruv_registry_write_end();
+
+	if (nchanged == 0)
+		return;
+	u = ruv_undo_push(RUV_UNDO_RELMAP, slot_index);
+	u->nrels = nchanged;
+	u->rel_index = idx;
+	u->rels = saved;
+}
+
 /*
  * Give collection_id a slot and map its relations to it. Returns the slot.
- * Idempotent for a collection already attached with the same relations
- * (the watchdog's reload after a restart relies on that).
+ * For a collection already attached it brings the relation map in line
+ * with relids instead, which makes the watchdog's reload after a restart
+ * idempotent and lets ruvector_collection_refresh follow partitions.
  */
 int
 ruv_registry_attach(uint32 collection_id, const char *name, Oid *relids, int nrelids)
@@ -154,7 +254,10 @@ ruv_registry_attach(uint32 collection_id, const char *name, Oid *relids, int nre
 	RuvUndo    *u;
 
 	if (slot_index >= 0)
+	{
+		ruv_relmap_sync(slot_index, name, relids, nrelids);
 		return slot_index;
+	}
 	if (strlen(name) >= RUV_SHM_NAME_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_NAME_TOO_LONG),
@@ -318,6 +421,12 @@ ruv_undo_one(RuvUndo *u)
 					*ruv_relmap(u->rel_index[i]) = u->rels[i];
 				ruv_registry_write_end();
 			}
+			break;
+		case RUV_UNDO_RELMAP:
+			ruv_registry_write_begin();
+			for (int i = u->nrels - 1; i >= 0; i--)
+				*ruv_relmap(u->rel_index[i]) = u->rels[i];
+			ruv_registry_write_end();
 			break;
 		case RUV_UNDO_THROTTLE:
 			{

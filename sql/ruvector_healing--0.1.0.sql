@@ -174,6 +174,31 @@ BEGIN
 END
 $$;
 
+-- Brings a collection's relations in line with its partition tree:
+-- partitions attached or created since registration are gated too, detached
+-- ones no longer. Returns how many relations the collection now has.
+CREATE FUNCTION ruvector_collection_refresh(name text)
+RETURNS integer LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    id integer;
+    tbl regclass;
+    rels oid[];
+BEGIN
+    PERFORM ruvector._require_admin('refresh a collection');
+    LOCK TABLE ruvector.collections IN SHARE ROW EXCLUSIVE MODE;
+    id := ruvector._collection_id(name);
+    SELECT c.relid INTO tbl FROM ruvector.collections c WHERE c.collection_id = id;
+    SELECT coalesce(array_agg(t.relid ORDER BY t.level, t.relid), ARRAY[tbl::oid])
+        INTO rels FROM pg_partition_tree(tbl) t;
+    DELETE FROM ruvector.collection_relations r WHERE r.collection_id = id AND NOT (r.relid = ANY (rels));
+    INSERT INTO ruvector.collection_relations (collection_id, relid)
+        SELECT id, x FROM unnest(rels) x
+        WHERE NOT EXISTS (SELECT 1 FROM ruvector.collection_relations r WHERE r.relid = x);
+    PERFORM ruvector._registry_attach(id, name, rels);
+    RETURN cardinality(rels);
+END
+$$;
+
 CREATE FUNCTION ruvector_throttle_set(collection text, op text, pct integer, ttl interval DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -898,3 +923,40 @@ GRANT EXECUTE ON FUNCTION ruvector._canon(bytea), ruvector._canon(text), ruvecto
     ruvector._healing_config(), ruvector_healing_status(),
     ruvector_healing_history(timestamptz, integer), ruvector_healing_effectiveness(),
     ruvector_healing_verify_audit() TO ruvector_monitor, pg_monitor;
+
+-- ---------------------------------------------------------------------------
+-- Follow partitions: CREATE TABLE ... PARTITION OF, ATTACH/DETACH PARTITION
+-- and DROP TABLE on a collection's tree keep the write gate's relation map
+-- in step without anyone having to remember ruvector_collection_refresh.
+-- SECURITY DEFINER: the DDL's author need not be a ruvector_admin; a
+-- failure only warns, it never undoes the user's DDL.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION ruvector._follow_partitions()
+RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN
+        SELECT col.name FROM ruvector.collections col
+        WHERE EXISTS (SELECT 1 FROM pg_partition_tree(col.relid) t
+                      WHERE NOT EXISTS (SELECT 1 FROM ruvector.collection_relations r
+                                        WHERE r.collection_id = col.collection_id AND r.relid = t.relid))
+           OR EXISTS (SELECT 1 FROM ruvector.collection_relations r
+                      WHERE r.collection_id = col.collection_id
+                        AND NOT EXISTS (SELECT 1 FROM pg_partition_tree(col.relid) t WHERE t.relid = r.relid))
+    LOOP
+        BEGIN
+            PERFORM ruvector.ruvector_collection_refresh(c.name);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'ruvector_healing: could not follow the partitions of collection "%": %', c.name, SQLERRM
+                USING HINT = 'Run SELECT ruvector_collection_refresh(...) as a member of ruvector_admin.';
+        END;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION ruvector._follow_partitions() FROM PUBLIC;
+
+CREATE EVENT TRIGGER ruvector_follow_partitions ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'DROP TABLE')
+    EXECUTE FUNCTION ruvector._follow_partitions();

@@ -18,6 +18,25 @@ SELECT (ruvector._segment_status()->>'slots_in_use')::int AS slots_in_use;
 INSERT INTO parted_1a (shard, id) VALUES (1, 7);
 SELECT collection, op, admitted FROM ruvector_throttle_status() WHERE op = 'insert' ORDER BY collection;
 
+-- Partitions created, attached or detached later are followed.
+CREATE TABLE parted_2 PARTITION OF parted FOR VALUES IN (2);
+CREATE TABLE parted_3 (id bigserial, shard int NOT NULL);
+ALTER TABLE parted ATTACH PARTITION parted_3 FOR VALUES IN (3);
+ALTER TABLE parted DETACH PARTITION parted_0;
+SELECT r.relid::regclass AS rel FROM ruvector.collection_relations r
+JOIN ruvector.collections c USING (collection_id) WHERE c.name = 'parted_c' ORDER BY 1::text;
+INSERT INTO parted_2 (shard) VALUES (2);
+INSERT INTO parted_3 (shard) VALUES (3);
+INSERT INTO parted_0 (shard) VALUES (0);
+SELECT collection, op, admitted FROM ruvector_throttle_status() WHERE op = 'insert' ORDER BY collection;
+BEGIN;
+ALTER TABLE parted DETACH PARTITION parted_3;
+ROLLBACK;
+INSERT INTO parted_3 (shard) VALUES (3);
+SELECT collection, op, admitted FROM ruvector_throttle_status() WHERE op = 'insert' ORDER BY collection;
+SELECT ruvector_collection_refresh('parted_c');
+ALTER TABLE parted ATTACH PARTITION parted_0 FOR VALUES IN (0);
+
 \set VERBOSITY sqlstate
 SELECT ruvector_collection_register('plain_c', 'parted_0');
 SELECT ruvector_collection_register('again', 'plain');
