@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -99,6 +101,10 @@ type Collection struct {
 	policyRaw string
 	// known is set by the first sample in which every kind was known.
 	known bool
+	// lastSig is the sample the last cut was computed from: an unchanged
+	// sample reuses the cut instead of rebuilding the graph (most
+	// collections are idle most seconds; bench/RESULTS.md, P3).
+	lastSig *health.Signals
 	// pending are transitions made outside a sample (overrides set or
 	// lifted by an operator), recorded with the next sample.
 	pending []integrity.Transition
@@ -229,9 +235,15 @@ func (m *Monitor) sample(ctx context.Context, c *Collection, now time.Time) erro
 	if m.cfg.Enrich != nil {
 		m.cfg.Enrich(&sig, c.Target)
 	}
-	cut, err := c.tracker.Update(sig)
-	if err != nil {
-		return err
+	var cut health.Cut
+	if c.lastSig != nil && sameSignals(sig, *c.lastSig) {
+		cut = c.last
+	} else {
+		var err error
+		if cut, err = c.tracker.Update(sig); err != nil {
+			return err
+		}
+		c.lastSig = &sig
 	}
 	var state integrity.State
 	var tr *integrity.Transition
@@ -453,4 +465,20 @@ func (m *Monitor) Close(ctx context.Context) {
 	if c, ok := m.db.(interface{ Close(context.Context) error }); ok {
 		_ = c.Close(ctx)
 	}
+}
+
+// sameSignals reports whether two samples carry the same measurements
+// (their timestamps aside).
+func sameSignals(a, b health.Signals) bool {
+	return a.Collection == b.Collection && a.CollectionID == b.CollectionID &&
+		a.Gateway == b.Gateway &&
+		slices.Equal(a.Partitions, b.Partitions) &&
+		slices.Equal(a.Centroids, b.Centroids) &&
+		slices.Equal(a.Replicas, b.Replicas) &&
+		slices.Equal(a.Maintenance, b.Maintenance) &&
+		slices.Equal(a.Indexes, b.Indexes) &&
+		a.Memory.UsedBytes == b.Memory.UsedBytes && a.Memory.LimitBytes == b.Memory.LimitBytes &&
+		a.Memory.UsagePct == b.Memory.UsagePct && a.Memory.Source == b.Memory.Source &&
+		slices.Equal(a.Memory.Consumers, b.Memory.Consumers) &&
+		maps.Equal(a.Unknown, b.Unknown)
 }
