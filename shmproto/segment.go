@@ -297,18 +297,50 @@ func (s *Segment) Collections() ([]Collection, error) {
 }
 
 // Find returns the slot of a collection by name (and database, when dbOID
-// is non-zero).
+// is non-zero). It allocates nothing but the result's name: the sidecar
+// calls it for every collection every second.
 func (s *Segment) Find(name string, dbOID uint32) (Collection, error) {
-	cs, err := s.Collections()
+	var out Collection
+	found := false
+	err := s.view(func(h *Header, slot func(int) *Slot) error {
+		for try := 0; try < SeqlockReadRetries; try++ {
+			seq := h.RegistrySeq.Load()
+			if seq&1 != 0 {
+				spin(try)
+				continue
+			}
+			found = false
+			for i := 0; i < int(h.SlotCount); i++ {
+				sl := slot(i)
+				if sl.InUse.Load() == 0 || !nameIs(sl.Name[:], name) || (dbOID != 0 && sl.DatabaseOID != dbOID) {
+					continue
+				}
+				out = Collection{Slot: i, CollectionID: sl.CollectionID, DatabaseOID: sl.DatabaseOID, RelationOID: sl.RelationOID}
+				found = true
+				break
+			}
+			if h.RegistrySeq.Load() == seq {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: registry", ErrSeqlockBusy)
+	})
 	if err != nil {
 		return Collection{}, err
 	}
-	for _, c := range cs {
-		if c.Name == name && (dbOID == 0 || c.DatabaseOID == dbOID) {
-			return c, nil
-		}
+	if !found {
+		return Collection{}, fmt.Errorf("%w: %q", ErrNoCollection, name)
 	}
-	return Collection{}, fmt.Errorf("%w: %q", ErrNoCollection, name)
+	out.Name = name
+	return out, nil
+}
+
+// nameIs compares a NUL-padded name field with name without allocating.
+func nameIs(field []byte, name string) bool {
+	if len(name) > len(field) || string(field[:len(name)]) != name {
+		return false
+	}
+	return len(name) == len(field) || field[len(name)] == 0
 }
 
 // Integrity is a slot's λ and state.
