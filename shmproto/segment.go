@@ -60,11 +60,9 @@ type Segment struct {
 	path string
 	opts Options
 
-	mu    sync.RWMutex
-	mem   []byte
-	ino   uint64
-	gen   uint64
-	slots int
+	mu  sync.RWMutex
+	mem []byte
+	ino uint64
 }
 
 // Open maps and validates the segment file at path.
@@ -81,9 +79,6 @@ func Open(path string, opts Options) (*Segment, error) {
 func (s *Segment) install(mem []byte, ino uint64) {
 	s.mem = mem
 	s.ino = ino
-	h := (*Header)(unsafe.Pointer(&mem[0]))
-	s.gen = h.Generation
-	s.slots = int(h.SlotCount)
 }
 
 func mapFile(path string, opts Options) ([]byte, uint64, error) {
@@ -204,11 +199,16 @@ func (s *Segment) view(fn func(h *Header, slot func(int) *Slot) error) error {
 	})
 }
 
-func (s *Segment) checkSlot(i int) error {
-	if i < 0 || i >= s.slots {
-		return fmt.Errorf("shmproto: slot %d out of range [0,%d)", i, s.slots)
-	}
-	return nil
+// viewSlot runs fn with slot i of the current mapping. The bounds are
+// checked under the same read lock as the access: a remap may change the
+// slot count.
+func (s *Segment) viewSlot(i int, fn func(h *Header, sl *Slot) error) error {
+	return s.view(func(h *Header, slot func(int) *Slot) error {
+		if i < 0 || i >= int(h.SlotCount) {
+			return fmt.Errorf("shmproto: slot %d out of range [0,%d)", i, h.SlotCount)
+		}
+		return fn(h, slot(i))
+	})
 }
 
 // Info is the header's identity.
@@ -355,12 +355,8 @@ type Integrity struct {
 // died mid-write leaves the sequence odd: after SeqlockReadRetries the read
 // fails with ErrSeqlockBusy rather than spinning.
 func (s *Segment) ReadIntegrity(i int) (Integrity, error) {
-	if err := s.checkSlot(i); err != nil {
-		return Integrity{}, err
-	}
 	var in Integrity
-	err := s.view(func(_ *Header, slot func(int) *Slot) error {
-		sl := slot(i)
+	err := s.viewSlot(i, func(_ *Header, sl *Slot) error {
 		for try := 0; try < SeqlockReadRetries; try++ {
 			seq := sl.Seq.Load()
 			if seq&1 != 0 {
@@ -386,14 +382,10 @@ func (s *Segment) ReadIntegrity(i int) (Integrity, error) {
 // writer; the watchdog takes the same seqlock by compare-and-swap when it
 // marks states unknown, so the two can never interleave.
 func (s *Segment) WriteIntegrity(i int, lambda float64, state State, now time.Time) error {
-	if err := s.checkSlot(i); err != nil {
-		return err
-	}
 	if state >= NumStates {
 		return fmt.Errorf("shmproto: state %d out of range", state)
 	}
-	return s.view(func(_ *Header, slot func(int) *Slot) error {
-		sl := slot(i)
+	return s.viewSlot(i, func(_ *Header, sl *Slot) error {
 		seq := sl.Seq.Load()
 		if seq&1 != 0 || !sl.Seq.CompareAndSwap(seq, seq+1) {
 			return fmt.Errorf("%w: slot %d", ErrSeqlockBusy, i)
@@ -429,15 +421,12 @@ type Counters struct {
 
 // ReadThrottle reads one op's throttle.
 func (s *Segment) ReadThrottle(i int, op Op) (Throttle, error) {
-	if err := s.checkSlot(i); err != nil {
-		return Throttle{}, err
-	}
 	if op >= NumOps {
 		return Throttle{}, fmt.Errorf("shmproto: op %d out of range", op)
 	}
 	var t Throttle
-	err := s.view(func(_ *Header, slot func(int) *Slot) error {
-		o := &slot(i).Ops[op]
+	err := s.viewSlot(i, func(_ *Header, sl *Slot) error {
+		o := &sl.Ops[op]
 		seq, by, pct := UnpackThrottle(o.Throttle.Load())
 		t = Throttle{Pct: pct, SetBy: by, Seq: seq, SetAt: fromUs(o.SetAtUs.Load()), Expires: fromUs(o.ExpiresUs.Load())}
 		return nil
@@ -447,15 +436,12 @@ func (s *Segment) ReadThrottle(i int, op Op) (Throttle, error) {
 
 // ReadCounters reads one op's counters.
 func (s *Segment) ReadCounters(i int, op Op) (Counters, error) {
-	if err := s.checkSlot(i); err != nil {
-		return Counters{}, err
-	}
 	if op >= NumOps {
 		return Counters{}, fmt.Errorf("shmproto: op %d out of range", op)
 	}
 	var c Counters
-	err := s.view(func(_ *Header, slot func(int) *Slot) error {
-		o := &slot(i).Ops[op]
+	err := s.viewSlot(i, func(_ *Header, sl *Slot) error {
+		o := &sl.Ops[op]
 		c = Counters{
 			AdmittedRows: o.AdmittedRows.Load(), DelayedStatements: o.DelayedStatements.Load(),
 			WaitMicros: o.WaitUs.Load(), RejectedStatements: o.RejectedStatements.Load(),
@@ -471,17 +457,14 @@ func (s *Segment) ReadCounters(i int, op Op) (Counters, error) {
 // manual throttle that is still in force (ErrManualPinned). pct 0 releases
 // the sidecar's throttle.
 func (s *Segment) SetSidecarThrottle(i int, op Op, pct uint32, now time.Time) error {
-	if err := s.checkSlot(i); err != nil {
-		return err
-	}
 	if op >= NumOps {
 		return fmt.Errorf("shmproto: op %d out of range", op)
 	}
 	if pct > 100 {
 		return fmt.Errorf("shmproto: throttle %d%% out of range 0..100", pct)
 	}
-	return s.view(func(_ *Header, slot func(int) *Slot) error {
-		o := &slot(i).Ops[op]
+	return s.viewSlot(i, func(_ *Header, sl *Slot) error {
+		o := &sl.Ops[op]
 		for {
 			w := o.Throttle.Load()
 			seq, by, _ := UnpackThrottle(w)

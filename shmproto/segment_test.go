@@ -342,6 +342,14 @@ func TestRefreshRemaps(t *testing.T) {
 				return
 			}
 			_ = s.Heartbeat(1, time.Now())
+			// Slot access races with the remap too (it once read the slot
+			// count outside the lock).
+			if _, err := s.ReadIntegrity(0); err != nil {
+				t.Error(err)
+				return
+			}
+			_, _ = s.ReadThrottle(1, OpInsert)
+			_ = s.SetSidecarThrottle(0, OpInsert, 10, time.Now())
 		}
 	}()
 	for gen := uint64(2); gen < 6; gen++ {
