@@ -2,6 +2,7 @@
 // self-healing loop of ruvector_healing.
 //
 //	ruvector-sidecar run                      the daemon
+//	ruvector-sidecar status [--watch]          what the segment says, for a person
 //	ruvector-sidecar throttle COLLECTION OP PCT
 //	ruvector-sidecar mincut FILE [--json]     exact minimum cut of a METIS graph
 package main
@@ -27,13 +28,14 @@ func commands() map[string]command {
 		"run":      {"run the daemon (heartbeat, segment, healing loop)", runDaemon},
 		"throttle": {"set a collection's throttle through shared memory: throttle COLLECTION OP PCT", runThrottle},
 		"mincut":   {"print the exact minimum cut of a METIS graph: mincut FILE [--json]", runMincut},
+		"status":   {"print each collection's state, lambda, throttles and counters: status [--watch]", runStatus},
 	}
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: ruvector-sidecar COMMAND [flags] [args]")
 	fmt.Fprintln(w, "commands:")
-	for _, name := range []string{"run", "throttle", "mincut"} {
+	for _, name := range []string{"run", "status", "throttle", "mincut"} {
 		fmt.Fprintf(w, "  %-9s %s\n", name, commands()[name].summary)
 	}
 	fmt.Fprintln(w, "Run 'ruvector-sidecar COMMAND -h' for a command's flags.")
