@@ -99,11 +99,13 @@ rules: deps
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
 
+# One shell holding a lock: the regression cluster has a fixed port and
+# directory, so two runs in one checkout would collide.
 regress:
-	@rm -rf $(REGRESS_DIR) && mkdir -p $(REGRESS_DIR)
-	@$(CLUSTER) init $(REGRESS_DIR) $(REGRESS_PORT) && $(CLUSTER) start $(REGRESS_DIR)
-	@mkdir -p extension_stub/test/out
-	@. <($(CLUSTER) env $(REGRESS_DIR)) && \
+	@mkdir -p $(CURDIR)/.tmp extension_stub/test/out; exec 9>$(CURDIR)/.tmp/regress.lock; flock 9; \
+	rm -rf $(REGRESS_DIR) && mkdir -p $(REGRESS_DIR) && \
+	$(CLUSTER) init $(REGRESS_DIR) $(REGRESS_PORT) && $(CLUSTER) start $(REGRESS_DIR) || exit 1; \
+	. <($(CLUSTER) env $(REGRESS_DIR)) && \
 		$(EXT_MAKE) -s installcheck; \
 		rc=$$?; $(CLUSTER) stop $(REGRESS_DIR) immediate; \
 		if [ $$rc -ne 0 ]; then cat extension_stub/test/out/regression.diffs 2>/dev/null; fi; exit $$rc

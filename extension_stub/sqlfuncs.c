@@ -4,7 +4,7 @@
  *		SQL-callable functions: registry and throttle writers, status readers.
  *
  * Argument validation with user-facing messages lives in the SQL wrappers
- * (sql/ruvector_healing--*.sql); these functions check again what would
+ * (sql/src/*.sql); these functions check again what would
  * corrupt shared memory if wrong, and check privileges themselves because
  * no table privilege guards the segment.
  *
