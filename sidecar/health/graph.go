@@ -287,9 +287,19 @@ func (b *builder) single(n Node, t classify.EdgeType, kind string, c float64) {
 }
 
 // bundle adds the members of a multi-component bundle: each with its health
-// edge to root (BundleWeight/n × capacity) and a membership edge to its hub.
+// edge to root and a membership edge to its hub. A member's edge weighs
+// BundleWeight/n × capacity × (worst/mean), where worst is the mean capacity
+// of the bundle's worst ceil(n × BundleWorstFraction) members: the bundle as
+// a whole then weighs BundleWeight × worst (so λ_norm reads the bundle's
+// worst members, not a mean that one hot partition among many cannot move),
+// while each edge stays proportional to its own capacity.
 func (b *builder) bundle(members []Node, caps []float64, hub func(i int) int, t classify.EdgeType, kind string) {
 	n := int64(len(members))
+	eff := make([]float64, len(members))
+	for i := range members {
+		eff[i] = b.capacity(&members[i], kind, caps[i])
+	}
+	scale := worstScale(eff, b.cfg.BundleWorstFraction)
 	for i, m := range members {
 		// The first member takes the remainder, so that every bundle's
 		// baseline is exactly BundleWeight and a fully healthy graph has
@@ -298,11 +308,36 @@ func (b *builder) bundle(members []Node, caps []float64, hub func(i int) int, t 
 		if i == 0 {
 			base += BundleWeight % n
 		}
-		c := b.capacity(&m, kind, caps[i])
 		v := b.node(m)
-		b.edge(b.root, v, t, c, weight(base, c), base)
+		b.g.Edges = append(b.g.Edges, Edge{
+			Source: b.g.Nodes[b.root].Ref(), Target: b.g.Nodes[v].Ref(), EdgeType: t,
+			Capacity: eff[i], Weight: weight(base, eff[i]*scale), Baseline: base, U: b.root, V: v,
+		})
 		b.edge(hub(i), v, EdgeMembership, 1, membershipWeight, membershipWeight)
 	}
+}
+
+// worstScale returns worst/mean for the capacities (1 when they are all
+// equal): worst is the mean of the ceil(n × fraction) smallest.
+func worstScale(caps []float64, fraction float64) float64 {
+	if len(caps) == 0 {
+		return 1
+	}
+	k := max(1, int(math.Ceil(float64(len(caps))*fraction)))
+	sorted := slices.Clone(caps)
+	slices.Sort(sorted)
+	var all, worst float64
+	for i, c := range sorted {
+		all += c
+		if i < k {
+			worst += c
+		}
+	}
+	mean, w := all/float64(len(caps)), worst/float64(k)
+	if mean <= 0 || w >= mean {
+		return 1
+	}
+	return w / mean
 }
 
 // partitions adds the partition bundle: one shard node per distinct shard
