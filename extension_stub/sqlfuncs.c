@@ -4,7 +4,7 @@
  *		SQL-callable functions: registry and throttle writers, status readers.
  *
  * Argument validation with user-facing messages lives in the SQL wrappers
- * (sql/src/*.sql); these functions check again what would
+ * (the files in sql/src); these functions check again what would
  * corrupt shared memory if wrong, and check privileges themselves because
  * no table privilege guards the segment.
  *
