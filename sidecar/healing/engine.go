@@ -26,7 +26,10 @@ import (
 	"fmt"
 	"time"
 
+	"sync"
+
 	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
@@ -111,6 +114,18 @@ type Options struct {
 	// IneffectiveAfter consecutive unverified attempts in the attempt
 	// window stop automatic healing of the collection (default 2).
 	IneffectiveAfter int
+	// Log gets one line when a remediation starts and one when it ends,
+	// both with the outcome id (zero value: no logging).
+	Log zerolog.Logger
+	// Observer, if set, is told about every remediation (the metrics).
+	Observer Observer
+}
+
+// Observer is what the engine tells the metrics; it is called on the
+// attempt's goroutine and must not block.
+type Observer interface {
+	RemediationStarted(collection, strategy string)
+	RemediationFinished(collection, strategy string, out Outcome)
 }
 
 // Engine heals collections. It is safe for concurrent use; its connection
@@ -122,6 +137,24 @@ type Engine struct {
 	sampler Sampler
 	key     *audit.Key
 	opts    Options
+
+	mu      sync.Mutex
+	running map[int64]context.CancelCauseFunc // outcome id → abort
+}
+
+// ErrAborted is the cause an aborted attempt's context carries.
+var ErrAborted = errors.New("aborted by an operator (ruvector_healing_abort)")
+
+// Abort cancels the running attempt with outcome id; false when this engine
+// is not running it.
+func (e *Engine) Abort(id int64) bool {
+	e.mu.Lock()
+	cancel, ok := e.running[id]
+	e.mu.Unlock()
+	if ok {
+		cancel(ErrAborted)
+	}
+	return ok
 }
 
 // New returns an engine using conn (which it owns from now on) and records
@@ -139,7 +172,8 @@ func New(ctx context.Context, conn *pgx.Conn, reg *strategy.Registry, sampler Sa
 	if opts.IneffectiveAfter <= 0 {
 		opts.IneffectiveAfter = 2
 	}
-	e := &Engine{conn: conn, lock: make(chan struct{}, 1), reg: reg, sampler: sampler, key: key, opts: opts}
+	e := &Engine{conn: conn, lock: make(chan struct{}, 1), reg: reg, sampler: sampler, key: key, opts: opts,
+		running: map[int64]context.CancelCauseFunc{}}
 	if err := e.withConn(ctx, func(c *pgx.Conn) error { return audit.RegisterKey(ctx, c, key) }); err != nil {
 		return nil, err
 	}
@@ -242,32 +276,64 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 		out.Reason = fmt.Sprintf("strategy %s needs approval: pending action %d", s.Name(), id)
 		return out, nil
 	}
+	return e.attempt(ctx, tr, s, row, l, cfg, stab, out)
+}
 
+// attempt runs strategy s under the held lease l: record → execute →
+// verify → roll back unless verified → seal the outcome → learn.
+func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, row outcomeRow, l *lease,
+	cfg healconfig.Config, stab time.Duration, out Outcome) (Outcome, error) {
+	out.Strategy = s.Name()
 	id, started, err := e.insertRunning(ctx, row, l)
 	if err != nil {
 		return Outcome{}, err
 	}
 	out.ID = id
+	// The attempt's own context: an operator's abort cancels it, and only
+	// it; recording the outcome and learning go on with ctx.
+	actx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	e.mu.Lock()
+	e.running[id] = abort
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.running, id)
+		e.mu.Unlock()
+	}()
+	e.opts.Log.Info().Int64("outcome_id", id).Str("collection", tr.Collection).Str("strategy", s.Name()).
+		Str("problem_class", string(row.problem.Class)).Float64("initial_lambda", tr.Lambda).Msg("remediation started")
+	if e.opts.Observer != nil {
+		e.opts.Observer.RemediationStarted(tr.Collection, s.Name())
+	}
 	timeout := 2 * s.EstimatedDuration()
 	rec := &dbRecorder{e: e, id: id, lease: l}
 	rc := &strategy.Context{
-		Problem: dec.Problem, Collection: tr.Collection, CollectionID: tr.CollectionID, State: tr.State,
+		Problem: row.problem, Collection: tr.Collection, CollectionID: tr.CollectionID, State: tr.State,
 		InitialLambda: tr.Lambda, TargetLambda: tr.Lambda * VerifyImprovement, Metrics: tr.Metrics,
+		Params: row.params,
 		Sample: func(ctx context.Context) (float64, error) {
 			return e.sampler.Sample(ctx, tr.Collection, tr.CollectionID)
 		},
 		Recorder: rec, Started: started, Timeout: timeout,
 	}
 
-	res, execErr := e.execute(ctx, s, rc, timeout, rec)
+	res, execErr := e.execute(actx, s, rc, timeout, rec)
+	if execErr != nil && errors.Is(context.Cause(actx), ErrAborted) {
+		execErr = fmt.Errorf("%w: %w", ErrAborted, execErr)
+	}
 	out.Result = res
 	failed := execErr != nil || !res.Success
 	var verifiedPtr *bool
 	var final *float64
 	if !failed && !res.Noop {
-		v, lam, verr := e.verify(ctx, rc, stab)
+		v, lam, verr := e.verify(actx, rc, stab)
 		if verr != nil {
+			if errors.Is(context.Cause(actx), ErrAborted) {
+				verr = fmt.Errorf("%w: %w", ErrAborted, verr)
+			}
 			execErr = fmt.Errorf("verification: %w", verr)
+			failed = true
 		}
 		verifiedPtr, final = &v, lam
 		out.Verified = v
@@ -307,11 +373,23 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	}
 	out.Duration = time.Since(started)
 	out.Reason = fmt.Sprintf("%s: %s", s.Name(), out.Status)
-	if err := e.finish(ctx, id, out, verifiedPtr, final, rc); err != nil {
-		return out, err
+	ferr := e.finish(ctx, id, out, verifiedPtr, final, rc)
+	ev := e.opts.Log.Info()
+	if out.Status == StatusFailed || ferr != nil {
+		ev = e.opts.Log.Warn()
+	}
+	ev.Int64("outcome_id", id).Str("collection", tr.Collection).Str("strategy", s.Name()).
+		Str("status", string(out.Status)).Bool("verified", out.Verified).Bool("rolled_back", out.RolledBack).
+		Float64("final_lambda", out.FinalLambda).Dur("duration", out.Duration).Str("error", out.Error).
+		AnErr("record_error", ferr).Msg("remediation finished")
+	if e.opts.Observer != nil {
+		e.opts.Observer.RemediationFinished(tr.Collection, s.Name(), out)
+	}
+	if ferr != nil {
+		return out, ferr
 	}
 	if cfg.LearningEnabled {
-		if err := e.UpdateWeights(ctx, time.Now()); err != nil {
+		if err := e.UpdateWeights(context.WithoutCancel(ctx), time.Now()); err != nil {
 			return out, err
 		}
 	}
@@ -472,13 +550,15 @@ func (e *Engine) gate(ctx context.Context, collectionID int64, cfg healconfig.Co
 	err := e.withConn(ctx, func(c *pgx.Conn) error {
 		err := c.QueryRow(ctx, `SELECT max(started_at),
 				count(*) FILTER (WHERE started_at > clock_timestamp() - make_interval(secs => $2))
-			FROM ruvector.healing_outcomes WHERE collection_id = $1 AND state IN ('running', 'done')`,
+			FROM ruvector.healing_outcomes WHERE collection_id = $1 AND state IN ('running', 'done')
+				AND coalesce(metadata->>'kind', '') <> 'rollback'`,
 			collectionID, cfg.AttemptWindow.Seconds()).Scan(&last, &attempts)
 		if err != nil {
 			return err
 		}
 		rows, err := c.Query(ctx, `SELECT verified FROM ruvector.healing_outcomes
 			WHERE collection_id = $1 AND state = 'done' AND started_at > clock_timestamp() - make_interval(secs => $2)
+			AND coalesce(metadata->>'kind', '') <> 'rollback'
 			ORDER BY started_at DESC LIMIT $3`, collectionID, cfg.AttemptWindow.Seconds(), e.opts.IneffectiveAfter)
 		if err != nil {
 			return err
@@ -544,7 +624,8 @@ func (e *Engine) Weights(ctx context.Context) (map[string]float64, error) {
 func (e *Engine) UpdateWeights(ctx context.Context, now time.Time) error {
 	err := e.withConn(ctx, func(c *pgx.Conn) error {
 		rows, err := c.Query(ctx, `SELECT strategy_name, success, verified, improvement_pct, started_at
-			FROM ruvector.healing_outcomes WHERE state = 'done' AND started_at > $1`, now.Add(-learning.DefaultWindow))
+			FROM ruvector.healing_outcomes WHERE state = 'done' AND started_at > $1
+			AND coalesce(metadata->>'kind', '') <> 'rollback'`, now.Add(-learning.DefaultWindow))
 		if err != nil {
 			return err
 		}

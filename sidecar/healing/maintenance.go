@@ -14,12 +14,19 @@ import (
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
-// PauseMaintenance is the design's pause_maintenance for PostgreSQL's own
-// maintenance: it turns autovacuum off on the collection's tables (each
-// partition), cancels the non-wraparound autovacuum workers running on them
-// and waits, bounded, for them to go. Tables close to an anti-wraparound
-// vacuum are never touched: pausing those trades a slow query for a
-// database that stops accepting writes.
+// PauseMaintenance is the design's pause_maintenance. It pauses the
+// product's own maintenance queue (ruvector.maintenance_jobs of the
+// collection below a priority bar, queued or running → paused, paused_by =
+// the outcome id) and PostgreSQL's: it turns autovacuum off on the
+// collection's tables (each partition), cancels the non-wraparound
+// autovacuum workers running on them and waits, bounded, for them to go.
+// Tables close to an anti-wraparound vacuum are never touched: pausing
+// those trades a slow query for a database that stops accepting writes.
+//
+// It also handles replication_lag, for which the design names no strategy:
+// vacuum, index rebuilds and compaction are large WAL producers, and a
+// replica that lags is usually replaying exactly that volume, so pausing
+// them is the cheapest reversible way to let it catch up.
 type PauseMaintenance struct {
 	conn *pgx.Conn
 	lock chan struct{}
@@ -29,12 +36,33 @@ type PauseMaintenance struct {
 	WraparoundFraction float64
 	// DrainTimeout bounds the wait for cancelled workers (default 30 s).
 	DrainTimeout time.Duration
+	// PriorityBelow: maintenance jobs with a priority below it are paused
+	// (default DefaultPauseBelow); a manual execution may pass
+	// {"priority_below": n} in its parameters.
+	PriorityBelow int
 }
+
+// DefaultPauseBelow is the default priority bar of paused jobs: the queue's
+// default priority is 100, so routine jobs keep running and only those an
+// operator marked low (< 50) yield.
+const DefaultPauseBelow = 50
+
+// jobAction is the rollback record of one paused maintenance job.
+type jobAction struct {
+	Kind      string `json:"kind"` // "job"
+	JobID     int64  `json:"job_id"`
+	PrevState string `json:"prev_state"`
+	PausedBy  int64  `json:"paused_by"`
+}
+
+// outcomeIDer is implemented by the engine's recorder.
+type outcomeIDer interface{ OutcomeID() int64 }
 
 // NewPauseMaintenance uses conn, which it owns from now on (it sets a
 // lock_timeout on it so that ALTER TABLE never queues behind a long lock).
 func NewPauseMaintenance(conn *pgx.Conn) *PauseMaintenance {
-	return &PauseMaintenance{conn: conn, lock: make(chan struct{}, 1), WraparoundFraction: 0.8, DrainTimeout: 30 * time.Second}
+	return &PauseMaintenance{conn: conn, lock: make(chan struct{}, 1), WraparoundFraction: 0.8, DrainTimeout: 30 * time.Second,
+		PriorityBelow: DefaultPauseBelow}
 }
 
 type pauseAction struct {
@@ -47,7 +75,7 @@ type pauseAction struct {
 
 func (*PauseMaintenance) Name() string { return "pause_maintenance" }
 func (*PauseMaintenance) Handles() []classify.Class {
-	return []classify.Class{classify.ClassMaintenanceContention}
+	return []classify.Class{classify.ClassMaintenanceContention, classify.ClassReplicationLag}
 }
 func (*PauseMaintenance) Impact() float64                  { return 0.1 }
 func (*PauseMaintenance) EstimatedDuration() time.Duration { return 45 * time.Second }
@@ -113,9 +141,19 @@ func (p *PauseMaintenance) Execute(ctx context.Context, rc *strategy.Context) (s
 			}
 			relids = append(relids, t.relid)
 		}
+		jobs, err := p.pauseJobs(ctx, c, rc)
+		if err != nil {
+			return err
+		}
+		res.ActionsTaken += len(jobs)
 		if len(relids) == 0 {
-			res = strategy.NoopResult("no table of the collection may be paused")
-			res.Metadata = map[string]any{"skipped_near_wraparound": skipped}
+			if len(jobs) == 0 {
+				res = strategy.NoopResult("no table of the collection may be paused and no job is below the priority bar")
+				res.Metadata = map[string]any{"skipped_near_wraparound": skipped}
+				return nil
+			}
+			res.Success = true
+			res.Metadata = map[string]any{"paused_jobs": jobs, "skipped_near_wraparound": skipped}
 			return nil
 		}
 		// Cancel first: ALTER TABLE waits for the worker's lock otherwise.
@@ -159,7 +197,7 @@ func (p *PauseMaintenance) Execute(ctx context.Context, rc *strategy.Context) (s
 			}
 		}
 		res.Success = true
-		res.Metadata = map[string]any{"paused_tables": paused, "skipped_near_wraparound": skipped}
+		res.Metadata = map[string]any{"paused_tables": paused, "paused_jobs": jobs, "skipped_near_wraparound": skipped}
 		return nil
 	})
 	return res, err
@@ -177,6 +215,16 @@ func (p *PauseMaintenance) Rollback(ctx context.Context, rc *strategy.Context) e
 	return p.with(ctx, func(c *pgx.Conn) error {
 		var errs []error
 		for i := len(acts) - 1; i >= 0; i-- {
+			var j jobAction
+			if err := json.Unmarshal(acts[i], &j); err == nil && j.Kind == "job" {
+				// Only a job still paused by this very outcome resumes: one
+				// paused since by someone else, or finished, is left alone.
+				if _, err := c.Exec(ctx, `UPDATE ruvector.maintenance_jobs SET state = 'queued', paused_by = NULL,
+					updated_at = now() WHERE job_id = $1 AND state = 'paused' AND paused_by = $2`, j.JobID, j.PausedBy); err != nil {
+					errs = append(errs, fmt.Errorf("resume job %d: %w", j.JobID, err))
+				}
+				continue
+			}
 			var a pauseAction
 			if err := json.Unmarshal(acts[i], &a); err != nil {
 				errs = append(errs, fmt.Errorf("action %d: %w", i, err))
@@ -205,4 +253,60 @@ func (p *PauseMaintenance) Rollback(ctx context.Context, rc *strategy.Context) e
 		}
 		return errors.Join(errs...)
 	})
+}
+
+// pauseJobs pauses the collection's queued or running maintenance jobs
+// below the priority bar, recording each before it is paused.
+func (p *PauseMaintenance) pauseJobs(ctx context.Context, c *pgx.Conn, rc *strategy.Context) ([]int64, error) {
+	bar := p.PriorityBelow
+	if len(rc.Params) > 0 {
+		var prm struct {
+			PriorityBelow *int `json:"priority_below"`
+		}
+		if err := json.Unmarshal(rc.Params, &prm); err != nil {
+			return nil, fmt.Errorf("pause_maintenance parameters: %w", err)
+		}
+		if prm.PriorityBelow != nil {
+			if *prm.PriorityBelow < 0 || *prm.PriorityBelow > 1001 {
+				return nil, fmt.Errorf("pause_maintenance parameter priority_below %d is out of range 0..1001", *prm.PriorityBelow)
+			}
+			bar = *prm.PriorityBelow
+		}
+	}
+	var outcome int64
+	if o, ok := rc.Recorder.(outcomeIDer); ok {
+		outcome = o.OutcomeID()
+	}
+	rows, err := c.Query(ctx, `SELECT job_id, state FROM ruvector.maintenance_jobs
+		WHERE collection_id = $1 AND state IN ('queued', 'running') AND priority < $2 ORDER BY job_id`,
+		rc.CollectionID, bar)
+	if err != nil {
+		return nil, fmt.Errorf("list maintenance jobs: %w", err)
+	}
+	type job struct {
+		id    int64
+		state string
+	}
+	jobs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (job, error) {
+		var j job
+		return j, r.Scan(&j.id, &j.state)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list maintenance jobs: %w", err)
+	}
+	var paused []int64
+	for _, j := range jobs {
+		if err := rc.Record(jobAction{Kind: "job", JobID: j.id, PrevState: j.state, PausedBy: outcome}); err != nil {
+			return paused, err
+		}
+		tag, err := c.Exec(ctx, `UPDATE ruvector.maintenance_jobs SET state = 'paused', paused_by = $2, updated_at = now()
+			WHERE job_id = $1 AND state IN ('queued', 'running')`, j.id, outcome)
+		if err != nil {
+			return paused, fmt.Errorf("pause job %d: %w", j.id, err)
+		}
+		if tag.RowsAffected() == 1 {
+			paused = append(paused, j.id)
+		}
+	}
+	return paused, nil
 }

@@ -25,6 +25,10 @@ type outcomeRow struct {
 	witness      []classify.WitnessEdge
 	metrics      classify.Metrics
 	decision     []byte
+	// params are the strategy parameters of a manual execution.
+	params json.RawMessage
+	// metadata is merged into the row's metadata at insertion.
+	metadata map[string]any
 }
 
 func (r outcomeRow) args() []any {
@@ -35,8 +39,21 @@ func (r outcomeRow) args() []any {
 	problem, _ := json.Marshal(r.problem)
 	witness, _ := json.Marshal(r.witness)
 	metrics, _ := json.Marshal(r.metrics)
+	var params *string
+	if len(r.params) > 0 {
+		p := string(r.params)
+		params = &p
+	}
+	meta := []byte("{}")
+	if len(r.metadata) > 0 {
+		meta, _ = json.Marshal(r.metadata)
+	}
+	decision := r.decision
+	if len(decision) == 0 {
+		decision = []byte("{}")
+	}
 	return []any{r.collectionID, tenant, string(r.problem.Class), string(problem), r.strategy,
-		float32(finite(r.initial)), string(witness), string(metrics), string(r.decision)}
+		float32(finite(r.initial)), string(witness), string(metrics), string(decision), params, string(meta)}
 }
 
 func finite(f float64) float64 {
@@ -48,8 +65,9 @@ func finite(f float64) float64 {
 
 const insertOutcome = `INSERT INTO ruvector.healing_outcomes (collection_id, tenant_id, problem_class,
 	problem_details, strategy_name, started_at, success, initial_lambda, witness_edges, system_metrics,
-	decision, state)
-	VALUES ($1, $2, $3, $4::jsonb, $5, date_trunc('milliseconds', clock_timestamp()), false, $6, $7::jsonb, $8::jsonb, $9::jsonb, $10)
+	decision, strategy_params, metadata, state)
+	VALUES ($1, $2, $3, $4::jsonb, $5, date_trunc('milliseconds', clock_timestamp()), false, $6, $7::jsonb, $8::jsonb, $9::jsonb,
+		$10::jsonb, $11::jsonb, $12)
 	RETURNING id, started_at`
 
 // insertPending writes and seals an action waiting for approval.
@@ -59,7 +77,7 @@ func (e *Engine) insertPending(ctx context.Context, r outcomeRow) (int64, error)
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 			var started time.Time
 			a := r.args()
-			if err := tx.QueryRow(ctx, insertOutcome, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
+			if err := tx.QueryRow(ctx, insertOutcome, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10],
 				"pending_approval").Scan(&id, &started); err != nil {
 				return err
 			}
@@ -84,7 +102,7 @@ func (e *Engine) insertRunning(ctx context.Context, r outcomeRow, l *lease) (int
 				return err
 			}
 			a := r.args()
-			return tx.QueryRow(ctx, insertOutcome, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
+			return tx.QueryRow(ctx, insertOutcome, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10],
 				"running").Scan(&id, &started)
 		})
 	})
@@ -158,6 +176,10 @@ type dbRecorder struct {
 	ctx    context.Context
 	closed bool
 }
+
+// OutcomeID is the outcome row the actions go into (pause_maintenance
+// marks the jobs it pauses with it).
+func (r *dbRecorder) OutcomeID() int64 { return r.id }
 
 func (r *dbRecorder) setContext(ctx context.Context) {
 	r.mu.Lock()

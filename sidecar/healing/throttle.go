@@ -59,6 +59,11 @@ func findSlot(seg Segment, name string, id int64, dbOID uint32) (shmproto.Collec
 // ThrottleIngestion is the design's throttle_ingestion: insert throttle 50%
 // in stress, 90% in critical, bulk_insert 10 points more (capped at 100),
 // through the segment. It never overrides a manual throttle.
+//
+// It also handles replication_lag (the design names no strategy for it):
+// ingestion is what produces the WAL a lagging replica has to replay, so
+// slowing it is the direct, reversible lever; pause_maintenance is the
+// other one.
 type ThrottleIngestion struct {
 	Segment     Segment
 	DatabaseOID uint32
@@ -77,7 +82,7 @@ type throttleAction struct {
 
 func (ThrottleIngestion) Name() string { return "throttle_ingestion" }
 func (ThrottleIngestion) Handles() []classify.Class {
-	return []classify.Class{classify.ClassHotspotCongestion, classify.ClassMemoryPressure}
+	return []classify.Class{classify.ClassHotspotCongestion, classify.ClassMemoryPressure, classify.ClassReplicationLag}
 }
 func (ThrottleIngestion) Impact() float64                  { return 0.4 }
 func (ThrottleIngestion) EstimatedDuration() time.Duration { return 5 * time.Second }

@@ -5,9 +5,8 @@
 // nothing is kept twice. Nothing is registered globally: Register takes the
 // registry the caller serves.
 //
-// The healing metrics of the spec (ruvector_healing_*) are absent on
-// purpose: they arrive with the healing engine, and a made-up value would
-// make the alerts on them lie.
+// The healing metrics of the spec (ruvector_healing_*) are Healing's: the
+// engine and the healing service feed them as remediations happen.
 package metrics
 
 import (

@@ -184,6 +184,15 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
         || coalesce((SELECT c.config FROM ruvector.healing_config c), '{}'::jsonb)
 $$;
 
+-- Rollback records (metadata->>'kind' = 'rollback', written when an
+-- operator rolls a remediation back from SQL) are outcomes of their own, so
+-- that sealed records never change; they are not healing attempts and are
+-- left out of counts, the gate and learning.
+CREATE FUNCTION ruvector._healing_is_attempt(o ruvector.healing_outcomes)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(o.metadata->>'kind', '') <> 'rollback'
+$$;
+
 CREATE FUNCTION ruvector_healing_status()
 RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -193,30 +202,55 @@ DECLARE
     finished integer;
     succeeded integer;
     active jsonb;
+    pending jsonb;
     cooldown timestamptz;
+    leader jsonb;
+    open_requests integer;
+    seg jsonb := ruvector._segment_status();
 BEGIN
     SELECT max(o.started_at) INTO last_start
-        FROM ruvector.healing_outcomes o WHERE o.state IN ('running', 'done');
+        FROM ruvector.healing_outcomes o WHERE o.state IN ('running', 'done') AND ruvector._healing_is_attempt(o);
     SELECT count(*), count(*) FILTER (WHERE o.state = 'done'),
            count(*) FILTER (WHERE o.state = 'done' AND o.success AND coalesce(o.verified, false))
         INTO total, finished, succeeded
         FROM ruvector.healing_outcomes o
-        WHERE o.state IN ('running', 'done') AND o.started_at >= now() - interval '24 hours';
+        WHERE o.state IN ('running', 'done') AND o.started_at >= now() - interval '24 hours'
+          AND ruvector._healing_is_attempt(o);
     SELECT coalesce(jsonb_agg(jsonb_build_object(
                'id', o.id, 'collection_id', o.collection_id, 'collection', c.name,
                'strategy', o.strategy_name, 'problem_class', o.problem_class,
-               'started_at', o.started_at) ORDER BY o.started_at), '[]'::jsonb)
+               'started_at', o.started_at,
+               'lease_holder', (SELECT l.holder FROM ruvector.healing_leases l WHERE l.collection_id = o.collection_id),
+               'actions', coalesce(jsonb_array_length(o.metadata->'actions'), 0)) ORDER BY o.started_at), '[]'::jsonb)
         INTO active
         FROM ruvector.healing_outcomes o LEFT JOIN ruvector.collections c USING (collection_id)
         WHERE o.state = 'running';
+    -- Actions waiting for a human: pending_approval records nobody has
+    -- approved or aborted yet (the decision is a request row: sealed
+    -- records never change).
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'id', o.id, 'collection', c.name, 'strategy', o.strategy_name,
+               'problem_class', o.problem_class, 'since', o.started_at) ORDER BY o.id), '[]'::jsonb)
+        INTO pending
+        FROM ruvector.healing_outcomes o LEFT JOIN ruvector.collections c USING (collection_id)
+        WHERE o.state = 'pending_approval'
+          AND NOT EXISTS (SELECT 1 FROM ruvector.healing_requests q
+                          WHERE q.action_id = o.id AND q.kind IN ('approve', 'abort')
+                            AND (q.status IN ('running', 'done')
+                                 OR (q.status = 'pending' AND q.expires_at > clock_timestamp())));
     -- The cooldown is per collection; the status reports the latest one
     -- still in force.
     SELECT max(o.started_at) + make_interval(secs => (cfg->>'min_healing_interval_seconds')::float8)
         INTO cooldown
-        FROM ruvector.healing_outcomes o WHERE o.state IN ('running', 'done');
+        FROM ruvector.healing_outcomes o WHERE o.state IN ('running', 'done') AND ruvector._healing_is_attempt(o);
     IF cooldown <= now() THEN
         cooldown := NULL;
     END IF;
+    SELECT jsonb_build_object('holder', l.holder, 'since', l.acquired_at, 'expires_at', l.expires_at,
+                              'live', l.expires_at > clock_timestamp())
+        INTO leader FROM ruvector.healing_leader l;
+    SELECT count(*) INTO open_requests FROM ruvector.healing_requests q
+        WHERE q.status = 'running' OR (q.status = 'pending' AND q.expires_at > clock_timestamp());
     RETURN jsonb_build_object(
         'enabled', (cfg->>'enabled')::boolean,
         'last_healing', last_start,
@@ -225,7 +259,11 @@ BEGIN
                              ELSE round(succeeded::numeric / finished, 4) END,
         'active_remediations', active,
         'cooldown_until', cooldown,
-        'sidecar_alive', ruvector._segment_status()->'sidecar_alive');
+        'sidecar_alive', seg->'sidecar_alive',
+        'sidecar_heartbeat_age_ms', seg->'sidecar_heartbeat_age_ms',
+        'leader', leader,
+        'pending_actions', pending,
+        'open_requests', open_requests);
 END
 $$;
 
@@ -281,7 +319,7 @@ LANGUAGE sql STABLE AS $$
                (count(*) FILTER (WHERE h.rolled_back))::integer AS rolled_back,
                max(h.started_at) AS last_attempt
         FROM ruvector.healing_outcomes h
-        WHERE h.state = 'done' AND h.started_at >= now() - interval '30 days'
+        WHERE h.state = 'done' AND h.started_at >= now() - interval '30 days' AND ruvector._healing_is_attempt(h)
         GROUP BY h.strategy_name)
     SELECT coalesce(o.strategy_name, w.strategy_name), w.weight, coalesce(o.attempts, 0),
            coalesce(o.successes, 0),
@@ -354,13 +392,13 @@ $$;
 REVOKE ALL ON FUNCTION ruvector._canon(bytea), ruvector._canon(text), ruvector._canon(jsonb),
     ruvector._canon(bigint), ruvector._canon(boolean), ruvector._canon(real),
     ruvector._canon(timestamptz), ruvector._healing_canonical(ruvector.healing_outcomes),
-    ruvector._healing_config(), ruvector_healing_status(),
+    ruvector._healing_config(), ruvector._healing_is_attempt(ruvector.healing_outcomes), ruvector_healing_status(),
     ruvector_healing_history(timestamptz, integer), ruvector_healing_effectiveness(),
     ruvector_healing_verify_audit() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ruvector._canon(bytea), ruvector._canon(text), ruvector._canon(jsonb),
     ruvector._canon(bigint), ruvector._canon(boolean), ruvector._canon(real),
     ruvector._canon(timestamptz), ruvector._healing_canonical(ruvector.healing_outcomes),
-    ruvector._healing_config(), ruvector_healing_status(),
+    ruvector._healing_config(), ruvector._healing_is_attempt(ruvector.healing_outcomes), ruvector_healing_status(),
     ruvector_healing_history(timestamptz, integer), ruvector_healing_effectiveness(),
     ruvector_healing_verify_audit() TO ruvector_monitor, pg_monitor;
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -35,13 +36,20 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	refresh := fs.Duration("collections-refresh", 10*time.Second, "how often the list of registered collections is re-read")
 	metricsAddr := fs.String("metrics-listen", metrics.DefaultListen,
 		"address of the Prometheus endpoint (/metrics, /healthz); empty disables it")
+	healOn := fs.Bool("healing", true, "run the healing engine (this sidecar contends to be the one active sidecar of the database)")
+	keyPath := fs.String("audit-key", "",
+		"Ed25519 key that signs healing records, created at first start (default: $data_directory/ruvector_healing_audit.key)")
+	leaderTTL := fs.Duration("leader-ttl", 15*time.Second, "lifetime of the active sidecar's leader row (renewed every third of it)")
+	degradedEvery := fs.Duration("heal-every", 30*time.Second, "how often a collection that stays degraded is triggered again")
+	stabilization := fs.Duration("stabilization", 0, "override healing_config stabilization_seconds (0: use the configuration)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	for name, d := range map[string]time.Duration{"--heartbeat-interval": *interval, "--sample-interval": *sample, "--collections-refresh": *refresh} {
+	for name, d := range map[string]time.Duration{"--heartbeat-interval": *interval, "--sample-interval": *sample,
+		"--collections-refresh": *refresh, "--leader-ttl": *leaderTTL, "--heal-every": *degradedEvery} {
 		if d <= 0 {
 			return fmt.Errorf("%s %v must be positive", name, d)
 		}
@@ -71,7 +79,10 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	obs := &loopObservers{stats: &metrics.RunnerStats{}, snaps: &metrics.SnapshotCache{}}
+	obs := &loopObservers{stats: &metrics.RunnerStats{}, snaps: &metrics.SnapshotCache{}, heal: metrics.NewHealing()}
+	if *healOn {
+		obs.hub = &healHub{}
+	}
 	if *metricsAddr != "" {
 		done, err := startMetrics(ctx, *metricsAddr, seg, srv.DatabaseOID, obs, *interval, log)
 		if err != nil {
@@ -97,6 +108,19 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		}()
 	}
 	go func() { errc <- superviseMonitor(ctx, &sf, srv, seg, feed, *sample, *refresh, obs, log) }()
+	if obs.hub != nil {
+		if *keyPath == "" {
+			*keyPath = filepath.Join(srv.DataDir, "ruvector_healing_audit.key")
+		}
+		hopts := healingOptions{keyPath: *keyPath, holder: defaultHolder(), leaderTTL: *leaderTTL,
+			degradedEvery: *degradedEvery, stabilization: *stabilization}
+		go func() {
+			if err := superviseHealing(ctx, func(ctx context.Context) (*pgx.Conn, error) { return dialSidecar(ctx, sf.dsn) },
+				seg, srv.DatabaseOID, obs.hub, obs.heal, hopts, log); err != nil {
+				errc <- err
+			}
+		}()
+	}
 
 	// The heartbeat ends last: it detaches (releasing the sidecar's
 	// throttles) only when the daemon is stopping.
@@ -156,18 +180,7 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 	if len(targets) == 0 {
 		return nil
 	}
-	dial := func(ctx context.Context) (*pgx.Conn, error) {
-		cfg, err := pgx.ParseConfig(sf.dsn)
-		if err != nil {
-			return nil, err
-		}
-		collect.ConfigureConn(cfg)
-		if cfg.RuntimeParams == nil {
-			cfg.RuntimeParams = map[string]string{}
-		}
-		cfg.RuntimeParams["application_name"] = "ruvector-sidecar"
-		return pgx.ConnectConfig(ctx, cfg)
-	}
+	dial := func(ctx context.Context) (*pgx.Conn, error) { return dialSidecar(ctx, sf.dsn) }
 	collConn, err := dial(ctx)
 	if err != nil {
 		return fmt.Errorf("collector connection: %w", err)
@@ -184,7 +197,14 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 	runner := collect.NewRunner(collConn, targets, collectors, collect.RunnerOptions{
 		Redial: func(ctx context.Context) (collect.Querier, error) { return dial(ctx) },
 	})
-	cfg := monitor.Config{Sample: sample, OnSample: obs.snaps.Store,
+	onSample := obs.snaps.Store
+	if obs.hub != nil {
+		onSample = func(snaps []monitor.Snapshot) {
+			obs.snaps.Store(snaps)
+			obs.hub.onSample(snaps, targets, runner)
+		}
+	}
+	cfg := monitor.Config{Sample: sample, OnSample: onSample,
 		Redial: func(ctx context.Context) (monitor.DB, error) { return dial(ctx) }}
 	if feed != nil {
 		cfg.Enrich = func(s *health.Signals, t collect.Target) { enrichFromFeed(feed, s, t) }
@@ -217,6 +237,23 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 type loopObservers struct {
 	stats *metrics.RunnerStats
 	snaps *metrics.SnapshotCache
+	heal  *metrics.Healing
+	// hub is nil when healing is off (--healing=false).
+	hub *healHub
+}
+
+// dialSidecar opens one of the sidecar's connections.
+func dialSidecar(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	collect.ConfigureConn(cfg)
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	cfg.RuntimeParams["application_name"] = "ruvector-sidecar"
+	return pgx.ConnectConfig(ctx, cfg)
 }
 
 // startMetrics serves the Prometheus endpoint on addr until ctx ends; done
@@ -227,6 +264,9 @@ func startMetrics(ctx context.Context, addr string, seg *shmproto.Segment, dbOID
 	reg := prometheus.NewRegistry()
 	err = metrics.Register(reg, metrics.Sources{Segment: seg, DatabaseOID: dbOID, Stats: obs.stats, Snapshots: obs.snaps})
 	if err != nil {
+		return nil, err
+	}
+	if err := obs.heal.Register(reg); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", addr)

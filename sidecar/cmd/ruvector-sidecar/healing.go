@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/ruvector/ruvector-healing/shmproto"
+	"github.com/ruvector/ruvector-healing/sidecar/audit"
+	"github.com/ruvector/ruvector-healing/sidecar/collect"
+	"github.com/ruvector/ruvector-healing/sidecar/healing"
+	"github.com/ruvector/ruvector-healing/sidecar/health"
+	"github.com/ruvector/ruvector-healing/sidecar/integrity"
+	"github.com/ruvector/ruvector-healing/sidecar/metrics"
+	"github.com/ruvector/ruvector-healing/sidecar/monitor"
+	"github.com/ruvector/ruvector-healing/sidecar/strategy"
+)
+
+// healHub connects the integrity loop (rebuilt whenever the collections
+// change) to the healing service (rebuilt whenever its connections fail):
+// the loop hands every sample to whichever service is current, and the
+// service asks the hub for a collection's present state.
+type healHub struct {
+	svc atomic.Pointer[healing.Service]
+
+	mu      sync.Mutex
+	current map[string]healing.Trigger
+}
+
+// signalSource is what the hub needs of the collectors (collect.Runner).
+type signalSource interface {
+	Signals(collectionID int) (health.Signals, bool)
+}
+
+// onSample runs on the integrity loop's goroutine after every sample.
+func (h *healHub) onSample(snaps []monitor.Snapshot, targets []collect.Target, src signalSource) {
+	byName := make(map[string]collect.Target, len(targets))
+	for _, t := range targets {
+		byName[t.Name] = t
+	}
+	now := time.Now()
+	svc := h.svc.Load()
+	for _, s := range snaps {
+		t, ok := byName[s.Collection]
+		if !ok {
+			continue
+		}
+		tr := healing.Trigger{Collection: t.Name, CollectionID: int64(t.ID),
+			State: strategy.IntegrityState(integrity.StateName(s.State)), Lambda: s.LambdaNorm, Witness: s.Cut.Witness}
+		if sig, ok := src.Signals(t.ID); ok {
+			tr.Metrics = health.MetricsFrom(sig)
+		}
+		h.mu.Lock()
+		if h.current == nil {
+			h.current = map[string]healing.Trigger{}
+		}
+		h.current[t.Name] = tr
+		h.mu.Unlock()
+		if svc != nil && s.State != shmproto.StateUnknown {
+			svc.Observe(tr, now)
+		}
+	}
+}
+
+func (h *healHub) get(collection string) (healing.Trigger, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	tr, ok := h.current[collection]
+	return tr, ok
+}
+
+// engineObserver adapts the metrics to the engine's Observer.
+type engineObserver struct{ m *metrics.Healing }
+
+func (o engineObserver) RemediationStarted(collection, strategy string) {
+	o.m.RemediationStarted(collection, strategy)
+}
+
+func (o engineObserver) RemediationFinished(collection, strategy string, out healing.Outcome) {
+	imp := 0.0
+	if out.InitialLambda > 0 && out.FinalLambda > 0 {
+		imp = (out.FinalLambda - out.InitialLambda) / out.InitialLambda
+	}
+	o.m.Finished(collection, strategy, metrics.HealingResult{Verified: out.Verified, Improvement: imp, Duration: out.Duration})
+}
+
+type healingOptions struct {
+	keyPath       string
+	holder        string
+	leaderTTL     time.Duration
+	degradedEvery time.Duration
+	stabilization time.Duration
+}
+
+// superviseHealing runs the healing service until ctx ends, rebuilding the
+// engine and the service after a connection failure (which re-LISTENs and
+// rescans the pending requests).
+func superviseHealing(ctx context.Context, dial func(context.Context) (*pgx.Conn, error), seg *shmproto.Segment,
+	dbOID uint32, hub *healHub, m *metrics.Healing, opts healingOptions, log zerolog.Logger) error {
+	key, created, err := audit.LoadOrCreateKey(opts.keyPath)
+	if err != nil {
+		return fmt.Errorf("audit key: %w", err)
+	}
+	log.Info().Str("path", opts.keyPath).Bool("created", created).Str("key_id", key.ID).Msg("audit signing key loaded")
+	for {
+		err := runHealingOnce(ctx, dial, seg, dbOID, hub, m, key, opts, log)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn().Err(err).Msg("healing service stopped; restarting in 2s")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func runHealingOnce(ctx context.Context, dial func(context.Context) (*pgx.Conn, error), seg *shmproto.Segment,
+	dbOID uint32, hub *healHub, m *metrics.Healing, key *audit.Key, opts healingOptions, log zerolog.Logger) error {
+	reg, cleanup, err := buildStrategies(ctx, strategyDeps{Segment: seg, DatabaseOID: dbOID, Dial: dial})
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	conn, err := dial(ctx)
+	if err != nil {
+		return fmt.Errorf("engine connection: %w", err)
+	}
+	hlog := log.With().Str("loop", "healing").Logger()
+	eopts := healing.Options{Holder: opts.holder, Log: hlog, Stabilization: opts.stabilization}
+	if m != nil {
+		eopts.Observer = engineObserver{m}
+	}
+	eng, err := healing.New(ctx, conn, reg, healing.SegmentSampler{Segment: seg, DatabaseOID: dbOID}, key, eopts)
+	if err != nil {
+		conn.Close(context.Background())
+		return err
+	}
+	defer conn.Close(context.Background())
+	scfg := healing.ServiceConfig{Engine: eng, Dial: dial, Current: hub.get, Holder: opts.holder,
+		LeaderTTL: opts.leaderTTL, DegradedEvery: opts.degradedEvery, Log: hlog}
+	if m != nil {
+		scfg.Metrics = m
+	}
+	svc, err := healing.NewService(scfg)
+	if err != nil {
+		return err
+	}
+	hub.svc.Store(svc)
+	defer hub.svc.CompareAndSwap(svc, nil)
+	return svc.Run(ctx)
+}
+
+func defaultHolder() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("ruvector-sidecar@%s:%d", host, os.Getpid())
+}

@@ -1,0 +1,528 @@
+package healing
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/ruvector/ruvector-healing/sidecar/strategy"
+)
+
+// RequestChannel is the NOTIFY channel of ruvector.healing_requests.
+const RequestChannel = "ruvector_healing_requests"
+
+// Leader election. One sidecar per database acts: the holder of the
+// ruvector.healing_leader row, which it renews; a standby monitors and
+// publishes λ but takes no action. A row with an expiry rather than a
+// session advisory lock for the same reason as the collection leases: an
+// advisory lock vanishes with its connection while the holder may still be
+// acting, and it does not survive a connection pooler. Losing the row is
+// harmless for safety anyway: every action is fenced by its collection's
+// lease, so a takeover while an attempt runs cannot make two act on one
+// collection; the leader row only keeps standbys from starting attempts.
+
+// Leader holds or contends for the leader row.
+type Leader struct {
+	Holder string
+	TTL    time.Duration
+	token  int64
+}
+
+// Try takes or renews the leader row; it reports whether this process is
+// the leader now.
+func (l *Leader) Try(ctx context.Context, q interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}) (bool, error) {
+	if l.token == 0 {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return false, err
+		}
+		l.token = int64(binary.BigEndian.Uint64(b[:])>>1) | 1
+	}
+	var got int64
+	err := q.QueryRow(ctx, `INSERT INTO ruvector.healing_leader AS h (singleton, holder, token, expires_at)
+		VALUES (true, $1, $2, clock_timestamp() + make_interval(secs => $3))
+		ON CONFLICT (singleton) DO UPDATE SET holder = EXCLUDED.holder, token = EXCLUDED.token,
+			acquired_at = CASE WHEN h.token = EXCLUDED.token THEN h.acquired_at ELSE clock_timestamp() END,
+			renewed_at = clock_timestamp(), expires_at = EXCLUDED.expires_at
+		WHERE h.token = EXCLUDED.token OR h.expires_at <= clock_timestamp()
+		RETURNING token`, l.Holder, l.token, l.TTL.Seconds()).Scan(&got)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("healing: leader row: %w", err)
+	}
+	return got == l.token, nil
+}
+
+// ServiceMetrics is what the service reports beyond the engine's Observer.
+type ServiceMetrics interface {
+	SetEnabled(on bool)
+	SetCooldownUntil(collection string, until time.Time)
+	Recovered(collection string, degraded time.Duration)
+}
+
+// ServiceConfig configures a Service.
+type ServiceConfig struct {
+	Engine *Engine
+	// Dial opens the service's own connections (control and LISTEN).
+	Dial func(ctx context.Context) (*pgx.Conn, error)
+	// Current returns the collection's present trigger (state, λ, witness
+	// edges, metrics) from the integrity loop; false when not sampled yet.
+	Current func(collection string) (Trigger, bool)
+	Holder  string
+	// LeaderTTL is the leader row's lifetime, renewed every third of it
+	// (default 15 s).
+	LeaderTTL time.Duration
+	// DegradedEvery is how often a collection that stays degraded is
+	// triggered again (default 30 s; the engine's cooldown still applies).
+	DegradedEvery time.Duration
+	Metrics       ServiceMetrics
+	Log           zerolog.Logger
+}
+
+// Service runs the engine in the daemon: triggers from the integrity loop,
+// requests from SQL, leader election, start-up recovery.
+type Service struct {
+	cfg    ServiceConfig
+	leader Leader
+	wake   chan struct{}
+	auto   chan Trigger
+
+	mu       sync.Mutex
+	isLeader bool
+	busy     map[int64]bool // collections with an attempt in this process
+	states   map[string]collState
+	wg       sync.WaitGroup
+}
+
+type collState struct {
+	state         strategy.IntegrityState
+	degradedSince time.Time
+	lastTrigger   time.Time
+}
+
+// NewService builds a service; Run runs it.
+func NewService(cfg ServiceConfig) (*Service, error) {
+	if cfg.Engine == nil || cfg.Dial == nil {
+		return nil, errors.New("healing: NewService needs an engine and a dialer")
+	}
+	if cfg.LeaderTTL <= 0 {
+		cfg.LeaderTTL = 15 * time.Second
+	}
+	if cfg.DegradedEvery <= 0 {
+		cfg.DegradedEvery = 30 * time.Second
+	}
+	if cfg.Holder == "" {
+		cfg.Holder = cfg.Engine.opts.Holder
+	}
+	return &Service{cfg: cfg, leader: Leader{Holder: cfg.Holder, TTL: cfg.LeaderTTL},
+		wake: make(chan struct{}, 1), auto: make(chan Trigger, 64),
+		busy: map[int64]bool{}, states: map[string]collState{}}, nil
+}
+
+// IsLeader reports whether this process is the active sidecar.
+func (s *Service) IsLeader() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.isLeader
+}
+
+// Observe is called by the integrity loop after every sample of a
+// collection. It never blocks: it decides whether the sample is a trigger
+// (a transition from normal into stress or critical, or still degraded
+// DegradedEvery after the last trigger) and queues it.
+func (s *Service) Observe(tr Trigger, now time.Time) {
+	s.mu.Lock()
+	prev := s.states[tr.Collection]
+	cur := prev
+	cur.state = tr.State
+	degraded := tr.State == strategy.StateStress || tr.State == strategy.StateCritical
+	fire := false
+	switch {
+	case degraded && prev.degradedSince.IsZero():
+		cur.degradedSince = now
+		fire = true
+	case degraded && now.Sub(prev.lastTrigger) >= s.cfg.DegradedEvery:
+		fire = true
+	case !degraded && tr.State == strategy.StateNormal && !prev.degradedSince.IsZero():
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.Recovered(tr.Collection, now.Sub(prev.degradedSince))
+		}
+		cur.degradedSince = time.Time{}
+	}
+	if fire {
+		cur.lastTrigger = now
+	}
+	s.states[tr.Collection] = cur
+	leader := s.isLeader
+	s.mu.Unlock()
+	if !fire || !leader {
+		return
+	}
+	select {
+	case s.auto <- tr:
+	default:
+		s.cfg.Log.Warn().Str("collection", tr.Collection).Msg("healing trigger dropped: the queue is full")
+	}
+}
+
+// Run serves until ctx ends or a connection fails (the caller restarts
+// it: a fresh start re-LISTENs and rescans pending requests).
+func (s *Service) Run(ctx context.Context) error {
+	ctl, err := s.cfg.Dial(ctx)
+	if err != nil {
+		return fmt.Errorf("healing: control connection: %w", err)
+	}
+	defer ctl.Close(context.WithoutCancel(ctx))
+	lis, err := s.cfg.Dial(ctx)
+	if err != nil {
+		return fmt.Errorf("healing: listen connection: %w", err)
+	}
+	defer lis.Close(context.WithoutCancel(ctx))
+	if _, err := lis.Exec(ctx, `LISTEN `+RequestChannel); err != nil {
+		return fmt.Errorf("healing: LISTEN: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		s.wg.Wait()
+		s.mu.Lock()
+		s.isLeader = false
+		s.mu.Unlock()
+		rctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		// Step down at once rather than make a standby wait out the TTL.
+		_, _ = ctl.Exec(rctx, `DELETE FROM ruvector.healing_leader WHERE token = $1`, s.leader.token)
+	}()
+	errc := make(chan error, 2)
+	go func() {
+		for {
+			n, err := lis.WaitForNotification(ctx)
+			if err != nil {
+				errc <- fmt.Errorf("healing: waiting for requests: %w", err)
+				return
+			}
+			s.cfg.Log.Debug().Str("payload", n.Payload).Msg("healing request notified")
+			s.poke()
+		}
+	}()
+	var ctlMu sync.Mutex
+	withCtl := func(fn func(*pgx.Conn) error) error {
+		ctlMu.Lock()
+		defer ctlMu.Unlock()
+		return fn(ctl)
+	}
+	renew := time.NewTicker(s.cfg.LeaderTTL / 3)
+	defer renew.Stop()
+	if err := s.tick(ctx, withCtl); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case <-renew.C:
+			if err := s.tick(ctx, withCtl); err != nil {
+				return err
+			}
+		case <-s.wake:
+			if s.IsLeader() {
+				if err := s.serveRequests(ctx, withCtl); err != nil {
+					return err
+				}
+			}
+		case tr := <-s.auto:
+			if s.IsLeader() {
+				s.spawn(ctx, tr.CollectionID, func(ctx context.Context) {
+					out, err := s.cfg.Engine.Heal(ctx, tr)
+					s.logAuto(tr, out, err)
+				})
+			}
+		}
+	}
+}
+
+func (s *Service) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// tick renews or contends for leadership; on becoming leader it publishes
+// the strategies, recovers orphaned remediations and scans the requests
+// that waited.
+func (s *Service) tick(ctx context.Context, withCtl func(func(*pgx.Conn) error) error) error {
+	var now bool
+	err := withCtl(func(c *pgx.Conn) error {
+		var err error
+		now, err = s.leader.Try(ctx, c)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	s.mu.Lock()
+	was := s.isLeader
+	s.isLeader = now
+	s.mu.Unlock()
+	if now && !was {
+		s.cfg.Log.Info().Str("holder", s.cfg.Holder).Msg("healing: this sidecar is the active one")
+		if err := withCtl(func(c *pgx.Conn) error { return s.publish(ctx, c) }); err != nil {
+			return err
+		}
+		ids, err := s.cfg.Engine.Recover(ctx)
+		if err != nil {
+			s.cfg.Log.Error().Err(err).Msg("healing: start-up recovery failed")
+		} else if len(ids) > 0 {
+			s.cfg.Log.Warn().Ints64("outcome_ids", ids).Msg("healing: finished remediations a dead sidecar left running")
+		}
+	} else if !now && was {
+		s.cfg.Log.Warn().Msg("healing: leadership lost; standing by")
+	}
+	if s.cfg.Metrics != nil {
+		cfg, err := s.cfg.Engine.Config(ctx)
+		s.cfg.Metrics.SetEnabled(err == nil && cfg.Enabled && now)
+	}
+	if now {
+		// Every tick, not only on a notify: requests whose notify was
+		// missed (sent while the listener reconnected) are served too.
+		return s.serveRequests(ctx, withCtl)
+	}
+	return nil
+}
+
+// publish writes this sidecar's strategies for SQL (name checks, dry runs).
+func (s *Service) publish(ctx context.Context, c *pgx.Conn) error {
+	return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM ruvector.healing_strategies`); err != nil {
+			return err
+		}
+		for _, st := range s.cfg.Engine.reg.Strategies() {
+			handles := make([]string, 0, len(st.Handles()))
+			for _, h := range st.Handles() {
+				handles = append(handles, string(h))
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO ruvector.healing_strategies
+				(name, handles, impact, estimated_duration_ms, reversible, published_by) VALUES ($1, $2, $3, $4, $5, $6)`,
+				st.Name(), handles, float32(st.Impact()), st.EstimatedDuration().Milliseconds(), st.Reversible(), s.cfg.Holder); err != nil {
+				return fmt.Errorf("healing: publish strategy %s: %w", st.Name(), err)
+			}
+		}
+		return nil
+	})
+}
+
+type request struct {
+	id, collID, actionID int64
+	kind, strategy, coll string
+	params               json.RawMessage
+}
+
+// serveRequests expires stale requests and claims every pending one.
+func (s *Service) serveRequests(ctx context.Context, withCtl func(func(*pgx.Conn) error) error) error {
+	for {
+		var r request
+		var actionID, collID *int64
+		var strat, coll *string
+		err := withCtl(func(c *pgx.Conn) error {
+			if _, err := c.Exec(ctx, `UPDATE ruvector.healing_requests SET status = 'expired', finished_at = expires_at,
+				error = 'no sidecar served the request before it expired'
+				WHERE status = 'pending' AND expires_at <= clock_timestamp()`); err != nil {
+				return err
+			}
+			return c.QueryRow(ctx, `UPDATE ruvector.healing_requests q SET status = 'running', claimed_by = $1,
+					claimed_at = clock_timestamp()
+				WHERE q.id = (SELECT id FROM ruvector.healing_requests WHERE status = 'pending'
+					AND expires_at > clock_timestamp() ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+				RETURNING q.id, q.kind, q.collection_id::int8, q.action_id, q.strategy, q.params::text,
+					(SELECT c.name FROM ruvector.collections c WHERE c.collection_id = q.collection_id)`,
+				s.cfg.Holder).Scan(&r.id, &r.kind, &collID, &actionID, &strat, &r.params, &coll)
+		})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("healing: claim request: %w", err)
+		}
+		if collID != nil {
+			r.collID = *collID
+		}
+		if actionID != nil {
+			r.actionID = *actionID
+		}
+		if strat != nil {
+			r.strategy = *strat
+		}
+		if coll != nil {
+			r.coll = *coll
+		}
+		s.cfg.Log.Info().Int64("request_id", r.id).Str("kind", r.kind).Str("collection", r.coll).
+			Int64("action_id", r.actionID).Str("strategy", r.strategy).Msg("healing request claimed")
+		if r.kind == "abort" {
+			// Served at once, never behind the attempt it aborts.
+			aborted := s.cfg.Engine.Abort(r.actionID)
+			res := map[string]any{"aborted": aborted}
+			var rerr error
+			if !aborted {
+				rerr = fmt.Errorf("action %d is not running in this sidecar (it may have finished)", r.actionID)
+			}
+			s.finishRequest(ctx, r.id, 0, res, rerr)
+			continue
+		}
+		s.spawn(ctx, r.collID, func(ctx context.Context) { s.serve(ctx, r) })
+	}
+}
+
+// spawn runs fn for a collection on its own goroutine, one at a time per
+// collection in this process (the lease enforces it across processes).
+func (s *Service) spawn(ctx context.Context, collID int64, fn func(context.Context)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			s.mu.Lock()
+			if !s.busy[collID] {
+				s.busy[collID] = true
+				s.mu.Unlock()
+				break
+			}
+			s.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		defer func() {
+			s.mu.Lock()
+			delete(s.busy, collID)
+			s.mu.Unlock()
+		}()
+		fn(ctx)
+	}()
+}
+
+func (s *Service) current(ctx context.Context, name string, id int64) Trigger {
+	if s.cfg.Current != nil {
+		if tr, ok := s.cfg.Current(name); ok && tr.CollectionID == id {
+			return tr
+		}
+	}
+	// Not sampled yet: what the segment says, state unknown.
+	tr := Trigger{Collection: name, CollectionID: id}
+	if l, err := s.cfg.Engine.sampler.Sample(ctx, name, id); err == nil {
+		tr.Lambda = l
+	}
+	return tr
+}
+
+func (s *Service) serve(ctx context.Context, r request) {
+	tr := s.current(ctx, r.coll, r.collID)
+	var (
+		out Outcome
+		err error
+		oid int64
+	)
+	switch r.kind {
+	case "trigger":
+		out, err = s.cfg.Engine.Heal(ctx, tr)
+		oid = out.ID
+	case "approve":
+		out, err = s.cfg.Engine.Approve(ctx, tr, r.actionID)
+		oid = out.ID
+	case "execute":
+		var params json.RawMessage
+		if len(r.params) > 0 && string(r.params) != "{}" {
+			params = r.params
+		}
+		out, err = s.cfg.Engine.Execute(ctx, tr, r.strategy, params)
+		oid = out.ID
+	case "rollback":
+		oid, err = s.cfg.Engine.RollbackOutcome(ctx, r.coll, r.collID, r.actionID)
+		s.finishRequest(ctx, r.id, oid, map[string]any{"rolled_back": err == nil, "rollback_of": r.actionID}, err)
+		return
+	default:
+		err = fmt.Errorf("unknown request kind %q", r.kind)
+	}
+	if err == nil && out.Status == StatusFailed {
+		err = errors.New(out.Error)
+	}
+	if err == nil && out.Status == StatusBusy {
+		err = errors.New(out.Reason)
+	}
+	s.finishRequest(ctx, r.id, oid, map[string]any{"status": out.Status, "reason": out.Reason,
+		"verified": out.Verified, "rolled_back": out.RolledBack, "strategy": out.Strategy}, err)
+	s.noteCooldown(ctx, tr.Collection, out)
+}
+
+func (s *Service) noteCooldown(ctx context.Context, collection string, out Outcome) {
+	if s.cfg.Metrics == nil || out.ID == 0 || out.Status == StatusPendingApproval {
+		return
+	}
+	if cfg, err := s.cfg.Engine.Config(ctx); err == nil {
+		s.cfg.Metrics.SetCooldownUntil(collection, time.Now().Add(cfg.MinHealingInterval))
+	}
+}
+
+func (s *Service) logAuto(tr Trigger, out Outcome, err error) {
+	if err != nil {
+		s.cfg.Log.Error().Err(err).Str("collection", tr.Collection).Msg("healing attempt failed")
+		return
+	}
+	s.cfg.Log.Info().Str("collection", tr.Collection).Str("state", string(tr.State)).
+		Str("status", string(out.Status)).Int64("outcome_id", out.ID).Str("reason", out.Reason).Msg("healing trigger handled")
+	s.noteCooldown(context.Background(), tr.Collection, out)
+}
+
+// finishRequest records a request's end; it uses its own connection
+// because the control connection may be busy claiming.
+func (s *Service) finishRequest(ctx context.Context, id, outcome int64, result map[string]any, rerr error) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	status := "done"
+	var msg *string
+	if rerr != nil {
+		status = "failed"
+		m := rerr.Error()
+		msg = &m
+	}
+	var oid *int64
+	if outcome != 0 {
+		oid = &outcome
+	}
+	doc, _ := json.Marshal(result)
+	err := s.cfg.Engine.withConn(fctx, func(c *pgx.Conn) error {
+		_, err := c.Exec(fctx, `UPDATE ruvector.healing_requests SET status = $2, finished_at = clock_timestamp(),
+			outcome_id = $3, result = $4::jsonb, error = $5 WHERE id = $1`, id, status, oid, string(doc), msg)
+		return err
+	})
+	if err != nil {
+		s.cfg.Log.Error().Err(err).Int64("request_id", id).Msg("recording the end of a healing request failed")
+		return
+	}
+	s.cfg.Log.Info().Int64("request_id", id).Str("status", status).Int64("outcome_id", outcome).
+		AnErr("error", rerr).Msg("healing request finished")
+}
