@@ -14,7 +14,7 @@ SIDECAR = bin/ruvector-sidecar
 # The server and the sidecar run as the server's OS user.
 AS_PG = $(if $(filter 0,$(shell id -u)),setpriv --reuid=postgres --regid=postgres --init-groups --,)
 
-.PHONY: all deps build ext sidecar install-ext generate run up down psql test unit regress vet rules clean
+.PHONY: all deps build ext sidecar install-ext generate run up down psql test unit regress vet rules clean chaos
 
 all: build
 
@@ -98,6 +98,12 @@ rules: deps
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# The seeded fault campaign at full size (make test runs a short one).
+CHAOS_FAULTS ?= 100
+CHAOS_SEED ?= 1
+chaos: build install-ext
+	$(GO) test -count=1 -run TestChaosCampaign -v -timeout 90m ./internal/chaos -args -chaos.faults=$(CHAOS_FAULTS) -chaos.seed=$(CHAOS_SEED)
 
 # One shell holding a lock: the regression cluster has a fixed port and
 # directory, so two runs in one checkout would collide.

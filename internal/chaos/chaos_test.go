@@ -1,0 +1,661 @@
+// Package chaos is the seeded fault campaign of the product: under a steady
+// write workload it kills the sidecar (SIGKILL), kills backends, restarts
+// PostgreSQL (fast and immediate), corrupts the segment's header, blocks the
+// collectors behind a lock, floods the job queue and fires conflicting SQL,
+// and after every fault checks the invariants and times the recovery.
+//
+// `make test` runs a short campaign (-chaos.faults default); `make chaos`
+// runs at least 100 faults and prints the table.
+package chaos
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/ruvector/ruvector-healing/internal/pgtest"
+	"github.com/ruvector/ruvector-healing/internal/sensortest"
+	"github.com/ruvector/ruvector-healing/shmproto"
+	"github.com/ruvector/ruvector-healing/sidecar/instance"
+)
+
+var (
+	faults = flag.Int("chaos.faults", 8, "number of faults to inject")
+	seed   = flag.Uint64("chaos.seed", 1, "campaign seed (the same seed replays the same campaign)")
+)
+
+// sidecarTimeout is ruvector.sidecar_timeout for the campaign: short, so a
+// campaign of 100 faults stays within minutes.
+const sidecarTimeout = 2 * time.Second
+
+// ledger is the workload's own record of what it wrote: committed ids must
+// exist exactly once, failed ids must not exist, unknown ids (the
+// connection died during COMMIT) are resolved against the table.
+type ledger struct {
+	mu        sync.Mutex
+	committed map[int64]bool
+	failed    map[int64]bool
+	unknown   map[int64]bool
+	next      int64
+	throttled int
+}
+
+func newLedger() *ledger {
+	return &ledger{committed: map[int64]bool{}, failed: map[int64]bool{}, unknown: map[int64]bool{}, next: 1}
+}
+
+// writer inserts rows one by one with client-chosen ids, reconnecting
+// after any connection loss, until ctx ends.
+func writer(ctx context.Context, dsn string, l *ledger) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	for ctx.Err() == nil {
+		if conn == nil || conn.IsClosed() {
+			c, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				sleep(ctx, 100*time.Millisecond)
+				continue
+			}
+			conn = c
+		}
+		l.mu.Lock()
+		id := l.next
+		l.next++
+		l.mu.Unlock()
+		_, err := conn.Exec(ctx, `INSERT INTO emb (id, embedding, shard) VALUES ($1, ARRAY[$2::real, 1], $3)`, id, float32(id), int32(id%4))
+		l.mu.Lock()
+		var pe *pgconn.PgError
+		switch {
+		case err == nil:
+			l.committed[id] = true
+		case errors.As(err, &pe):
+			// The server answered: the statement did not commit.
+			l.failed[id] = true
+			if pe.Code == "53000" {
+				l.throttled++
+			}
+		default:
+			// No answer: it may or may not have committed.
+			l.unknown[id] = true
+			conn.Close(context.Background())
+			conn = nil
+		}
+		l.mu.Unlock()
+		sleep(ctx, 5*time.Millisecond)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// checkLedger: every committed id exactly once, no failed id, no id twice.
+func (l *ledger) check(ctx context.Context, conn *pgx.Conn) []string {
+	rows, err := conn.Query(ctx, `SELECT id, count(*) FROM emb GROUP BY id`)
+	if err != nil {
+		return []string{"ledger: " + err.Error()}
+	}
+	seen := map[int64]int64{}
+	for rows.Next() {
+		var id, n int64
+		if err := rows.Scan(&id, &n); err != nil {
+			return []string{"ledger: " + err.Error()}
+		}
+		seen[id] = n
+	}
+	if err := rows.Err(); err != nil {
+		return []string{"ledger: " + err.Error()}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var bad []string
+	for id := range l.committed {
+		if seen[id] != 1 {
+			bad = append(bad, fmt.Sprintf("committed row %d present %d times", id, seen[id]))
+		}
+	}
+	for id := range l.failed {
+		if seen[id] != 0 {
+			bad = append(bad, fmt.Sprintf("failed insert %d present %d times", id, seen[id]))
+		}
+	}
+	for id, n := range seen {
+		if n > 1 {
+			bad = append(bad, fmt.Sprintf("row %d duplicated (%d)", id, n))
+		}
+		if !l.committed[id] && !l.failed[id] && !l.unknown[id] {
+			bad = append(bad, fmt.Sprintf("row %d was never written by the workload", id))
+		}
+	}
+	if len(bad) > 5 {
+		bad = append(bad[:5], fmt.Sprintf("… and %d more", len(bad)-5))
+	}
+	return bad
+}
+
+// daemon is the real sidecar binary under a supervisor that restarts it
+// restartDelay after it exits, as systemd's Restart=on-failure or a
+// Kubernetes container restart would.
+type daemon struct {
+	bin, log string
+	env      []string
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	diedAt   time.Time
+	exits    int
+	stopped  bool
+}
+
+// restartDelay is longer than the watchdog's timeout, so that a fault
+// that kills the sidecar can check what the watchdog released before a
+// new sidecar starts.
+const restartDelay = sidecarTimeout + 1500*time.Millisecond
+
+func (d *daemon) supervise(t *testing.T) {
+	t.Helper()
+	started := make(chan error, 1)
+	go func() {
+		first := true
+		for {
+			f, err := os.OpenFile(d.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			if err != nil {
+				if first {
+					started <- err
+				}
+				return
+			}
+			cmd := exec.Command(d.bin, "run", "--heartbeat-interval", "200ms", "--sample-interval", "500ms",
+				"--collections-refresh", "2s", "--metrics-listen", "")
+			cmd.Env = d.env
+			cmd.Stdout, cmd.Stderr = f, f
+			err = cmd.Start()
+			f.Close()
+			if first {
+				started <- err
+				first = false
+			}
+			if err != nil {
+				return
+			}
+			d.mu.Lock()
+			d.cmd = cmd
+			d.mu.Unlock()
+			_ = cmd.Wait()
+			d.mu.Lock()
+			d.cmd = nil
+			if d.diedAt.IsZero() || time.Since(d.diedAt) > time.Second {
+				d.diedAt = time.Now()
+			}
+			d.exits++
+			stopped := d.stopped
+			d.mu.Unlock()
+			if stopped {
+				return
+			}
+			time.Sleep(restartDelay)
+		}
+	}()
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kill sends SIGKILL to the running sidecar (the supervisor restarts it).
+func (d *daemon) kill() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd != nil && d.cmd.Process != nil {
+		_ = d.cmd.Process.Signal(syscall.SIGKILL)
+		d.diedAt = time.Now()
+	}
+}
+
+func (d *daemon) stop() {
+	d.mu.Lock()
+	d.stopped = true
+	d.mu.Unlock()
+	d.kill()
+}
+
+func (d *daemon) pid() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil || d.cmd.Process == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
+// campaign holds what the faults act on.
+type campaign struct {
+	t       *testing.T
+	ctx     context.Context
+	cluster *pgtest.Cluster
+	d       *daemon
+	rng     *rand.Rand
+}
+
+// segment opens the current segment file (a restart replaces it).
+func (c *campaign) segment() (*shmproto.Segment, error) {
+	conn, err := pgx.Connect(c.ctx, c.cluster.DSN("postgres"))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	srv, err := instance.Discover(c.ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	return instance.OpenSegment(srv, "")
+}
+
+// recovered: the running daemon heartbeats into the current segment, the
+// collection's state is known again (every collector reported) and λ was
+// published after the fault began (the sidecar's loops work again, not
+// only its heartbeat).
+func (c *campaign) recovered() (bool, error) { return c.recoveredSince(time.Time{}) }
+
+func (c *campaign) recoveredSince(faultAt time.Time) (bool, error) {
+	seg, err := c.segment()
+	if err != nil {
+		return false, err
+	}
+	defer seg.Close()
+	in, err := seg.Info()
+	if err != nil {
+		return false, err
+	}
+	if int(in.SidecarPID) != c.d.pid() || time.Since(in.SidecarBeat) > time.Second {
+		return false, fmt.Errorf("sidecar pid %d beat %v ago, daemon %d", in.SidecarPID, time.Since(in.SidecarBeat).Round(time.Millisecond), c.d.pid())
+	}
+	col, err := seg.Find("emb", 0)
+	if err != nil {
+		return false, err
+	}
+	st, err := seg.ReadIntegrity(col.Slot)
+	if err != nil {
+		return false, err
+	}
+	if st.State == shmproto.StateUnknown {
+		return false, errors.New("state still unknown")
+	}
+	if !st.Updated.After(faultAt) {
+		return false, fmt.Errorf("λ last published %v, before the fault", st.Updated.Format(time.RFC3339Nano))
+	}
+	return true, nil
+}
+
+// sidecarThrottles lists throttles the sidecar set that are in force.
+func (c *campaign) sidecarThrottles() ([]string, error) {
+	seg, err := c.segment()
+	if err != nil {
+		return nil, err
+	}
+	defer seg.Close()
+	cols, err := seg.Collections()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, col := range cols {
+		for op := shmproto.Op(0); op < shmproto.NumOps; op++ {
+			th, err := seg.ReadThrottle(col.Slot, op)
+			if err != nil {
+				return nil, err
+			}
+			if th.SetBy == shmproto.SetBySidecar && th.Pct > 0 {
+				out = append(out, fmt.Sprintf("%s/%s=%d", col.Name, shmproto.OpNames[op], th.Pct))
+			}
+		}
+	}
+	return out, nil
+}
+
+type fault struct {
+	name string
+	// inject causes the fault and returns when it is over (the thing that
+	// was broken is allowed to come back).
+	inject func(c *campaign) error
+}
+
+var allFaults = []fault{
+	{"sigkill_sidecar", func(c *campaign) error {
+		c.d.kill()
+		// The watchdog must release whatever the dead sidecar set within
+		// its timeout; check it before the supervisor restarts it.
+		sleep(c.ctx, sidecarTimeout+time.Second)
+		if left, err := c.sidecarThrottles(); err != nil {
+			return err
+		} else if len(left) > 0 {
+			return fmt.Errorf("sidecar throttles still in force %v after its death: %v", time.Since(c.d.diedAt).Round(time.Millisecond), left)
+		}
+		return nil
+	}},
+	{"kill_backends", func(c *campaign) error {
+		_, err := c.exec(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
+		return err
+	}},
+	{"restart_fast", func(c *campaign) error { c.cluster.Restart("fast"); return nil }},
+	{"restart_immediate", func(c *campaign) error { c.cluster.Restart("immediate"); return nil }},
+	{"corrupt_segment_header", func(c *campaign) error {
+		// A sidecar that starts on a corrupt segment must refuse it; a
+		// restart of the server writes a fresh one, and the sidecar attaches.
+		c.d.kill()
+		sleep(c.ctx, 200*time.Millisecond)
+		path := shmproto.Path(c.cluster.DataDir())
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		_, err = f.WriteAt([]byte("garbage!"), 0)
+		f.Close()
+		if err != nil {
+			return err
+		}
+		if seg, err := c.segment(); err == nil {
+			seg.Close()
+			return errors.New("a segment with a corrupt header was accepted")
+		}
+		// Let the supervisor's restart meet the corrupt segment first.
+		sleep(c.ctx, restartDelay+time.Second)
+		c.cluster.Restart("fast")
+		return nil
+	}},
+	{"collector_blocked", func(c *campaign) error {
+		// Collectors read the catalog of collections; hold it locked for a
+		// while: they time out, the state goes unknown, the loop survives.
+		conn, err := pgx.Connect(c.ctx, c.cluster.DSN("postgres"))
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		tx, err := conn.Begin(c.ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(context.Background())
+		if _, err := tx.Exec(c.ctx, `LOCK TABLE ruvector.collections IN ACCESS EXCLUSIVE MODE`); err != nil {
+			return err
+		}
+		sleep(c.ctx, 4*time.Second)
+		return nil
+	}},
+	{"flood_job_queue", func(c *campaign) error {
+		_, err := c.exec(`INSERT INTO ruvector.maintenance_jobs (collection_id, kind, priority, params)
+			SELECT (SELECT collection_id FROM ruvector.collections WHERE name = 'emb'), 'analyze', 1 + g % 20, '{}'
+			FROM generate_series(1, 500) g`)
+		return err
+	}},
+	{"conflicting_sql", func(c *campaign) error {
+		// Many sessions set and clear the same manual throttles at once;
+		// afterwards the catalog and the segment must agree.
+		var wg sync.WaitGroup
+		errs := make(chan error, 16)
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				conn, err := pgx.Connect(c.ctx, c.cluster.DSN("postgres"))
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer conn.Close(context.Background())
+				for i := range 20 {
+					var q string
+					if (w+i)%3 == 0 {
+						q = `SELECT ruvector_throttle_clear('emb', 'bulk_insert')`
+					} else {
+						q = fmt.Sprintf(`SELECT ruvector_throttle_set('emb', 'bulk_insert', %d)`, 10+(w*7+i)%80)
+					}
+					if _, err := conn.Exec(c.ctx, q); err != nil {
+						var pe *pgconn.PgError
+						if !errors.As(err, &pe) || (pe.Code != "40P01" && pe.Code != "40001") {
+							errs <- fmt.Errorf("%s: %w", q, err)
+							return
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			return err
+		}
+		var pct *int32
+		if err := c.queryRow(`SELECT pct FROM ruvector.throttles t JOIN ruvector.collections c USING (collection_id)
+			WHERE c.name = 'emb' AND t.op = 'bulk_insert'`, &pct); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		seg, err := c.segment()
+		if err != nil {
+			return err
+		}
+		defer seg.Close()
+		col, err := seg.Find("emb", 0)
+		if err != nil {
+			return err
+		}
+		th, err := seg.ReadThrottle(col.Slot, shmproto.OpBulkInsert)
+		if err != nil {
+			return err
+		}
+		want := 0
+		if pct != nil {
+			want = int(*pct)
+		}
+		if int(th.Pct) != want {
+			return fmt.Errorf("catalog says bulk_insert %d, segment %d (%v)", want, th.Pct, th.SetBy)
+		}
+		_, err = c.exec(`SELECT ruvector_throttle_clear('emb')`)
+		return err
+	}},
+}
+
+func (c *campaign) exec(q string) (pgconn.CommandTag, error) {
+	conn, err := pgx.Connect(c.ctx, c.cluster.DSN("postgres"))
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	defer conn.Close(context.Background())
+	return conn.Exec(c.ctx, q)
+}
+
+func (c *campaign) queryRow(q string, dst ...any) error {
+	conn, err := pgx.Connect(c.ctx, c.cluster.DSN("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return conn.QueryRow(c.ctx, q).Scan(dst...)
+}
+
+// outcomeInvariants: never two running remediations on one collection, and
+// none left running past its lease.
+func (c *campaign) outcomeInvariants() []string {
+	var bad []string
+	var twice, stale int
+	err := c.queryRow(`SELECT
+		(SELECT count(*) FROM (SELECT collection_id FROM ruvector.healing_outcomes WHERE state = 'running'
+			GROUP BY collection_id HAVING count(*) > 1) x),
+		(SELECT count(*) FROM ruvector.healing_outcomes o WHERE o.state = 'running'
+			AND NOT EXISTS (SELECT 1 FROM ruvector.healing_leases l WHERE l.collection_id = o.collection_id
+				AND l.expires_at > clock_timestamp()))`, &twice, &stale)
+	if err != nil {
+		return []string{"outcomes: " + err.Error()}
+	}
+	if twice > 0 {
+		bad = append(bad, fmt.Sprintf("%d collections with two running remediations", twice))
+	}
+	if stale > 0 {
+		bad = append(bad, fmt.Sprintf("%d remediations left running without a live lease", stale))
+	}
+	return bad
+}
+
+func TestChaosCampaign(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos campaign skipped in -short mode")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env := sensortest.Start(t, ctx, 4, "")
+	cluster := env.Cluster
+	cluster.MustExec(ctx, fmt.Sprintf("ALTER SYSTEM SET ruvector.sidecar_timeout = '%s'", sidecarTimeout))
+	cluster.MustExec(ctx, "SELECT pg_reload_conf()")
+
+	bin := filepath.Join(t.TempDir(), "ruvector-sidecar")
+	build := exec.Command("go", "build", "-o", bin, "./sidecar/cmd/ruvector-sidecar")
+	build.Dir = pgtest.RepoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build sidecar: %v\n%s", err, out)
+	}
+	d := &daemon{bin: bin, log: filepath.Join(t.TempDir(), "sidecar.log"), env: cluster.Env()}
+	d.supervise(t)
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(d.log); err == nil {
+				lines := strings.Split(string(b), "\n")
+				t.Logf("last sidecar log lines:\n%s", strings.Join(lines[max(0, len(lines)-40):], "\n"))
+			}
+		}
+	})
+
+	c := &campaign{t: t, ctx: ctx, cluster: cluster, d: d, rng: rand.New(rand.NewPCG(*seed, *seed^0x9e3779b97f4a7c15))}
+	pgtest.WaitFor(t, 60*time.Second, "the sidecar to attach and the state to be known", c.recovered)
+
+	l := newLedger()
+	wctx, stopWriter := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); writer(wctx, cluster.DSN("postgres"), l) }()
+
+	type result struct {
+		recover    []time.Duration
+		violations []string
+	}
+	results := map[string]*result{}
+	for _, f := range allFaults {
+		results[f.name] = &result{}
+	}
+	// Every kind at least once when the campaign is long enough; the rest
+	// drawn with the seed.
+	order := make([]fault, 0, *faults)
+	for i := range *faults {
+		if i < len(allFaults) {
+			order = append(order, allFaults[i])
+		} else {
+			order = append(order, allFaults[c.rng.IntN(len(allFaults))])
+		}
+	}
+	c.rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+
+	for i, f := range order {
+		sleep(ctx, time.Duration(200+c.rng.IntN(1500))*time.Millisecond)
+		r := results[f.name]
+		start := time.Now()
+		if err := f.inject(c); err != nil {
+			r.violations = append(r.violations, err.Error())
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		var lastErr error
+		ok := false
+		for time.Now().Before(deadline) {
+			if ok, lastErr = c.recoveredSince(start.Add(time.Second)); ok {
+				break
+			}
+			sleep(ctx, 100*time.Millisecond)
+		}
+		if !ok {
+			r.violations = append(r.violations, fmt.Sprintf("no recovery within 60 s: %v", lastErr))
+		} else {
+			r.recover = append(r.recover, time.Since(start))
+		}
+		r.violations = append(r.violations, c.outcomeInvariants()...)
+		t.Logf("fault %d/%d %s: recovered=%v in %v", i+1, len(order), f.name, ok, time.Since(start).Round(10*time.Millisecond))
+	}
+
+	stopWriter()
+	wg.Wait()
+	conn := cluster.Connect(ctx, "postgres")
+	ledgerBad := l.check(ctx, conn)
+
+	// The table.
+	names := make([]string, 0, len(results))
+	for n, r := range results {
+		if len(r.recover) > 0 || len(r.violations) > 0 {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nchaos campaign: seed %d, %d faults, %d rows committed, %d failed (%d throttled), %d unknown\n",
+		*seed, len(order), len(l.committed), len(l.failed), l.throttled, len(l.unknown))
+	fmt.Fprintf(&b, "%-24s %6s %12s %12s %s\n", "fault", "count", "recover p50", "recover max", "violations")
+	total := 0
+	for _, n := range names {
+		r := results[n]
+		slices.Sort(r.recover)
+		p50, mx := time.Duration(0), time.Duration(0)
+		if len(r.recover) > 0 {
+			p50, mx = r.recover[len(r.recover)/2], r.recover[len(r.recover)-1]
+		}
+		fmt.Fprintf(&b, "%-24s %6d %12v %12v %d\n", n, len(r.recover)+countFailed(r.violations), p50.Round(10*time.Millisecond), mx.Round(10*time.Millisecond), len(r.violations))
+		total += len(r.violations)
+	}
+	fmt.Fprintf(&b, "ledger (no row lost or duplicated): %d violations\n", len(ledgerBad))
+	t.Log(b.String())
+	if os.Getenv("CHAOS_REPORT") != "" {
+		_ = os.WriteFile(os.Getenv("CHAOS_REPORT"), []byte(b.String()), 0o644)
+	}
+	for _, n := range names {
+		for _, v := range results[n].violations {
+			t.Errorf("%s: %s", n, v)
+		}
+	}
+	for _, v := range ledgerBad {
+		t.Error(v)
+	}
+	if len(l.committed) == 0 {
+		t.Fatal("the workload committed nothing: the campaign proved nothing")
+	}
+}
+
+// countFailed counts faults with no recovery (they have a violation
+// saying so), so that the count column is the number injected.
+func countFailed(v []string) int {
+	n := 0
+	for _, s := range v {
+		if strings.HasPrefix(s, "no recovery") {
+			n++
+		}
+	}
+	return n
+}
