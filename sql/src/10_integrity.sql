@@ -122,6 +122,96 @@ BEGIN
 END
 $$;
 
+-- The gate matrix applied to one operation: may it run now, throttled, or
+-- later? Operations map to the spec's risk classes; the risk names
+-- themselves are accepted too. For the writes the gate enforces (insert,
+-- bulk_insert) the write gate's live throttle counts as well, since that is
+-- what the statement will meet.
+CREATE FUNCTION ruvector._operation_risk(operation text)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE lower(operation)
+        WHEN 'low' THEN 'low' WHEN 'medium' THEN 'medium' WHEN 'high' THEN 'high'
+        WHEN 'search' THEN 'low' WHEN 'read' THEN 'low' WHEN 'insert' THEN 'low'
+        WHEN 'bulk_insert' THEN 'medium' WHEN 'update' THEN 'medium' WHEN 'delete' THEN 'medium'
+        WHEN 'vacuum' THEN 'medium' WHEN 'analyze' THEN 'medium'
+        WHEN 'reindex' THEN 'high' WHEN 'index_build' THEN 'high' WHEN 'rebuild_centroids' THEN 'high'
+        WHEN 'rebalance' THEN 'high' WHEN 'compaction' THEN 'high' WHEN 'ddl' THEN 'high'
+    END
+$$;
+
+CREATE FUNCTION ruvector_integrity_gate(collection text, operation text)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    st jsonb;
+    risk text;
+    rule text;
+    state text;
+    gate_pct integer := 0;
+    gate_by text;
+    pct integer := 0;
+    allowed boolean := true;
+    retry integer;
+    actions jsonb := '[]'::jsonb;
+    reason text;
+BEGIN
+    IF operation IS NULL THEN
+        RAISE EXCEPTION 'operation must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Name the operation, e.g. ruvector_integrity_gate(''docs'', ''bulk_insert'').';
+    END IF;
+    risk := ruvector._operation_risk(operation);
+    IF risk IS NULL THEN
+        RAISE EXCEPTION 'unknown operation "%"', operation
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a risk class (low, medium, high) or one of: search, read, insert (low); bulk_insert, update, delete, vacuum, analyze (medium); reindex, index_build, rebuild_centroids, rebalance, compaction, ddl (high).';
+    END IF;
+    st := ruvector_integrity_status(collection);
+    state := st->>'state';
+    rule := ruvector._allowed_operations(state)->>risk;
+    IF rule LIKE 'throttle(%' THEN
+        pct := round(100 * substring(rule FROM 'throttle\(([0-9.]+)\)')::numeric);
+        actions := actions || to_jsonb(format('throttle %s%%', pct));
+    ELSIF rule LIKE 'defer(%' THEN
+        allowed := false;
+        retry := substring(rule FROM 'defer\(([0-9]+) s\)')::integer;
+        actions := actions || to_jsonb(format('defer %s s', retry));
+    ELSIF rule = 'reject' THEN
+        allowed := false;
+        actions := actions || to_jsonb('reject'::text);
+    END IF;
+    reason := CASE state
+        WHEN 'unknown' THEN format('the state of %s is unknown (no live sidecar measurement): %s-risk operations get %s',
+                                   collection, risk, rule)
+        ELSE format('%s is %s (λ %s; thresholds %s / %s): %s-risk operation %s gets %s',
+                    collection, state, coalesce(round((st->>'lambda_cut')::numeric, 3)::text, 'not sampled'),
+                    st->>'threshold_high', st->>'threshold_low', risk, lower(operation), rule)
+    END;
+    IF lower(operation) IN ('insert', 'bulk_insert') THEN
+        SELECT t.pct, t.set_by INTO gate_pct, gate_by
+        FROM ruvector_throttle_status() t WHERE t.collection = ruvector_integrity_gate.collection AND t.op = lower(operation);
+        IF coalesce(gate_pct, 0) > pct THEN
+            pct := gate_pct;
+            actions := actions || to_jsonb(format('write gate throttles %s at %s%% (set by %s)', lower(operation), gate_pct, gate_by));
+            reason := reason || format('; the write gate throttles %s at %s%% (set by %s)', lower(operation), gate_pct, gate_by);
+            IF gate_pct >= 100 THEN
+                allowed := false;
+            END IF;
+        END IF;
+    END IF;
+    RETURN jsonb_build_object(
+        'allowed', allowed,
+        'throttle_pct', pct,
+        'state', state,
+        'risk', risk,
+        'operation', lower(operation),
+        'retry_after_seconds', retry,
+        'reason', reason,
+        'actions', actions);
+END
+$$;
+COMMENT ON FUNCTION ruvector_integrity_gate(text, text) IS
+    'Applies the integrity gate matrix (risk low/medium/high × state) and the write gate''s live throttle to one operation: allowed, throttle_pct, state, reason, actions.';
+
 -- A named row type: with RETURNS TABLE the output column event_type would
 -- clash with the parameter of the same name.
 CREATE TYPE ruvector.integrity_history_row AS (
@@ -285,7 +375,8 @@ GRANT SELECT ON ruvector.collections, ruvector.collection_relations, ruvector.th
     ruvector.integrity_policies, ruvector.integrity_overrides, ruvector.integrity_events,
     ruvector.contracted_graph TO pg_monitor;
 REVOKE ALL ON FUNCTION ruvector_integrity_status(text), ruvector_contracted_graph(text),
-    ruvector_integrity_history(text, text, timestamptz, integer) FROM PUBLIC;
+    ruvector_integrity_history(text, text, timestamptz, integer), ruvector_integrity_gate(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ruvector_integrity_status(text), ruvector_contracted_graph(text),
-    ruvector_integrity_history(text, text, timestamptz, integer) TO ruvector_monitor, pg_monitor;
+    ruvector_integrity_history(text, text, timestamptz, integer), ruvector_integrity_gate(text, text)
+    TO ruvector_monitor, pg_monitor;
 

@@ -51,6 +51,26 @@ SELECT * FROM ruvector_integrity_history('vec', NULL, now(), 0);
 SELECT * FROM ruvector_integrity_history('nope');
 \set VERBOSITY default
 
+-- The gate matrix for one operation: unknown state defers high risk; the
+-- write gate's live throttle counts for the writes it enforces.
+SELECT g->>'allowed' AS allowed, g->>'throttle_pct' AS pct, g->>'risk' AS risk,
+       g->>'retry_after_seconds' AS retry, g->'actions' AS actions, g->>'reason' AS reason
+FROM unnest(ARRAY['search', 'bulk_insert', 'reindex', 'HIGH']) op, ruvector_integrity_gate('vec', op) g;
+SELECT ruvector_throttle_set('vec', 'bulk_insert', 70);
+SELECT g->>'allowed' AS allowed, g->>'throttle_pct' AS pct, g->'actions' AS actions
+FROM ruvector_integrity_gate('vec', 'bulk_insert') g;
+SELECT ruvector_throttle_set('vec', 'bulk_insert', 100);
+SELECT g->>'allowed' AS allowed, g->>'throttle_pct' AS pct FROM ruvector_integrity_gate('vec', 'bulk_insert') g;
+SELECT ruvector_throttle_clear('vec');
+\set SHOW_CONTEXT never
+SELECT ruvector_integrity_gate('vec', 'explode');
+\echo :LAST_ERROR_SQLSTATE
+SELECT ruvector_integrity_gate('vec', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT ruvector_integrity_gate('nope', 'search');
+\echo :LAST_ERROR_SQLSTATE
+\set SHOW_CONTEXT errors
+
 SELECT ruvector_collection_unregister('vec');
 SELECT count(*) FROM ruvector.integrity_events;
 DROP TABLE vec;
