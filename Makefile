@@ -38,6 +38,17 @@ install-ext: ext
 	fi
 	@$(EXT_MAKE) -s install
 
+# The extension into the server pg_config names, and the sidecar into
+# $(PREFIX)/bin (default /usr/local/bin); DESTDIR stages both for packaging.
+# uninstall removes exactly the files install listed in its manifest.
+# The image build runs the same script (deploy/docker/Dockerfile).
+.PHONY: install uninstall
+install:
+	@PG_CONFIG=$(PG_CONFIG) GO=$(GO) scripts/install.sh install
+
+uninstall:
+	@PG_CONFIG=$(PG_CONFIG) scripts/install.sh uninstall
+
 generate:
 	$(GO) generate ./shmproto
 
