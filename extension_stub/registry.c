@@ -28,7 +28,10 @@ typedef enum RuvUndoKind
 	RUV_UNDO_ATTACH,			/* undo: free the slot and its relations */
 	RUV_UNDO_DETACH,			/* undo: restore the saved slot and relations */
 	RUV_UNDO_THROTTLE,			/* undo: restore the saved throttle */
-	RUV_UNDO_RELMAP				/* undo: restore the saved relation-map entries */
+	RUV_UNDO_RELMAP,			/* undo: restore the saved relation-map entries */
+	RUV_UNDO_WEIGHT,			/* undo: restore one shard's routing weight */
+	RUV_UNDO_ROUTING,			/* undo: restore the saved shard count and weights */
+	RUV_UNDO_PUBLISH			/* at commit: publish a centroid version */
 } RuvUndoKind;
 
 typedef struct RuvUndo
@@ -41,7 +44,9 @@ typedef struct RuvUndo
 	uint32		prev_pct;
 	uint32		prev_setby;
 	int64		prev_expires;
-	RuvShmSlot	saved_slot;		/* RUV_UNDO_DETACH */
+	uint32		collection_id;	/* RUV_UNDO_PUBLISH */
+	uint32		version;		/* RUV_UNDO_PUBLISH */
+	RuvShmSlot	saved_slot;		/* RUV_UNDO_DETACH, RUV_UNDO_ROUTING */
 	int			nrels;
 	int		   *rel_index;
 	RuvShmRelmapEntry *rels;
@@ -138,6 +143,11 @@ ruv_reset_slot_state(RuvShmSlot *slot)
 		pg_atomic_write_u64(&op->wait_us, 0);
 		pg_atomic_write_u64(&op->rejected_statements, 0);
 	}
+	pg_atomic_write_u32(&slot->routing_shards, 0);
+	for (int i = 0; i < RUV_MAX_SHARDS; i++)
+		pg_atomic_write_u32(&slot->routing_weights[i], 0);
+	pg_atomic_write_u32(&slot->centroid_version, 0);
+	pg_atomic_fetch_add_u32(&slot->routing_seq, 1);
 }
 
 static bool
@@ -392,6 +402,111 @@ ruv_throttle_apply(int slot_index, int opno, uint32 pct, int64 expires_us, bool 
 	}
 }
 
+/*
+ * Set one shard's routing weight (setby<<shift | milli). The word is
+ * compare-and-swapped so the watchdog releasing a sidecar weight at the same
+ * moment is never lost half-way; transactional changes are undone on abort
+ * unless someone changed the weight since.
+ */
+void
+ruv_routing_apply(int slot_index, int shard, uint32 word, bool transactional)
+{
+	RuvShmSlot *slot = ruv_slot(slot_index);
+	uint32		prev;
+
+	Assert(shard >= 0 && shard < RUV_MAX_SHARDS);
+	prev = pg_atomic_exchange_u32(&slot->routing_weights[shard], word);
+	pg_atomic_fetch_add_u32(&slot->routing_seq, 1);
+	if (transactional)
+	{
+		RuvUndo    *u = ruv_undo_push(RUV_UNDO_WEIGHT, slot_index);
+
+		u->op = shard;
+		u->word = word;
+		u->prev_pct = prev;
+	}
+}
+
+/*
+ * Give a slot nshards shards at the default weight (and no weight beyond
+ * them). Weights set since are kept for shards that remain.
+ */
+void
+ruv_routing_init(int slot_index, int nshards, bool transactional)
+{
+	RuvShmSlot *slot = ruv_slot(slot_index);
+
+	Assert(nshards >= 0 && nshards <= RUV_MAX_SHARDS);
+	if (transactional)
+	{
+		RuvUndo    *u = ruv_undo_push(RUV_UNDO_ROUTING, slot_index);
+
+		u->saved_slot.routing_shards.value = pg_atomic_read_u32(&slot->routing_shards);
+		for (int i = 0; i < RUV_MAX_SHARDS; i++)
+			u->saved_slot.routing_weights[i].value = pg_atomic_read_u32(&slot->routing_weights[i]);
+	}
+	for (int i = 0; i < RUV_MAX_SHARDS; i++)
+	{
+		if (i >= nshards)
+			pg_atomic_write_u32(&slot->routing_weights[i], 0);
+		else if (i >= (int) pg_atomic_read_u32(&slot->routing_shards) ||
+				 pg_atomic_read_u32(&slot->routing_weights[i]) == 0)
+			pg_atomic_write_u32(&slot->routing_weights[i],
+								ruv_weight_word(RUV_SETBY_NONE, RUV_ROUTING_DEFAULT_MILLI));
+	}
+	pg_atomic_write_u32(&slot->routing_shards, (uint32) nshards);
+	pg_atomic_fetch_add_u32(&slot->routing_seq, 1);
+}
+
+/*
+ * Publish a centroid version when the transaction commits: backends of
+ * other sessions must not assign lists from centroids they cannot see yet.
+ * Until then ruv_centroid_pending gives the version to this backend.
+ */
+void
+ruv_centroid_publish_at_commit(uint32 collection_id, uint32 version)
+{
+	RuvUndo    *u = ruv_undo_push(RUV_UNDO_PUBLISH, -1);
+
+	u->collection_id = collection_id;
+	u->version = version;
+}
+
+bool
+ruv_centroid_pending(uint32 collection_id, uint32 *version)
+{
+	/* The newest wins. */
+	for (int i = list_length(ruv_undo) - 1; i >= 0; i--)
+	{
+		RuvUndo    *u = (RuvUndo *) list_nth(ruv_undo, i);
+
+		if (u->kind == RUV_UNDO_PUBLISH && u->collection_id == collection_id)
+		{
+			*version = u->version;
+			return true;
+		}
+	}
+	return false;
+}
+
+static void
+ruv_publish_committed(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, ruv_undo)
+	{
+		RuvUndo    *u = (RuvUndo *) lfirst(lc);
+		int			slot;
+
+		if (u->kind != RUV_UNDO_PUBLISH)
+			continue;
+		slot = ruv_find_slot(u->collection_id);
+		if (slot >= 0)
+			pg_atomic_write_u32(&ruv_slot(slot)->centroid_version, u->version);
+	}
+}
+
 static void
 ruv_undo_one(RuvUndo *u)
 {
@@ -416,6 +531,14 @@ ruv_undo_one(RuvUndo *u)
 					pg_atomic_write_u32(&slot->ops[o].throttle,
 										u->saved_slot.ops[o].throttle.value);
 				}
+				pg_atomic_write_u32(&slot->routing_shards,
+									u->saved_slot.routing_shards.value);
+				for (int i = 0; i < RUV_MAX_SHARDS; i++)
+					pg_atomic_write_u32(&slot->routing_weights[i],
+										u->saved_slot.routing_weights[i].value);
+				pg_atomic_write_u32(&slot->centroid_version,
+									u->saved_slot.centroid_version.value);
+				pg_atomic_fetch_add_u32(&slot->routing_seq, 1);
 				pg_atomic_write_u32(&slot->in_use, 1);
 				for (int i = 0; i < u->nrels; i++)
 					*ruv_relmap(u->rel_index[i]) = u->rels[i];
@@ -428,6 +551,30 @@ ruv_undo_one(RuvUndo *u)
 				*ruv_relmap(u->rel_index[i]) = u->rels[i];
 			ruv_registry_write_end();
 			break;
+		case RUV_UNDO_WEIGHT:
+			{
+				RuvShmSlot *slot = ruv_slot(u->slot);
+				uint32		expected = u->word;
+
+				/* Only if nobody changed it since, as for throttles. */
+				if (pg_atomic_compare_exchange_u32(&slot->routing_weights[u->op], &expected,
+												   u->prev_pct))
+					pg_atomic_fetch_add_u32(&slot->routing_seq, 1);
+			}
+			break;
+		case RUV_UNDO_ROUTING:
+			{
+				RuvShmSlot *slot = ruv_slot(u->slot);
+
+				pg_atomic_write_u32(&slot->routing_shards, u->saved_slot.routing_shards.value);
+				for (int i = 0; i < RUV_MAX_SHARDS; i++)
+					pg_atomic_write_u32(&slot->routing_weights[i],
+										u->saved_slot.routing_weights[i].value);
+				pg_atomic_fetch_add_u32(&slot->routing_seq, 1);
+			}
+			break;
+		case RUV_UNDO_PUBLISH:
+			break;				/* never happened: it waits for commit */
 		case RUV_UNDO_THROTTLE:
 			{
 				RuvShmOpState *op = &ruv_slot(u->slot)->ops[u->op];
@@ -491,8 +638,11 @@ ruv_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_PREPARE:
+			ruv_publish_committed();
 			ruv_undo = NIL;		/* the list lived in TopTransactionContext */
+			break;
+		case XACT_EVENT_PREPARE:
+			ruv_undo = NIL;
 			break;
 		default:
 			break;

@@ -49,11 +49,21 @@ ruv_throttle_word(uint32 seq, uint32 setby, uint32 pct)
 		(pct & RUV_THROTTLE_PCT_MASK);
 }
 
+static inline uint32
+ruv_weight_word(uint32 setby, uint32 milli)
+{
+	return (setby << RUV_ROUTING_SETBY_SHIFT) | (milli & RUV_ROUTING_MILLI_MASK);
+}
+
 /* registry.c: slot and relation-map changes, undone on abort */
 extern int	ruv_registry_attach(uint32 collection_id, const char *name, Oid *relids, int nrelids);
 extern void ruv_registry_detach(uint32 collection_id);
 extern void ruv_throttle_apply(int slot, int op, uint32 pct, int64 expires_us, bool transactional);
 extern int	ruv_relmap_lookup(Oid relid);
+extern void ruv_routing_apply(int slot, int shard, uint32 word, bool transactional);
+extern void ruv_routing_init(int slot, int nshards, bool transactional);
+extern void ruv_centroid_publish_at_commit(uint32 collection_id, uint32 version);
+extern bool ruv_centroid_pending(uint32 collection_id, uint32 *version);
 
 /* gate.c */
 extern void ruv_gate_install_hooks(void);

@@ -19,7 +19,7 @@
 #endif
 
 #define RUV_SHM_MAGIC                    UINT64CONST(0x314c414548565552)
-#define RUV_SHM_LAYOUT_VERSION           UINT64CONST(0x1)
+#define RUV_SHM_LAYOUT_VERSION           UINT64CONST(0x2)
 #define RUV_SHM_NAME_LEN                 UINT64CONST(0x40)
 #define RUV_SHM_CACHE_LINE               UINT64CONST(0x40)
 #define RUV_SHM_SEQLOCK_READ_RETRIES     UINT64CONST(0x3e8)
@@ -39,9 +39,13 @@
 #define RUV_THROTTLE_SETBY_SHIFT         UINT64CONST(0x8)
 #define RUV_THROTTLE_SETBY_MASK          UINT64CONST(0xff)
 #define RUV_THROTTLE_SEQ_SHIFT           UINT64CONST(0x10)
+#define RUV_MAX_SHARDS                   UINT64CONST(0x100)
+#define RUV_ROUTING_MILLI_MASK           UINT64CONST(0xffffff)
+#define RUV_ROUTING_SETBY_SHIFT          UINT64CONST(0x18)
+#define RUV_ROUTING_DEFAULT_MILLI        UINT64CONST(0x3e8)
 #define RUV_SIZEOF_SHM_HEADER            UINT64CONST(0x100)
 #define RUV_SIZEOF_SHM_OP_STATE          UINT64CONST(0x80)
-#define RUV_SIZEOF_SHM_SLOT              UINT64CONST(0x180)
+#define RUV_SIZEOF_SHM_SLOT              UINT64CONST(0x5c0)
 #define RUV_SIZEOF_SHM_RELMAP_ENTRY      UINT64CONST(0x10)
 
 #define RUV_SHM_FILE_DIR "pg_stat_tmp"
@@ -150,9 +154,15 @@ typedef struct RuvShmSlot
 	pg_atomic_uint64 lambda_updated_us;
 	char pad1[8];
 	RuvShmOpState ops[2];
+	pg_atomic_uint32 routing_seq;
+	pg_atomic_uint32 routing_shards;
+	pg_atomic_uint32 centroid_version;
+	uint32 pad2;
+	char pad3[48];
+	pg_atomic_uint32 routing_weights[256];
 } RuvShmSlot;
 
-StaticAssertDecl(sizeof(RuvShmSlot) == 384, "RuvShmSlot size differs from Go");
+StaticAssertDecl(sizeof(RuvShmSlot) == 1472, "RuvShmSlot size differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, seq) == 0, "RuvShmSlot.seq offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, in_use) == 8, "RuvShmSlot.in_use offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, collection_id) == 12, "RuvShmSlot.collection_id offset differs from Go");
@@ -166,6 +176,12 @@ StaticAssertDecl(offsetof(RuvShmSlot, state_since_us) == 104, "RuvShmSlot.state_
 StaticAssertDecl(offsetof(RuvShmSlot, lambda_updated_us) == 112, "RuvShmSlot.lambda_updated_us offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, pad1) == 120, "RuvShmSlot.pad1 offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, ops) == 128, "RuvShmSlot.ops offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, routing_seq) == 384, "RuvShmSlot.routing_seq offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, routing_shards) == 388, "RuvShmSlot.routing_shards offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, centroid_version) == 392, "RuvShmSlot.centroid_version offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, pad2) == 396, "RuvShmSlot.pad2 offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, pad3) == 400, "RuvShmSlot.pad3 offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, routing_weights) == 448, "RuvShmSlot.routing_weights offset differs from Go");
 
 typedef struct RuvShmRelmapEntry
 {

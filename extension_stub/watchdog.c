@@ -17,6 +17,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -52,6 +54,126 @@ ruv_watchdog_register(void)
 	strcpy(worker.bgw_name, "ruvector_healing watchdog");
 	strcpy(worker.bgw_type, "ruvector_healing watchdog");
 	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * Vector collections' routing weights and active centroid versions, from
+ * the catalog into a segment whose registry is loaded. Sidecar weights are
+ * loaded too; with no live sidecar the main loop releases them at once.
+ */
+static void
+ruv_reload_collections(void)
+{
+	int			ret;
+
+	/* An install from before vector collections existed: nothing to load. */
+	ret = SPI_execute("SELECT to_regclass('ruvector.vector_collections') IS NOT NULL", true, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1 ||
+		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") != 0)
+		return;
+	ret = SPI_execute("SELECT collection_id, partitions FROM ruvector.vector_collections", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "ruvector_healing: could not read ruvector.vector_collections: %d", ret);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int32		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		int32		parts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		int			slot = ruv_find_slot((uint32) id);
+
+		if (slot >= 0 && parts >= 1 && parts <= RUV_MAX_SHARDS)
+			ruv_routing_init(slot, parts, false);
+	}
+	ret = SPI_execute("SELECT collection_id, shard, weight, set_by FROM ruvector.routing_weights", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "ruvector_healing: could not read ruvector.routing_weights: %d", ret);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int32		id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		int32		shard = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		float4		weight = DatumGetFloat4(SPI_getbinval(tup, desc, 3, &isnull));
+		char	   *by = SPI_getvalue(tup, desc, 4);
+		int			slot = ruv_find_slot((uint32) id);
+
+		if (slot < 0 || shard < 0 || shard >= (int) pg_atomic_read_u32(&ruv_slot(slot)->routing_shards))
+			continue;
+		ruv_routing_apply(slot, shard,
+						  ruv_weight_word(strcmp(by, "sidecar") == 0 ? RUV_SETBY_SIDECAR : RUV_SETBY_MANUAL,
+										  (uint32) rint((double) weight * 1000.0)),
+						  false);
+	}
+	ret = SPI_execute("SELECT collection_id, version FROM ruvector.centroid_versions WHERE state = 'active'",
+					  true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "ruvector_healing: could not read ruvector.centroid_versions: %d", ret);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int32		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		int32		version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		int			slot = ruv_find_slot((uint32) id);
+
+		if (slot >= 0)
+			pg_atomic_write_u32(&ruv_slot(slot)->centroid_version, (uint32) version);
+	}
+}
+
+/*
+ * Put every routing weight the sidecar set back to the default, in the
+ * segment at once (fail open) and then in the catalog; returns how many.
+ */
+static int
+ruv_release_sidecar_weights(void)
+{
+	int			released = 0;
+	int64		now = ruv_now_us();
+	uint32		dflt = ruv_weight_word(RUV_SETBY_NONE, RUV_ROUTING_DEFAULT_MILLI);
+	int			ret;
+	Oid			argtypes[1] = {TIMESTAMPTZOID};
+	Datum		args[1];
+
+	for (int i = 0; i < (int) ruv_hdr->slot_count; i++)
+	{
+		RuvShmSlot *slot = ruv_slot(i);
+		int			n = (int) Min(pg_atomic_read_u32(&slot->routing_shards), RUV_MAX_SHARDS);
+
+		if (pg_atomic_read_u32(&slot->in_use) == 0)
+			continue;
+		for (int s = 0; s < n; s++)
+		{
+			uint32		w = pg_atomic_read_u32(&slot->routing_weights[s]);
+
+			/* A failed CAS means someone set it anew: leave that alone. */
+			if ((w >> RUV_ROUTING_SETBY_SHIFT) == RUV_SETBY_SIDECAR &&
+				pg_atomic_compare_exchange_u32(&slot->routing_weights[s], &w, dflt))
+			{
+				pg_atomic_fetch_add_u32(&slot->routing_seq, 1);
+				released++;
+			}
+		}
+	}
+	if (released == 0)
+		return 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "ruvector_healing: releasing sidecar routing weights");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ruvector_healing: SPI_connect failed");
+	args[0] = TimestampTzGetDatum(now - RUV_UNIX_TO_PG_US);
+	ret = SPI_execute_with_args("DELETE FROM ruvector.routing_weights WHERE set_by = 'sidecar' AND set_at <= $1",
+								1, argtypes, args, NULL, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "ruvector_healing: could not release sidecar routing weights: %d", ret);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return released;
 }
 
 /*
@@ -134,6 +256,8 @@ ruv_watchdog_reload(void)
 			ruv_throttle_apply(slot, opno, (uint32) pct,
 							   isnull ? 0 : DatumGetTimestampTz(exp) + RUV_UNIX_TO_PG_US, false);
 	}
+
+	ruv_reload_collections();
 
 	SPI_finish();
 	PopActiveSnapshot();
@@ -263,6 +387,7 @@ ruv_watchdog_main(Datum main_arg)
 		int64		hb = (int64) pg_atomic_read_u64(&ruv_hdr->sidecar_heartbeat_us);
 		int64		timeout_us = (int64) ruv_sidecar_timeout_ms * 1000;
 		int			n;
+		int			w;
 
 		pg_atomic_write_u64(&ruv_hdr->watchdog_heartbeat_us, (uint64) now);
 
@@ -275,6 +400,10 @@ ruv_watchdog_main(Datum main_arg)
 		if (now - hb > timeout_us)
 		{
 			n = ruv_release_sidecar_throttles();
+			w = ruv_release_sidecar_weights();
+			if (w > 0)
+				ereport(LOG,
+						(errmsg("ruvector_healing: %d routing weights the sidecar had set are back to 1: no sidecar heartbeat", w)));
 			if (hb != 0)
 				ruv_mark_states_unknown(outage_since != 0 && now - outage_since > timeout_us);
 			if (hb != 0 && pg_atomic_read_u32(&ruv_hdr->outage) == 0)

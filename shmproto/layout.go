@@ -28,7 +28,7 @@ const (
 	// Magic spells "RUVHEAL1"; it is written last, after a write barrier,
 	// so a reader that sees it sees a fully initialised header.
 	Magic         uint64 = 0x314C414548565552
-	LayoutVersion uint32 = 1
+	LayoutVersion uint32 = 2
 
 	CacheLine = 64
 	NameLen   = 64 // NAMEDATALEN: a collection name is an identifier
@@ -82,6 +82,17 @@ const (
 
 // SetByNames are the SQL spellings of SetBy, indexed by SetBy.
 var SetByNames = [NumSetBy]string{"none", "sidecar", "manual"}
+
+// Routing: a collection has at most MaxShards shards (partitions). Each
+// shard's weight is one atomic 32-bit word holding the weight in
+// milli-units (weight 1 = 1000) and who set it, so the watchdog can release
+// the sidecar's weights without SQL telling it which ones they are.
+const (
+	MaxShards           = 256
+	RoutingMilliMask    = 0xffffff // weight × 1000; the SQL side caps weights at 1000
+	RoutingSetByShift   = 24
+	RoutingDefaultMilli = 1000 // weight 1: what a shard without a routing_weights row gets
+)
 
 // Throttle word: one atomic 32-bit value per op so that the percentage, who
 // set it and a change counter move together. The counter defeats ABA: the
@@ -181,6 +192,19 @@ type Slot struct {
 	_               [8]byte
 
 	Ops [NumOps]OpState
+
+	// RoutingSeq counts routing changes; readers that see it move while
+	// copying the weights copy them again. RoutingShards is how many shards
+	// the collection has (0: not a vector collection, no routing).
+	// CentroidVersion is the active IVF centroid version (0: none),
+	// published by the extension when the activating transaction commits.
+	RoutingSeq      atomic.Uint32
+	RoutingShards   atomic.Uint32
+	CentroidVersion atomic.Uint32
+	_               uint32
+	_               [48]byte
+	// RoutingWeights are setby<<RoutingSetByShift | milli-weight, per shard.
+	RoutingWeights [MaxShards]atomic.Uint32
 }
 
 // RelmapEntry maps a relation (a collection's table or one of its
@@ -209,6 +233,16 @@ func SegmentSize(slots, relmap int) int {
 // PackThrottle builds a throttle word.
 func PackThrottle(seq uint32, by SetBy, pct uint32) uint32 {
 	return seq<<ThrottleSeqShift | uint32(by)<<ThrottleSetByShift | pct&ThrottlePctMask
+}
+
+// PackWeight builds a routing weight word.
+func PackWeight(by SetBy, milli uint32) uint32 {
+	return uint32(by)<<RoutingSetByShift | milli&RoutingMilliMask
+}
+
+// UnpackWeight splits a routing weight word.
+func UnpackWeight(w uint32) (by SetBy, milli uint32) {
+	return SetBy(w >> RoutingSetByShift), w & RoutingMilliMask
 }
 
 // UnpackThrottle splits a throttle word.

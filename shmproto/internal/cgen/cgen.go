@@ -93,6 +93,10 @@ func Constants() []Constant {
 		{"RUV_THROTTLE_SETBY_SHIFT", shmproto.ThrottleSetByShift},
 		{"RUV_THROTTLE_SETBY_MASK", shmproto.ThrottleSetByMask},
 		{"RUV_THROTTLE_SEQ_SHIFT", shmproto.ThrottleSeqShift},
+		{"RUV_MAX_SHARDS", shmproto.MaxShards},
+		{"RUV_ROUTING_MILLI_MASK", shmproto.RoutingMilliMask},
+		{"RUV_ROUTING_SETBY_SHIFT", shmproto.RoutingSetByShift},
+		{"RUV_ROUTING_DEFAULT_MILLI", shmproto.RoutingDefaultMilli},
 	}
 	for _, s := range Structs() {
 		c = append(c, Constant{"RUV_SIZEOF_" + strings.ToUpper(snake(strings.TrimPrefix(s.CName, "Ruv"))), uint64(s.GoType.Size())})
