@@ -548,14 +548,14 @@ $$;
 CREATE FUNCTION ruvector_healing_rollback(collection text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    id integer;
+    cid integer;
     o ruvector.healing_outcomes;
     s ruvector.healing_strategies;
 BEGIN
     PERFORM ruvector._require_admin('roll back a healing action');
-    id := ruvector._collection_id(collection);
+    cid := ruvector._collection_id(collection);
     SELECT * INTO o FROM ruvector.healing_outcomes h
-        WHERE h.collection_id = id AND h.state = 'done' AND h.success AND NOT h.rolled_back
+        WHERE h.collection_id = cid AND h.state = 'done' AND h.success AND NOT h.rolled_back
           AND coalesce(h.metadata->>'kind', '') <> 'rollback'
           AND NOT EXISTS (SELECT 1 FROM ruvector.healing_outcomes r
                           WHERE r.metadata->>'kind' = 'rollback' AND (r.metadata->>'rollback_of')::bigint = h.id AND r.success)
@@ -571,7 +571,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Irreversible strategies cannot be rolled back; a human has to undo their effect.';
     END IF;
-    RETURN ruvector._healing_request('rollback', id, o.id, o.strategy_name, '{}');
+    RETURN ruvector._healing_request('rollback', cid, o.id, o.strategy_name, '{}');
 END
 $$;
 
