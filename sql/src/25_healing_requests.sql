@@ -112,7 +112,7 @@ BEGIN
     PERFORM pg_notify('ruvector_healing_requests', r.id::text);
     doc := ruvector._healing_request_json(r) || jsonb_build_object('sidecar_alive', alive);
     IF NOT alive THEN
-        RAISE NOTICE 'ruvector-sidecar is not running: request % waits for it until %', r.id, r.expires_at
+        RAISE NOTICE 'ruvector-sidecar is not running: request % waits for it for at most %', r.id, ruvector._healing_request_ttl()
             USING HINT = 'Start ruvector-sidecar run; follow the request with SELECT ruvector_healing_request_status(' || r.id || ');';
         doc := doc || jsonb_build_object('note', 'sidecar not running: the request is served when it starts, or expires at expires_at');
     ELSE

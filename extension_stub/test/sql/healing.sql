@@ -74,6 +74,61 @@ SELECT v->'ok' AS ok, v->'problems' AS problems FROM ruvector_healing_verify_aud
 SELECT ruvector._canon(NULL::text), ruvector._canon('é'::text), ruvector._canon(true),
        ruvector._canon(0.5::real), ruvector._canon('1970-01-01 00:00:01+00'::timestamptz);
 
+
+-- The acting functions: configure validates like sidecar/healconfig and
+-- names the key; requests wait for a sidecar and say it is not running.
+-- {} changes nothing and shows every key: the stored values over the defaults.
+SELECT ruvector_healing_configure('{}') - 'enabled' - 'min_healing_interval_seconds'
+     = ruvector._healing_config_defaults() - 'enabled' - 'min_healing_interval_seconds' AS defaults;
+SELECT c->'enabled' AS enabled, c->'max_attempts_per_hour' AS attempts,
+       c->'classifier_thresholds'->'memory_usage_pct' AS mem
+FROM ruvector_healing_configure('{"enabled": false, "classifier_thresholds": {"memory_usage_pct": 90}}') c;
+SELECT config->'max_attempts_per_hour' AS stored_attempts FROM ruvector.healing_config;
+SELECT ruvector_healing_configure('{"max_attempts_per_hour": 0}');
+SELECT ruvector_healing_configure('{"enabeld": true}');
+SELECT ruvector_healing_configure('{"classifier_thresholds": {"memory_usage_pct": "high"}}');
+SELECT ruvector_healing_configure('{"require_approval": ["centroid"]}');
+SELECT ruvector_healing_configure('[]');
+\set VERBOSITY sqlstate
+SELECT ruvector_healing_configure(NULL);
+SELECT ruvector_healing_configure('{"max_auto_heal_impact": 2}');
+\set VERBOSITY default
+SELECT config->'enabled' AS unchanged FROM ruvector.healing_config;
+CREATE TABLE hreq (id bigserial, embedding real[]);
+SELECT ruvector_collection_register('hreq', 'hreq') > 0 AS ok;
+SELECT r->>'kind' AS kind, r->>'status' AS status, r->'sidecar_alive' AS alive, r->>'note' AS note
+FROM ruvector_healing_trigger('hreq') r;
+SELECT r->>'status' AS status FROM ruvector_healing_execute('hreq', 'throttle_ingestion', '{"priority": 1}') r;
+SELECT kind, status, params FROM ruvector.healing_requests ORDER BY id;
+SELECT r->'dry_run' AS dry, r->'would_run' AS would_run, r->'blockers' AS blockers
+FROM ruvector_healing_execute('hreq', 'throttle_ingestion', '{"dry_run": true}') r;
+SELECT count(*) AS requests_after_dry_run FROM ruvector.healing_requests;
+UPDATE ruvector.healing_requests SET expires_at = now() - interval '1 second';
+SELECT r->>'status' AS status FROM ruvector_healing_request_status((SELECT min(id) FROM ruvector.healing_requests)) r;
+SELECT ruvector_healing_trigger('nope');
+SELECT ruvector_healing_execute('hreq', 'throttle_ingestion', '{"dry_run": "yes"}');
+SELECT ruvector_healing_execute('hreq', 'throttle_ingestion', '[]');
+SELECT ruvector_healing_approve(424242);
+SELECT ruvector_healing_abort(NULL);
+SELECT ruvector_healing_rollback('hreq');
+SELECT ruvector_healing_request_status(424242);
+INSERT INTO ruvector.healing_strategies (name, handles, impact, estimated_duration_ms, reversible, published_by)
+VALUES ('throttle_ingestion', '{hotspot_congestion}', 0.4, 5000, true, 'test');
+SELECT ruvector_healing_execute('hreq', 'throttel_ingestion');
+-- A pending action: aborted at once in SQL (nothing had been done), and
+-- then neither approvable nor abortable again.
+INSERT INTO ruvector.healing_outcomes (collection_id, problem_class, problem_details, strategy_name,
+    started_at, success, initial_lambda, state)
+SELECT c.collection_id, 'centroid_skew', '{}', 'throttle_ingestion', now(), false, 0.4, 'pending_approval'
+FROM ruvector.collections c WHERE c.name = 'hreq';
+SELECT jsonb_array_length(ruvector_healing_status()->'pending_actions') AS pending;
+SELECT r->>'status' AS status, r->'result'->'aborted' AS aborted
+FROM ruvector_healing_abort((SELECT max(id) FROM ruvector.healing_outcomes)) r;
+SELECT jsonb_array_length(ruvector_healing_status()->'pending_actions') AS pending;
+\set VERBOSITY sqlstate
+SELECT ruvector_healing_approve((SELECT max(id) FROM ruvector.healing_outcomes));
+\set VERBOSITY default
+
 -- Privileges: monitors read, plain roles do not, keys are for admins only.
 CREATE ROLE ruv_heal_plain;
 CREATE ROLE ruv_heal_watch IN ROLE ruvector_monitor;
@@ -82,12 +137,21 @@ GRANT USAGE ON SCHEMA ruvector TO ruv_heal_plain;
 SET ROLE ruv_heal_plain;
 \set VERBOSITY sqlstate
 SELECT ruvector_healing_status();
+SELECT ruvector_healing_configure('{}');
+SELECT ruvector_healing_trigger('hreq');
 SELECT count(*) FROM ruvector_healing_history();
 SELECT ruvector_healing_verify_audit();
 \set VERBOSITY default
 RESET ROLE;
 SET ROLE ruv_heal_watch;
 SELECT s->'total_healings_24h' AS total FROM ruvector_healing_status() s;
+SELECT ruvector_healing_configure('{}');
+SELECT ruvector_healing_trigger('hreq');
+SELECT ruvector_healing_execute('hreq', 'throttle_ingestion', '{"dry_run": true}');
+SELECT ruvector_healing_rollback('hreq');
+SELECT ruvector_healing_approve(1);
+SELECT ruvector_healing_abort(1);
+SELECT r->>'kind' AS kind FROM ruvector_healing_request_status((SELECT min(id) FROM ruvector.healing_requests)) r;
 SELECT count(*) FROM ruvector_healing_history();
 SELECT count(*) FROM ruvector_healing_effectiveness();
 SELECT v->'records' AS records FROM ruvector_healing_verify_audit() v;
@@ -98,12 +162,18 @@ DELETE FROM ruvector.healing_outcomes;
 RESET ROLE;
 SET ROLE ruv_heal_ops;
 SELECT count(*) FROM ruvector.healing_audit_keys;
+SELECT c->'stabilization_seconds' AS stab FROM ruvector_healing_configure('{"stabilization_seconds": 5}') c;
+SELECT r->>'status' AS status FROM ruvector_healing_trigger('hreq') r;
 RESET ROLE;
 
 DELETE FROM ruvector.healing_outcomes;
 DELETE FROM ruvector.healing_strategy_weights;
 DELETE FROM ruvector.healing_config;
+DELETE FROM ruvector.healing_requests;
+DELETE FROM ruvector.healing_strategies;
 SELECT ruvector_collection_unregister('hvec');
+SELECT ruvector_collection_unregister('hreq');
+DROP TABLE hreq;
 DROP TABLE hvec;
 REVOKE USAGE ON SCHEMA ruvector FROM ruv_heal_plain;
 DROP ROLE ruv_heal_plain;
