@@ -559,3 +559,52 @@ func (s *Segment) Detach(now time.Time) (int, error) {
 	})
 	return n, err
 }
+
+// Weight is one shard's routing weight as the column default routes by.
+type Weight struct {
+	Weight float64 // 1 is the default; 0 means no new rows
+	SetBy  SetBy   // SetByNone for a default weight
+}
+
+// Routing is a collection's routing: one weight per shard.
+type Routing struct {
+	Seq     uint32 // routing change counter
+	Weights []Weight
+}
+
+// ReadRouting copies a slot's routing weights, consistently with respect to
+// the routing change counter: a copy that saw the counter move is taken
+// again. Writes go through SQL (ruvector_routing_set), never through here,
+// so that they are durable and transactional.
+func (s *Segment) ReadRouting(i int) (Routing, error) {
+	var r Routing
+	err := s.viewSlot(i, func(_ *Header, sl *Slot) error {
+		for try := 0; try < SeqlockReadRetries; try++ {
+			seq := sl.RoutingSeq.Load()
+			n := min(int(sl.RoutingShards.Load()), MaxShards)
+			r = Routing{Seq: seq, Weights: make([]Weight, n)}
+			for sh := 0; sh < n; sh++ {
+				by, milli := UnpackWeight(sl.RoutingWeights[sh].Load())
+				r.Weights[sh] = Weight{Weight: float64(milli) / 1000, SetBy: by}
+			}
+			if sl.RoutingSeq.Load() == seq {
+				return nil
+			}
+			spin(try)
+		}
+		return fmt.Errorf("%w: slot %d routing", ErrSeqlockBusy, i)
+	})
+	return r, err
+}
+
+// ReadCentroidVersion returns the slot's active IVF centroid version (0:
+// none). The extension publishes it when the activating transaction
+// commits.
+func (s *Segment) ReadCentroidVersion(i int) (uint32, error) {
+	var v uint32
+	err := s.viewSlot(i, func(_ *Header, sl *Slot) error {
+		v = sl.CentroidVersion.Load()
+		return nil
+	})
+	return v, err
+}

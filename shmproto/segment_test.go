@@ -374,3 +374,59 @@ func TestRefreshRemaps(t *testing.T) {
 		t.Fatalf("old mapping lost: generation %d", in.Generation)
 	}
 }
+
+// A reader racing a writer of the routing words gets the weights as they
+// were at one instant. The writer raises shard 0, then 1, then 2 to the
+// same value, moving the change counter after each word, so at any instant
+// w0 >= w1 >= w2 >= w0-1; a copy mixing words from different instants
+// breaks that.
+func TestReadRoutingConsistent(t *testing.T) {
+	s, _ := newSegment(t, "alpha")
+	var sl *Slot
+	_ = s.view(func(_ *Header, slot func(int) *Slot) error { sl = slot(0); return nil })
+	sl.RoutingShards.Store(3)
+	if v, err := s.ReadCentroidVersion(0); err != nil || v != 0 {
+		t.Fatalf("centroid version of a fresh slot: %d %v", v, err)
+	}
+	sl.CentroidVersion.Store(9)
+	if v, err := s.ReadCentroidVersion(0); err != nil || v != 9 {
+		t.Fatalf("centroid version: %d %v", v, err)
+	}
+	if _, err := s.ReadRouting(7); err == nil {
+		t.Fatal("ReadRouting of a slot out of range succeeded")
+	}
+
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := uint32(1); i < 1<<20; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			for sh := 0; sh < 3; sh++ {
+				sl.RoutingWeights[sh].Store(PackWeight(SetBySidecar, i))
+				sl.RoutingSeq.Add(1)
+			}
+		}
+	}()
+	defer func() { close(done); wg.Wait() }()
+	got := 0
+	for n := 0; n < 5000; n++ {
+		r, err := s.ReadRouting(0)
+		if err != nil {
+			continue // the writer kept the counter moving: allowed, never torn
+		}
+		got++
+		w0, w1, w2 := r.Weights[0].Weight, r.Weights[1].Weight, r.Weights[2].Weight
+		if len(r.Weights) != 3 || w0 < w1 || w1 < w2 || w0 > w2+0.0015 {
+			t.Fatalf("torn routing copy: %+v", r.Weights)
+		}
+	}
+	if got == 0 {
+		t.Fatal("no routing copy succeeded")
+	}
+}

@@ -8,11 +8,15 @@
 -- adopted table must follow it):
 --   id        bigserial            (primary key together with shard)
 --   embedding real[] NOT NULL     (dimension and finiteness checked by the
---                                  ruvector._vector_check trigger)
+--                                  ruvector_vector_check row trigger, function
+--                                  ruvector._vector_check)
 --   shard     int NOT NULL        DEFAULT ruvector._route_shard(<collection_id>)
---   ivf_list  int                 assigned by the ruvector._ivf_assign trigger
---                                  from the active centroid version; NULL
---                                  until the first version is trained
+--   ivf_list  int                 assigned by the same trigger from the
+--                                  active centroid version when NULL (or on
+--                                  UPDATE when the embedding changed and
+--                                  ivf_list did not); NULL until the first
+--                                  version is active
+-- Functions: 31_collections_api.sql.
 -- LIST-partitioned by shard: partition <name>_p<N> holds shard N,
 -- N in 0 .. partitions-1.
 -- ---------------------------------------------------------------------------
