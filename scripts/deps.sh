@@ -12,6 +12,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 [ -f /usr/share/postgresql/15/extension/pgstattuple.control ] || need_pkgs+=(postgresql-contrib)
 have psql || need_pkgs+=(postgresql-client-15)
 have gcc || need_pkgs+=(gcc)
+[ -f /usr/include/openssl/evp.h ] || need_pkgs+=(libssl-dev)
 have make || need_pkgs+=(make)
 [ -x /usr/lib/postgresql/15/bin/pgbench ] || need_pkgs+=(postgresql-contrib)
 # promtool checks and unit-tests deploy/prometheus/alerts.yml and the

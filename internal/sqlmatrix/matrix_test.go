@@ -33,7 +33,7 @@ type fn struct {
 
 // Acting functions change state; ruvector_monitor must not be able to
 // call them successfully, and neither may a role with no ruvector grant.
-var acting = regexp.MustCompile(`_(set|clear|register|unregister|refresh|create|drop|adopt|configure|trigger|approve|abort|execute|rollback|override|enqueue|reset|activate|attach|detach|apply)$`)
+var acting = regexp.MustCompile(`_(set|clear|register|unregister|refresh|create|drop|adopt|configure|trigger|approve|abort|execute|rollback|override|enqueue|reset|activate|attach|detach|apply|install|request|init)$`)
 
 // Functions every role may execute, with why.
 var public = map[string]string{
@@ -42,6 +42,8 @@ var public = map[string]string{
 	"_allowed_operations":       "a constant table of what each state allows",
 	"_integrity_default_policy": "the constant default policy",
 	"_require_admin":            "the privilege check itself: it raises 42501 for everyone but admins",
+	"_ed25519_verify":           "a pure signature check (public keys are not secret)",
+	"_operation_risk":           "a constant table of operation risk classes",
 }
 
 const setupSQL = `

@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/shmproto"
+	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
@@ -67,6 +68,9 @@ type Config struct {
 	// loop's goroutine: the only safe way for others (the metrics) to see
 	// them while the loop runs.
 	OnSample func([]Snapshot)
+	// AuditKey, if set, signs integrity events (see seal.go): the loop's
+	// own transitions and the events SQL functions write.
+	AuditKey *audit.Key
 }
 
 func (c *Config) defaults() {
@@ -130,6 +134,9 @@ type Monitor struct {
 	cols    map[int]*Collection
 	lastPol time.Time
 	started time.Time
+	// keyOnDB: the audit key's public half is known to be registered on
+	// the current catalog connection's database.
+	keyOnDB bool
 	// OnTransition, if set, runs after a state transition was recorded.
 	OnTransition func(c *Collection, t integrity.Transition, cut health.Cut)
 }
@@ -188,6 +195,9 @@ func (m *Monitor) Step(ctx context.Context, now time.Time) error {
 		if err := m.sample(ctx, m.cols[id], now); err != nil {
 			errs = append(errs, fmt.Errorf("collection %s: %w", m.cols[id].Target.Name, err))
 		}
+	}
+	if err := m.sealEvents(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

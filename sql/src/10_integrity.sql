@@ -30,11 +30,45 @@ CREATE TABLE ruvector.integrity_events (
     lambda_cut         double precision,
     witness_edge_count integer,
     metadata           jsonb NOT NULL DEFAULT '{}',
+    -- Signed by the sidecar's audit key (ruvector.healing_audit_keys):
+    -- events it writes itself at once, events written by SQL functions
+    -- (policy changes, overrides) within a sample. The signature covers
+    -- ruvector._integrity_event_canonical(row); is_verified is computed
+    -- when read (ruvector_integrity_history), never stored.
     is_signed          boolean NOT NULL DEFAULT false,
-    is_verified        boolean,
+    signature          bytea,
+    key_id             text,
     created_at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX integrity_events_collection_time ON ruvector.integrity_events (collection_id, created_at DESC);
+-- The sidecar's sealer looks for these every sample.
+CREATE INDEX integrity_events_unsigned ON ruvector.integrity_events (id) WHERE signature IS NULL;
+
+-- What an event's signature covers. Timestamps as microseconds and floats
+-- with extra_float_digits fixed, so the bytes depend on the row alone, not
+-- on the reader's TimeZone or float settings.
+CREATE FUNCTION ruvector._integrity_event_canonical(e ruvector.integrity_events)
+RETURNS bytea LANGUAGE sql IMMUTABLE SET extra_float_digits = 3 AS $$
+    SELECT convert_to(jsonb_build_array('ruvector.integrity_events/v1', e.id, e.collection_id, e.event_type,
+        e.previous_state, e.new_state, e.lambda_cut, e.witness_edge_count, e.metadata,
+        (extract(epoch FROM e.created_at) * 1000000)::bigint)::text, 'UTF8')
+$$;
+
+-- NULL when unsigned, else whether the signature verifies against the
+-- registered public key. SECURITY DEFINER: readers of events may not read
+-- the key inventory itself. (PL/pgSQL: the key table is created later in
+-- the script.)
+CREATE FUNCTION ruvector._integrity_event_verified(e ruvector.integrity_events)
+RETURNS boolean LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF e.signature IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN coalesce((SELECT ruvector._ed25519_verify(k.public_key, ruvector._integrity_event_canonical(e), e.signature)
+                     FROM ruvector.healing_audit_keys k WHERE k.key_id = e.key_id), false);
+END
+$$;
 
 -- The latest health graph of each collection, written by the sidecar.
 CREATE TABLE ruvector.contracted_graph (
@@ -238,7 +272,9 @@ BEGIN
     END IF;
     RETURN QUERY
         SELECT e.id, e.event_type, e.previous_state, e.new_state, e.lambda_cut, e.witness_edge_count,
-               e.metadata, e.is_signed, e.is_verified, e.created_at
+               e.metadata, e.is_signed,
+               ruvector._integrity_event_verified(e),
+               e.created_at
         FROM ruvector.integrity_events e
         WHERE e.collection_id = cid AND e.created_at >= since
           AND (ruvector_integrity_history.event_type IS NULL OR e.event_type = ruvector_integrity_history.event_type)
@@ -375,8 +411,12 @@ GRANT SELECT ON ruvector.collections, ruvector.collection_relations, ruvector.th
     ruvector.integrity_policies, ruvector.integrity_overrides, ruvector.integrity_events,
     ruvector.contracted_graph TO pg_monitor;
 REVOKE ALL ON FUNCTION ruvector_integrity_status(text), ruvector_contracted_graph(text),
-    ruvector_integrity_history(text, text, timestamptz, integer), ruvector_integrity_gate(text, text) FROM PUBLIC;
+    ruvector_integrity_history(text, text, timestamptz, integer), ruvector_integrity_gate(text, text),
+    ruvector._integrity_event_canonical(ruvector.integrity_events),
+    ruvector._integrity_event_verified(ruvector.integrity_events) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ruvector_integrity_status(text), ruvector_contracted_graph(text),
-    ruvector_integrity_history(text, text, timestamptz, integer), ruvector_integrity_gate(text, text)
+    ruvector_integrity_history(text, text, timestamptz, integer), ruvector_integrity_gate(text, text),
+    ruvector._integrity_event_canonical(ruvector.integrity_events),
+    ruvector._integrity_event_verified(ruvector.integrity_events)
     TO ruvector_monitor, pg_monitor;
 
