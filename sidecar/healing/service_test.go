@@ -437,6 +437,58 @@ ruvector_healing_enabled 1
 		}
 	})
 
+	t.Run("pause_maintenance pauses low-priority jobs of the queue and resumes them on rollback", func(t *testing.T) {
+		c.MustExec(ctx, `DELETE FROM ruvector.healing_leases`)
+		var low, running, high int64
+		if err := v.db.QueryRow(ctx, `WITH j AS (INSERT INTO ruvector.maintenance_jobs (collection_id, kind, priority, state)
+				VALUES ($1, 'compaction', 10, 'queued'), ($1, 'rebalance', 40, 'running'), ($1, 'vacuum', 100, 'queued')
+				RETURNING job_id, priority)
+			SELECT (SELECT job_id FROM j WHERE priority = 10), (SELECT job_id FROM j WHERE priority = 40),
+			       (SELECT job_id FROM j WHERE priority = 100)`, v.embID).Scan(&low, &running, &high); err != nil {
+			t.Fatal(err)
+		}
+		jobs := func() map[int64]string {
+			rows, _ := v.db.Query(ctx, `SELECT job_id, state || coalesce(':' || paused_by, '') FROM ruvector.maintenance_jobs`)
+			out := map[int64]string{}
+			for rows.Next() {
+				var id int64
+				var st string
+				_ = rows.Scan(&id, &st)
+				out[id] = st
+			}
+			return out
+		}
+		ps := &sampler{}
+		var during map[int64]string
+		ps.set(0.4, func() { during = jobs() }) // not improved: rolled back
+		pm := healing.NewPauseMaintenance(c.Connect(ctx, "postgres"))
+		e := v.engine(ctx, t, ps, pm)
+		out, err := e.Execute(ctx, healing.Trigger{Collection: "emb", CollectionID: v.embID, State: strategy.StateStress, Lambda: 0.5},
+			"pause_maintenance", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("paused:%d", out.ID)
+		if during[low] != want || during[running] != want || during[high] != "queued" {
+			t.Fatalf("jobs during the remediation %v (outcome %d)", during, out.ID)
+		}
+		if !out.RolledBack {
+			t.Fatalf("outcome %+v", out)
+		}
+		if after := jobs(); after[low] != "queued" || after[running] != "queued" || after[high] != "queued" {
+			t.Fatalf("jobs after rollback %v", after)
+		}
+		// priority_below as a parameter of a manual execution.
+		ps.set(0.4, func() { during = jobs() })
+		if _, err := e.Execute(ctx, healing.Trigger{Collection: "emb", CollectionID: v.embID, State: strategy.StateStress, Lambda: 0.5},
+			"pause_maintenance", json.RawMessage(`{"priority_below": 200}`)); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(during[high], "paused:") {
+			t.Fatalf("priority_below 200 left the priority-100 job %s", during[high])
+		}
+	})
+
 	t.Run("an audit record altered by hand is detected", func(t *testing.T) {
 		if d := v.call(ctx, t, `SELECT ruvector_healing_verify_audit()`); d["ok"] != true {
 			t.Fatalf("chain before tampering: %v", d)
