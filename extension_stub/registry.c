@@ -428,8 +428,8 @@ ruv_routing_apply(int slot_index, int shard, uint32 word, bool transactional)
 }
 
 /*
- * Give a slot nshards shards at the default weight (and no weight beyond
- * them). Weights set since are kept for shards that remain.
+ * Give a slot nshards shards: shards it did not have get the default
+ * weight, shards it keeps keep theirs, shards beyond nshards get none.
  */
 void
 ruv_routing_init(int slot_index, int nshards, bool transactional)
@@ -449,8 +449,7 @@ ruv_routing_init(int slot_index, int nshards, bool transactional)
 	{
 		if (i >= nshards)
 			pg_atomic_write_u32(&slot->routing_weights[i], 0);
-		else if (i >= (int) pg_atomic_read_u32(&slot->routing_shards) ||
-				 pg_atomic_read_u32(&slot->routing_weights[i]) == 0)
+		else if (i >= (int) pg_atomic_read_u32(&slot->routing_shards))
 			pg_atomic_write_u32(&slot->routing_weights[i],
 								ruv_weight_word(RUV_SETBY_NONE, RUV_ROUTING_DEFAULT_MILLI));
 	}

@@ -117,6 +117,11 @@ BEGIN
 END
 $$;
 
+REVOKE ALL ON FUNCTION ruvector._collection_install(integer, regclass, text, integer, integer, integer, boolean)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector._collection_install(integer, regclass, text, integer, integer, integer, boolean)
+    TO ruvector_admin;
+
 CREATE FUNCTION ruvector_collection_create(name text, dim integer, partitions integer DEFAULT 16,
                                            lists integer DEFAULT 100)
 RETURNS integer LANGUAGE plpgsql VOLATILE AS $$
