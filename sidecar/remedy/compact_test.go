@@ -1,0 +1,221 @@
+package remedy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ruvector/ruvector-healing/internal/sensortest"
+	"github.com/ruvector/ruvector-healing/sidecar/strategy"
+)
+
+// fragmentSQL builds a B-tree on random keys, so page splits scatter its
+// leaves (pgstatindex leaf_fragmentation well above 10%), on every
+// partition of "emb".
+const fragmentSQL = `
+CREATE EXTENSION pgstattuple;
+CREATE INDEX emb_embedding_idx ON emb (embedding);
+INSERT INTO emb (embedding, shard)
+SELECT ARRAY[random(), random(), random(), random()]::real[], g % 4 FROM generate_series(1, 40000) g;
+`
+
+func dialer(env *sensortest.Env) Dialer {
+	return func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, env.Cluster.DSN("postgres")) }
+}
+
+// fragmentation is the collection's indexes' fragmentation measured
+// independently of the strategy, by name.
+func fragmentation(t *testing.T, ctx context.Context, conn *pgx.Conn) map[string]float64 {
+	t.Helper()
+	rows, err := conn.Query(ctx, `SELECT c.relname, (pgstatindex(c.oid::regclass)).leaf_fragmentation
+		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE c.relkind = 'i' AND i.indrelid IN (SELECT relid FROM ruvector.collection_relations) AND i.indisvalid`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for rows.Next() {
+		var n string
+		var f float64
+		if err := rows.Scan(&n, &f); err != nil {
+			t.Fatal(err)
+		}
+		out[n] = f
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func invalidIndexes(t *testing.T, ctx context.Context, conn *pgx.Conn) []string {
+	t.Helper()
+	rows, err := conn.Query(ctx, `SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE NOT i.indisvalid AND i.indrelid IN (SELECT relid FROM ruvector.collection_relations)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func TestCompactIndexes(t *testing.T) {
+	ctx := context.Background()
+	env := sensortest.Start(t, ctx, 4, fragmentSQL)
+	s := &CompactIndexes{Dial: dialer(env)}
+	newRC := func() *strategy.Context {
+		return &strategy.Context{Collection: "emb", CollectionID: int64(env.Target.ID),
+			Recorder: &strategy.MemoryRecorder{}, Started: time.Now(), Timeout: 2 * s.EstimatedDuration()}
+	}
+	before := fragmentation(t, ctx, env.Conn)
+	fragmented := 0
+	for n, f := range before {
+		t.Logf("before: %s %.1f%%", n, f)
+		if f > 10 {
+			fragmented++
+		}
+	}
+	if fragmented < 4 {
+		t.Fatalf("setup: expected the 4 embedding indexes to be fragmented, got %v", before)
+	}
+
+	t.Run("plan changes nothing", func(t *testing.T) {
+		p, err := s.Plan(ctx, newRC())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Noop || len(p.Steps) != fragmented {
+			t.Fatalf("plan: %+v, want %d reindex steps", p, fragmented)
+		}
+		after := fragmentation(t, ctx, env.Conn)
+		for n, f := range before {
+			if after[n] != f {
+				t.Fatalf("plan changed %s: %.2f -> %.2f", n, f, after[n])
+			}
+		}
+	})
+
+	t.Run("stops when lambda reaches the target", func(t *testing.T) {
+		rc := newRC()
+		rc.TargetLambda = 0.9
+		rc.Sample = func(context.Context) (float64, error) { return 0.95, nil }
+		res, err := s.Execute(ctx, rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.ActionsTaken != 1 || !res.Success {
+			t.Fatalf("want exactly one rebuild before λ is checked, got %+v", res)
+		}
+		acts, _ := rc.Actions()
+		if len(acts) != 1 {
+			t.Fatalf("recorded %d actions, want 1", len(acts))
+		}
+		var a reindexAction
+		if err := json.Unmarshal(acts[0], &a); err != nil {
+			t.Fatal(err)
+		}
+		worst := ""
+		for n, f := range before {
+			if worst == "" || f > before[worst] {
+				worst = n
+			}
+		}
+		if a.Index != worst {
+			t.Fatalf("rebuilt %s first, want the most fragmented %s", a.Index, worst)
+		}
+	})
+
+	t.Run("interrupted rebuild leaves no invalid index", func(t *testing.T) {
+		// A writer holding its transaction open makes REINDEX CONCURRENTLY
+		// wait after it has created the transient _ccnew index.
+		blocker := env.Cluster.Connect(ctx, "postgres")
+		if _, err := blocker.Exec(ctx, `BEGIN; INSERT INTO emb (embedding, shard) SELECT '{1,2,3,4}', g FROM generate_series(0, 3) g`); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		type ret struct {
+			res strategy.Result
+			err error
+		}
+		done := make(chan ret, 1)
+		go func() {
+			r, err := s.Execute(cctx, newRC())
+			done <- ret{r, err}
+		}()
+		deadline := time.Now().Add(30 * time.Second)
+		for len(invalidIndexes(t, ctx, env.Conn)) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("REINDEX never created its transient index")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("mid-rebuild invalid indexes: %v", invalidIndexes(t, ctx, env.Conn))
+		cancel()
+		// DROP INDEX CONCURRENTLY waits for the writer too: let it go.
+		time.Sleep(300 * time.Millisecond)
+		if _, err := blocker.Exec(ctx, `ROLLBACK`); err != nil {
+			t.Fatal(err)
+		}
+		var r ret
+		select {
+		case r = <-done:
+		case <-time.After(60 * time.Second):
+			t.Fatal("Execute did not return after cancellation")
+		}
+		if !errors.Is(r.err, context.Canceled) {
+			t.Fatalf("want a cancellation error, got %v", r.err)
+		}
+		if left := invalidIndexes(t, ctx, env.Conn); len(left) != 0 {
+			t.Fatalf("invalid indexes left behind: %v", left)
+		}
+		if d, _ := r.res.Metadata["dropped_invalid_leftovers"].([]string); len(d) == 0 {
+			t.Fatalf("metadata does not name the dropped leftover: %v", r.res.Metadata)
+		}
+		if n := len(fragmentation(t, ctx, env.Conn)); n != len(before) {
+			t.Fatalf("%d valid indexes after the interruption, want %d", n, len(before))
+		}
+	})
+
+	t.Run("rebuilds the rest, most fragmented first", func(t *testing.T) {
+		rc := newRC()
+		res, err := s.Execute(ctx, rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Success || res.ActionsTaken != fragmented-1 {
+			t.Fatalf("result %+v, want %d rebuilds", res, fragmented-1)
+		}
+		after := fragmentation(t, ctx, env.Conn)
+		for n, f := range after {
+			t.Logf("after: %s %.1f%% (was %.1f%%)", n, f, before[n])
+			if f > 10 {
+				t.Errorf("%s still %.1f%% fragmented", n, f)
+			}
+		}
+		if len(after) != len(before) {
+			t.Fatalf("index set changed: %v -> %v", before, after)
+		}
+		if w, _ := res.Metadata["worst_fragmentation_pct_after"].(float64); w > 10 {
+			t.Fatalf("reported worst after %.1f", w)
+		}
+		// Nothing left to do now.
+		res, err = s.Execute(ctx, newRC())
+		if err != nil || !res.Noop {
+			t.Fatalf("second run: %+v, %v; want a noop", res, err)
+		}
+	})
+
+	t.Run("rollback is refused", func(t *testing.T) {
+		if err := s.Rollback(ctx, newRC()); !errors.Is(err, strategy.ErrNotReversible) {
+			t.Fatalf("rollback: %v", err)
+		}
+	})
+}
