@@ -197,12 +197,12 @@ func (c *CompactIndexes) Execute(ctx context.Context, rc *strategy.Context) (res
 	}
 	deadline := c.budgetEnd(ctx, rc)
 	type rebuilt struct {
-		Index        string  `json:"index"`
-		FragBefore   float64 `json:"fragmentation_pct_before"`
+		Index        string   `json:"index"`
+		FragBefore   float64  `json:"fragmentation_pct_before"`
 		FragAfter    *float64 `json:"fragmentation_pct_after"`
 		DensBefore   float64  `json:"avg_leaf_density_before"`
 		DensAfter    *float64 `json:"avg_leaf_density_after"`
-		DurationSecs float64 `json:"duration_seconds"`
+		DurationSecs float64  `json:"duration_seconds"`
 	}
 	var done []rebuilt
 	stopped := "all candidates rebuilt"
