@@ -121,7 +121,146 @@ func printStatus(ctx context.Context, w io.Writer, conn *pgx.Conn, srv instance.
 	if n == 0 {
 		fmt.Fprintln(w, "(no collections registered in this database)")
 	}
+	if err := printRemediations(ctx, w, conn, now); err != nil {
+		return err
+	}
 	return printRecentEvents(ctx, w, conn)
+}
+
+// missingCatalog reports an error that only says the extension (or a
+// newer part of it) is not created in this database.
+func missingCatalog(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "3F000" || pe.Code == "42703")
+}
+
+// printRemediations shows what the healer is doing and did: active and
+// pending remediations, routing weights it or a person changed, and the
+// last outcomes with their verdict.
+func printRemediations(ctx context.Context, w io.Writer, conn *pgx.Conn, now time.Time) error {
+	type outcome struct {
+		id                    int64
+		name, strategy, class string
+		state                 string
+		started               time.Time
+		completed             *time.Time
+		success, rolledBack   bool
+		verified              *bool
+		initial               float32
+		final                 *float32
+		errMsg                string
+	}
+	rows, err := conn.Query(ctx, `SELECT o.id, coalesce(c.name, '#' || o.collection_id), o.strategy_name, o.problem_class,
+			o.state, o.started_at, o.completed_at, o.success, o.rolled_back, o.verified, o.initial_lambda,
+			o.final_lambda, coalesce(o.error_message, '')
+		FROM ruvector.healing_outcomes o LEFT JOIN ruvector.collections c USING (collection_id)
+		WHERE o.state <> 'done' OR o.id IN (SELECT id FROM ruvector.healing_outcomes WHERE state = 'done' ORDER BY id DESC LIMIT 5)
+		ORDER BY o.id DESC LIMIT 20`)
+	if missingCatalog(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remediations: %w", err)
+	}
+	outs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (outcome, error) {
+		var o outcome
+		err := r.Scan(&o.id, &o.name, &o.strategy, &o.class, &o.state, &o.started, &o.completed, &o.success,
+			&o.rolledBack, &o.verified, &o.initial, &o.final, &o.errMsg)
+		return o, err
+	})
+	if err != nil {
+		return fmt.Errorf("remediations: %w", err)
+	}
+	var active, done []outcome
+	for _, o := range outs {
+		if o.state == "done" {
+			done = append(done, o)
+		} else {
+			active = append(active, o)
+		}
+	}
+	fmt.Fprintln(w, "\nactive remediations:")
+	if len(active) == 0 {
+		fmt.Fprintln(w, "  (none)")
+	}
+	for _, o := range active {
+		fmt.Fprintf(w, "  #%d  %-12s %-22s %-24s %s for %s  (λ %.3f at start)\n", o.id, o.name, o.strategy, o.class,
+			o.state, now.Sub(o.started).Round(time.Second), o.initial)
+	}
+	if err := printRouting(ctx, w, conn); err != nil {
+		return err
+	}
+	if len(done) > 0 {
+		fmt.Fprintln(w, "\nlast outcomes:")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ID\tCOLLECTION\tSTRATEGY\tPROBLEM\tRESULT\tLAMBDA\tTOOK\tENDED")
+		for _, o := range done {
+			lam := fmt.Sprintf("%.3f", o.initial)
+			if o.final != nil {
+				lam += fmt.Sprintf(" -> %.3f", *o.final)
+			}
+			took, ended := "-", "-"
+			if o.completed != nil {
+				took = o.completed.Sub(o.started).Round(100 * time.Millisecond).String()
+				ended = now.Sub(*o.completed).Round(time.Second).String() + " ago"
+			}
+			fmt.Fprintf(tw, "  #%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.id, o.name, o.strategy, o.class,
+				verdict(o.success, o.verified, o.rolledBack, o.errMsg), lam, took, ended)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// verdict says in a word or two how a finished remediation ended.
+func verdict(success bool, verified *bool, rolledBack bool, errMsg string) string {
+	switch {
+	case verified != nil && *verified:
+		return "verified"
+	case rolledBack && errMsg != "":
+		return "failed, rolled back"
+	case rolledBack:
+		return "unverified, rolled back"
+	case errMsg != "" || !success:
+		return "failed"
+	}
+	return "done"
+}
+
+// printRouting lists shards whose routing weight differs from the default.
+func printRouting(ctx context.Context, w io.Writer, conn *pgx.Conn) error {
+	rows, err := conn.Query(ctx, `SELECT c.name, r.shard, r.weight, r.set_by, coalesce(r.outcome_id, 0)
+		FROM ruvector.routing_weights r JOIN ruvector.collections c USING (collection_id)
+		WHERE r.weight <> 1 ORDER BY c.name, r.shard`)
+	if missingCatalog(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("routing weights: %w", err)
+	}
+	defer rows.Close()
+	first := true
+	for rows.Next() {
+		var name, by string
+		var shard int32
+		var weight float32
+		var outcome int64
+		if err := rows.Scan(&name, &shard, &weight, &by, &outcome); err != nil {
+			return fmt.Errorf("routing weights: %w", err)
+		}
+		if first {
+			fmt.Fprintln(w, "\nrouting weights changed:")
+			first = false
+		}
+		line := fmt.Sprintf("  %-12s shard %-3d weight %g  set by %s", name, shard, weight, by)
+		if outcome != 0 {
+			line += fmt.Sprintf(" (outcome #%d)", outcome)
+		}
+		fmt.Fprintln(w, line)
+	}
+	return rows.Err()
 }
 
 func throttleText(th shmproto.Throttle, now time.Time) string {
@@ -142,8 +281,7 @@ func printRecentEvents(ctx context.Context, w io.Writer, conn *pgx.Conn) error {
 			e.event_type, coalesce(e.metadata->>'reason', '')
 		FROM ruvector.integrity_events e JOIN ruvector.collections c USING (collection_id)
 		ORDER BY e.id DESC LIMIT 5`)
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "3F000") {
+	if missingCatalog(err) {
 		return nil // undefined table or schema: the extension is not created here
 	}
 	if err != nil {
