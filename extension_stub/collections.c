@@ -23,7 +23,9 @@
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "access/xact.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -58,6 +60,19 @@ typedef struct RuvCentroidCache
 static RuvCentroidCache ruv_ccache[RUV_CENTROID_CACHE_SIZE];
 static uint64 ruv_ccache_clock = 0;
 static MemoryContext ruv_ccache_cxt = NULL;
+
+/*
+ * The last version found without centroids, so a statement that cannot
+ * see them (they committed after its snapshot) asks once, not per row.
+ */
+static struct
+{
+	Oid			database;
+	uint32		collection_id;
+	uint32		version;
+	LocalTransactionId lxid;
+	TimestampTz stmt_start;
+}			ruv_cmiss;
 
 static void
 ruv_require_segment_here(void)
@@ -340,8 +355,8 @@ ruvector_centroid_version(PG_FUNCTION_ARGS)
  * query runs as the bootstrap superuser, because the inserting role need
  * not read ruvector.centroids; it is schema- and operator-qualified so
  * that no search_path can redirect it. Returns NULL when the version has
- * no centroids this snapshot can see (they stay unassigned: search scans
- * NULL lists anyway); that is not cached.
+ * no centroids a fresh snapshot can see (rows stay unassigned: search
+ * scans NULL lists anyway); that is remembered for the statement only.
  */
 static RuvCentroidCache *
 ruv_centroids_get(uint32 collection_id, uint32 version, int dim, const char *name)
@@ -365,6 +380,10 @@ ruv_centroids_get(uint32 collection_id, uint32 version, int dim, const char *nam
 			return c;
 		}
 	}
+	if (ruv_cmiss.version == version && ruv_cmiss.collection_id == collection_id &&
+		ruv_cmiss.database == MyDatabaseId && ruv_cmiss.lxid == MyProc->lxid &&
+		ruv_cmiss.stmt_start == GetCurrentStatementStartTimestamp())
+		return NULL;
 	for (int i = 0; i < RUV_CENTROID_CACHE_SIZE; i++)
 		if (e == NULL || ruv_ccache[i].used < e->used)
 			e = &ruv_ccache[i];
@@ -389,7 +408,7 @@ ruv_centroids_get(uint32 collection_id, uint32 version, int dim, const char *nam
 		ret = SPI_execute_with_args("SELECT list_id, centroid FROM ruvector.centroids "
 									"WHERE collection_id OPERATOR(pg_catalog.=) $1 "
 									"AND version OPERATOR(pg_catalog.=) $2 ORDER BY list_id",
-									2, argtypes, args, NULL, true, 0);
+									2, argtypes, args, NULL, false, 0);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "ruvector_healing: could not read centroids: %d", ret);
 		n = SPI_processed;
@@ -421,7 +440,14 @@ ruv_centroids_get(uint32 collection_id, uint32 version, int dim, const char *nam
 	SetUserIdAndSecContext(save_userid, save_sec);
 
 	if (n == 0)
+	{
+		ruv_cmiss.database = MyDatabaseId;
+		ruv_cmiss.collection_id = collection_id;
+		ruv_cmiss.version = version;
+		ruv_cmiss.lxid = MyProc->lxid;
+		ruv_cmiss.stmt_start = GetCurrentStatementStartTimestamp();
 		return NULL;
+	}
 	e->database = MyDatabaseId;
 	e->collection_id = collection_id;
 	e->version = version;

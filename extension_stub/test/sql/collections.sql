@@ -168,8 +168,19 @@ SET ROLE coll_user;
 SELECT try($$SELECT ruvector_routing_set('items', 0, 5)$$);
 -- It may insert, and its rows get lists from centroids it cannot read.
 INSERT INTO items (embedding) VALUES ('{0.9,0.1,0}');
+-- It may not read routing status or the queue; a monitor may.
+SELECT try($$SELECT * FROM ruvector_routing_status('items')$$);
 RESET ROLE;
 SELECT ivf_list FROM items WHERE id = (SELECT max(id) FROM items);
+CREATE ROLE coll_monitor IN ROLE ruvector_monitor;
+SET ROLE coll_monitor;
+SELECT count(*) AS shards FROM ruvector_routing_status('items');
+SELECT count(*) >= 0 AS can_read_jobs FROM ruvector_maintenance_status();
+SELECT try($$SELECT ruvector_routing_reset('items')$$);
+SELECT try($$SELECT ruvector_maintenance_enqueue('items', 'vacuum')$$);
+SELECT try($$SELECT ruvector._centroids_activate('items', 1)$$);
+RESET ROLE;
+DROP ROLE coll_monitor;
 
 -- A second version replaces the first; the first is retired and kept.
 INSERT INTO ruvector.centroid_versions (collection_id, version, state, lists)
