@@ -194,8 +194,11 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("healing: LISTEN: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	lisDone := make(chan struct{})
 	defer func() {
 		cancel()
+		// The listener and the attempts end before their connections close.
+		<-lisDone
 		s.wg.Wait()
 		s.mu.Lock()
 		s.isLeader = false
@@ -207,6 +210,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	errc := make(chan error, 2)
 	go func() {
+		defer close(lisDone)
 		for {
 			n, err := lis.WaitForNotification(ctx)
 			if err != nil {
