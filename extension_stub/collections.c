@@ -108,7 +108,7 @@ ruv_slot_of(int32 collection_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("collection %d has no slot in the shared segment", collection_id),
-				 errhint("Create it with ruvector_collection_create; after a restart the watchdog reloads it within a second.")));
+				 errhint("After a restart the watchdog reloads collections within a second; a collection unregistered with ruvector_collection_unregister should be dropped with ruvector_collection_drop instead.")));
 	return slot;
 }
 

@@ -56,6 +56,17 @@ SELECT shard, segment_weight FROM ruvector_routing_status('items') WHERE shard =
 ROLLBACK;
 SELECT shard, weight, set_by, segment_weight FROM ruvector_routing_status('items') ORDER BY shard;
 
+-- A rolled-back savepoint takes back only its own change.
+BEGIN;
+SELECT ruvector_routing_set('items', 1, 5);
+SAVEPOINT s;
+SELECT ruvector_routing_set('items', 0, 9);
+SELECT ruvector_routing_set('items', 1, 6);
+ROLLBACK TO SAVEPOINT s;
+SELECT shard, weight, segment_weight FROM ruvector_routing_status('items') WHERE shard IN (0, 1) ORDER BY shard;
+COMMIT;
+SELECT shard, weight, segment_weight FROM ruvector_routing_status('items') WHERE shard IN (0, 1) ORDER BY shard;
+
 -- Every shard at 0 is refused, and changes nothing.
 SELECT ruvector_routing_set('items', 0, 0);
 SELECT ruvector_routing_set('items', 1, 0);
