@@ -140,8 +140,9 @@ func (s *Service) IsLeader() bool {
 
 // Observe is called by the integrity loop after every sample of a
 // collection. It never blocks: it decides whether the sample is a trigger
-// (a transition from normal into stress or critical, or still degraded
-// DegradedEvery after the last trigger) and queues it.
+// (a transition from normal into stress or critical, an escalation from
+// stress to critical, or still degraded DegradedEvery after the last
+// trigger) and queues it.
 func (s *Service) Observe(tr Trigger, now time.Time) {
 	s.mu.Lock()
 	prev := s.states[tr.Collection]
@@ -154,6 +155,9 @@ func (s *Service) Observe(tr Trigger, now time.Time) {
 		cur.degradedSince = now
 		fire = true
 	case degraded && now.Sub(prev.lastTrigger) >= s.cfg.DegradedEvery:
+		fire = true
+	case tr.State == strategy.StateCritical && prev.state == strategy.StateStress:
+		// Escalation is news: the response is graduated by state.
 		fire = true
 	case !degraded && tr.State == strategy.StateNormal && !prev.degradedSince.IsZero():
 		if s.cfg.Metrics != nil {

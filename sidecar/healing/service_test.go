@@ -602,3 +602,29 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 	ya, _ := json.Marshal(y)
 	return string(xa) == string(ya)
 }
+
+// Observe's trigger rule, without a server: NewService needs an engine
+// only to be built, and Observe queues nothing for a standby.
+func TestObserveRecordsRecovery(t *testing.T) {
+	rec := &recoveries{}
+	svc, err := healing.NewService(healing.ServiceConfig{Engine: &healing.Engine{},
+		Dial: func(context.Context) (*pgx.Conn, error) { return nil, errors.New("unused") }, Metrics: rec, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	tr := healing.Trigger{Collection: "emb", CollectionID: 1}
+	for i, st := range []strategy.IntegrityState{strategy.StateNormal, strategy.StateStress, strategy.StateCritical, strategy.StateNormal} {
+		tr.State = st
+		svc.Observe(tr, t0.Add(time.Duration(i)*10*time.Second))
+	}
+	if len(rec.d) != 1 || rec.d[0] != 20*time.Second {
+		t.Fatalf("recoveries %v, want one of 20s (stress at 10s, normal at 30s)", rec.d)
+	}
+}
+
+type recoveries struct{ d []time.Duration }
+
+func (r *recoveries) SetEnabled(bool)                     {}
+func (r *recoveries) SetCooldownUntil(string, time.Time)  {}
+func (r *recoveries) Recovered(_ string, d time.Duration) { r.d = append(r.d, d) }

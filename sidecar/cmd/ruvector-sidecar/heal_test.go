@@ -23,7 +23,8 @@ import (
 // triggers the engine, throttle_ingestion acts through the segment, λ is
 // verified after the stabilisation wait, the outcome is recorded and
 // sealed, the weights are learned, and the healing metrics move on
-// /metrics. A request from psql is served by the same daemon.
+// /metrics. A request from psql is served by the same daemon, also after
+// a server restart.
 func TestDaemonHealsARealHotspot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -169,6 +170,19 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 0, "max_atte
 			return true, nil // e.g. the lease still held by the automatic attempt: served, and said so
 		}
 		return st == "done" && strings.Contains(by, "ruvector-sidecar@"), err
+	})
+
+	// A server restart drops every connection: the daemon re-LISTENs,
+	// takes the leader row again and serves a request made afterwards.
+	c.Restart("fast")
+	conn2 := c.Connect(ctx, "postgres")
+	if err := conn2.QueryRow(ctx, `SELECT (ruvector_healing_trigger('emb')->>'request_id')::bigint`).Scan(&req); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.WaitFor(t, 60*time.Second, "a request after a server restart served", func() (bool, error) {
+		var st string
+		err := conn2.QueryRow(ctx, `SELECT r->>'status' FROM ruvector_healing_request_status($1) r`, req).Scan(&st)
+		return st == "done" || st == "failed", err
 	})
 }
 
