@@ -169,6 +169,14 @@ BEGIN
     PERFORM ruvector._require_admin('unregister a collection');
     LOCK TABLE ruvector.collections IN SHARE ROW EXCLUSIVE MODE;
     id := ruvector._collection_id(name);
+    -- A vector collection's table routes its rows through the extension
+    -- (column default, trigger): unregistering alone would leave inserts
+    -- failing. ruvector_collection_drop removes those too.
+    IF EXISTS (SELECT 1 FROM ruvector.vector_collections v WHERE v.collection_id = id) THEN
+        RAISE EXCEPTION 'collection "%" is a vector collection', name
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Use ruvector_collection_drop: it also removes the routing default and the trigger (an adopted table is kept).';
+    END IF;
     PERFORM ruvector._registry_detach(id);
     DELETE FROM ruvector.collections c WHERE c.collection_id = id;
 END
@@ -176,7 +184,10 @@ $$;
 
 -- Brings a collection's relations in line with its partition tree:
 -- partitions attached or created since registration are gated too, detached
--- ones no longer. Returns how many relations the collection now has.
+-- ones no longer. For a vector collection the routed shards follow too: the
+-- shards 0..N-1 that exist as single-value partitions get rows, and the
+-- stored weights (a drain in force) are applied again. Returns how many
+-- relations the collection now has.
 CREATE FUNCTION ruvector_collection_refresh(name text)
 RETURNS integer LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -195,9 +206,42 @@ BEGIN
         SELECT id, x FROM unnest(rels) x
         WHERE NOT EXISTS (SELECT 1 FROM ruvector.collection_relations r WHERE r.relid = x);
     PERFORM ruvector._registry_attach(id, name, rels);
+    IF EXISTS (SELECT 1 FROM ruvector.vector_collections v WHERE v.collection_id = id) THEN
+        PERFORM ruvector._routing_follow(id, tbl);
+    END IF;
     RETURN cardinality(rels);
 END
 $$;
+
+-- The number of routed shards of a vector collection: the longest run
+-- 0, 1, ... of shards that have a partition of their own.
+CREATE FUNCTION ruvector._routing_follow(id integer, tbl regclass)
+RETURNS void LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    n integer := 0;
+    old integer;
+    shards integer[];
+BEGIN
+    SELECT array_agg((regexp_match(pg_get_expr(c.relpartbound, c.oid), '^FOR VALUES IN \((\d+)\)$'))[1]::integer)
+        INTO shards
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = tbl AND pg_get_expr(c.relpartbound, c.oid) ~ '^FOR VALUES IN \(\d+\)$';
+    WHILE n < 256 AND n = ANY (shards) LOOP
+        n := n + 1;
+    END LOOP;
+    SELECT v.partitions INTO old FROM ruvector.vector_collections v WHERE v.collection_id = id;
+    IF n = 0 OR n = old THEN
+        RETURN;
+    END IF;
+    UPDATE ruvector.vector_collections v SET partitions = n WHERE v.collection_id = id;
+    PERFORM ruvector._routing_init(id, n);
+    PERFORM ruvector._routing_apply(id, w.shard, w.weight, w.set_by)
+        FROM ruvector.routing_weights w WHERE w.collection_id = id AND w.shard < n;
+    DELETE FROM ruvector.routing_weights w WHERE w.collection_id = id AND w.shard >= n;
+END
+$$;
+REVOKE ALL ON FUNCTION ruvector._routing_follow(integer, regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector._routing_follow(integer, regclass) TO ruvector_admin;
 
 CREATE FUNCTION ruvector_throttle_set(collection text, op text, pct integer, ttl interval DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql VOLATILE AS $$

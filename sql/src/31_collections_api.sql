@@ -258,6 +258,8 @@ BEGIN
     LOCK TABLE ruvector.collections IN SHARE ROW EXCLUSIVE MODE;
     vc := ruvector._vector_collection(name);
     SELECT c.relid INTO tbl FROM ruvector.collections c WHERE c.collection_id = vc.collection_id;
+    -- ruvector_collection_unregister refuses vector collections.
+    DELETE FROM ruvector.vector_collections v WHERE v.collection_id = vc.collection_id;
     PERFORM ruvector_collection_unregister(name);
     IF vc.owned THEN
         EXECUTE format('DROP TABLE %s', tbl);

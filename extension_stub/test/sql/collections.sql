@@ -297,3 +297,18 @@ SELECT ruvector_collection_drop('Odd$Name');
 SELECT count(*) AS vec_tables FROM pg_class WHERE relnamespace = 'vec'::regnamespace;
 REVOKE USAGE ON SCHEMA ruvector FROM coll_user;
 DROP ROLE coll_user;
+
+-- Unregistering a vector collection alone would leave its inserts failing:
+-- refused, with ruvector_collection_drop as the hint.
+SELECT ruvector_collection_create('follow', 2, 2, 4);
+SELECT ruvector_collection_unregister('follow');
+\echo :LAST_ERROR_SQLSTATE
+-- A partition added later is routed to, and a drain in force stays.
+SELECT ruvector_routing_set('follow', 1, 0);
+CREATE TABLE follow_p2 PARTITION OF follow FOR VALUES IN (2);
+SELECT partitions FROM ruvector.vector_collections v JOIN ruvector.collections c USING (collection_id) WHERE c.name = 'follow';
+INSERT INTO follow (embedding) SELECT ARRAY[g, g]::real[] FROM generate_series(1, 600) g;
+SELECT shard, count(*) > 0 AS got_rows FROM follow GROUP BY shard ORDER BY shard;
+SELECT shard, weight, set_by FROM ruvector_routing_status('follow') ORDER BY shard;
+SELECT ruvector_collection_drop('follow');
+SELECT to_regclass('follow') IS NULL AS dropped;
