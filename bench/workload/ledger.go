@@ -33,8 +33,16 @@ type Tally struct {
 func NewLedger() *Ledger { return &Ledger{shards: map[int]*Tally{}} }
 
 // Add records one row.
-func (l *Ledger) Add(shard int, v []float32) {
-	h := rowHash(VectorText(v))
+func (l *Ledger) Add(shard int, v []float32) { l.AddText(shard, VectorText(v)) }
+
+// AddText records one row by the server's text of its embedding.
+func (l *Ledger) AddText(shard int, text string) { l.change(shard, text, 1) }
+
+// RemoveText forgets one row the tool deleted.
+func (l *Ledger) RemoveText(shard int, text string) { l.change(shard, text, -1) }
+
+func (l *Ledger) change(shard int, text string, sign int64) {
+	h := new(big.Int).SetUint64(rowHash(text))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	t := l.shards[shard]
@@ -42,8 +50,12 @@ func (l *Ledger) Add(shard int, v []float32) {
 		t = &Tally{}
 		l.shards[shard] = t
 	}
-	t.Count++
-	t.Sum.Add(&t.Sum, new(big.Int).SetUint64(h))
+	t.Count += sign
+	if sign > 0 {
+		t.Sum.Add(&t.Sum, h)
+	} else {
+		t.Sum.Sub(&t.Sum, h)
+	}
 }
 
 func rowHash(text string) uint64 {
