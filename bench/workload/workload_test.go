@@ -247,3 +247,49 @@ func TestMemoryPressureShowsAConsumer(t *testing.T) {
 		return true, err
 	})
 }
+
+func TestLaggingReplica(t *testing.T) {
+	ctx := context.Background()
+	env := workloadtest.Start(t, workloadtest.Spec{Name: "lr", Dim: 4, Partitions: 2, Lists: 4, Seed: 1})
+	sb, err := workload.StartStandby(ctx, workload.StandbySpec{
+		PrimaryHost: env.Cluster.SocketDir(), PrimaryPort: env.Cluster.Port,
+		Dir: env.Cluster.Dir + "/standby", Name: "lr_standby"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sb.Stop(context.Background()) })
+	r := collect.NewReplicas()
+	replica := func() health.ReplicaSignal {
+		s, err := collectWith(t, env, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rs := range s.Replicas {
+			if rs.Name == "lr_standby" {
+				return rs
+			}
+		}
+		return health.ReplicaSignal{}
+	}
+	pgtest.WaitFor(t, 20*time.Second, "the standby streaming", func() (bool, error) {
+		return replica().State == "streaming", nil
+	})
+	resume, err := workload.LaggingReplica(ctx, sb.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs health.ReplicaSignal
+	pgtest.WaitFor(t, 20*time.Second, "replay lag of more than 1 MB and 2 s", func() (bool, error) {
+		if err := env.W.CopyInsert(ctx, 2000, nil); err != nil {
+			return false, err
+		}
+		rs = replica()
+		return rs.LagBytes > 1<<20 && rs.LagSeconds > 2, nil
+	})
+	if err := resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.WaitFor(t, 20*time.Second, "the standby catching up", func() (bool, error) {
+		return replica().LagBytes == 0, nil
+	})
+}
