@@ -29,13 +29,16 @@ func commands() map[string]command {
 		"throttle": {"set a collection's throttle through shared memory: throttle COLLECTION OP PCT", runThrottle},
 		"mincut":   {"print the exact minimum cut of a METIS graph: mincut FILE [--json]", runMincut},
 		"status":   {"print each collection's state, lambda, throttles and counters: status [--watch]", runStatus},
+		"report":   {"draw lambda, states and remediations as SVG: report [--since 1h] [--collection NAME] [-o report.svg]", runReport},
+		"explain":  {"print why a remediation happened: explain [--json] OUTCOME_ID", runExplain},
+		"jobs":     {"list maintenance jobs with their progress: jobs [--watch]", runJobs},
 	}
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: ruvector-sidecar COMMAND [flags] [args]")
 	fmt.Fprintln(w, "commands:")
-	for _, name := range []string{"run", "status", "throttle", "mincut"} {
+	for _, name := range []string{"run", "status", "throttle", "mincut", "report", "explain", "jobs"} {
 		fmt.Fprintf(w, "  %-9s %s\n", name, commands()[name].summary)
 	}
 	fmt.Fprintln(w, "Run 'ruvector-sidecar COMMAND -h' for a command's flags.")
