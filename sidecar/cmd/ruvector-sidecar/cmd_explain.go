@@ -234,7 +234,12 @@ func printExplanation(w io.Writer, e explanation, tty bool) error {
 		row("state", "%s", orDash(e.Trigger.State))
 	}
 	row("witness edges", "%d", len(e.Trigger.WitnessEdges))
-	for _, we := range e.Trigger.WitnessEdges {
+	const maxEdges = 20 // a cut can cross hundreds of edges; --json has them all
+	for i, we := range e.Trigger.WitnessEdges {
+		if i == maxEdges {
+			row("", "... and %d more (--json lists them all)", len(e.Trigger.WitnessEdges)-maxEdges)
+			break
+		}
 		row("", "%s %s -> %s capacity %.3f", we.EdgeType, we.Source, we.Target, we.Capacity)
 	}
 
@@ -334,7 +339,7 @@ func printExplanation(w io.Writer, e explanation, tty bool) error {
 	}
 	row("rolled back", "%s", rb)
 	for _, l := range e.Rollback.LaterRollbacks {
-		row("", "rolled back later by an operator: outcome %d (success %s)", l.ID, yesNo(l.Success))
+		row("later", "rolled back by an operator: outcome %d (success %s)", l.ID, yesNo(l.Success))
 	}
 	if e.Execution.Error != "" {
 		row("error", "%s", e.Execution.Error)
@@ -381,6 +386,10 @@ func yesNo(b bool) string {
 func rawOr(r json.RawMessage, def string) string {
 	if len(r) == 0 || string(r) == "null" {
 		return def
+	}
+	var f float64
+	if err := json.Unmarshal(r, &f); err == nil {
+		return strconv.FormatFloat(f, 'g', 4, 64)
 	}
 	return compactJSON(r)
 }
