@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -60,8 +61,9 @@ func newLedger() *ledger {
 }
 
 // writer inserts rows one by one with client-chosen ids, reconnecting
-// after any connection loss, until ctx ends.
-func writer(ctx context.Context, dsn string, l *ledger) {
+// after any connection loss, until ctx ends. Rows are routed by the
+// collection's weights, or all sent to shard 0 while hot is set.
+func writer(ctx context.Context, dsn string, l *ledger, hot *atomic.Bool) {
 	var conn *pgx.Conn
 	defer func() {
 		if conn != nil {
@@ -81,7 +83,12 @@ func writer(ctx context.Context, dsn string, l *ledger) {
 		id := l.next
 		l.next++
 		l.mu.Unlock()
-		_, err := conn.Exec(ctx, `INSERT INTO emb (id, embedding, shard) VALUES ($1, ARRAY[$2::real, 1], $3)`, id, float32(id), int32(id%4))
+		var err error
+		if hot.Load() {
+			_, err = conn.Exec(ctx, `INSERT INTO vecs (id, embedding, shard) VALUES ($1, ARRAY[$2::real, 1], 0)`, id, float32(id))
+		} else {
+			_, err = conn.Exec(ctx, `INSERT INTO vecs (id, embedding) VALUES ($1, ARRAY[$2::real, 1])`, id, float32(id))
+		}
 		l.mu.Lock()
 		var pe *pgconn.PgError
 		switch {
@@ -115,7 +122,7 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // checkLedger: every committed id exactly once, no failed id, no id twice.
 func (l *ledger) check(ctx context.Context, conn *pgx.Conn) []string {
-	rows, err := conn.Query(ctx, `SELECT id, count(*) FROM emb GROUP BY id`)
+	rows, err := conn.Query(ctx, `SELECT id, count(*) FROM vecs GROUP BY id`)
 	if err != nil {
 		return []string{"ledger: " + err.Error()}
 	}
@@ -257,6 +264,27 @@ type campaign struct {
 	cluster *pgtest.Cluster
 	d       *daemon
 	rng     *rand.Rand
+	hot     atomic.Bool // the writer sends every row to shard 0
+}
+
+// hotspot makes shard 0 hot for d, so that the healer acts; kill, if set,
+// SIGKILLs the sidecar as soon as a remediation is running.
+func (c *campaign) hotspot(d time.Duration, kill bool) error {
+	c.hot.Store(true)
+	defer c.hot.Store(false)
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if kill {
+			var running int
+			if err := c.queryRow(`SELECT count(*) FROM ruvector.healing_outcomes WHERE state = 'running'`, &running); err == nil && running > 0 {
+				c.d.kill()
+				c.t.Logf("SIGKILLed the sidecar while %d remediation(s) ran", running)
+				kill = false
+			}
+		}
+		sleep(c.ctx, 200*time.Millisecond)
+	}
+	return nil
 }
 
 // segment opens the current segment file (a restart replaces it).
@@ -292,7 +320,7 @@ func (c *campaign) recoveredSince(faultAt time.Time) (bool, error) {
 	if int(in.SidecarPID) != c.d.pid() || time.Since(in.SidecarBeat) > time.Second {
 		return false, fmt.Errorf("sidecar pid %d beat %v ago, daemon %d", in.SidecarPID, time.Since(in.SidecarBeat).Round(time.Millisecond), c.d.pid())
 	}
-	col, err := seg.Find("emb", 0)
+	col, err := seg.Find("vecs", 0)
 	if err != nil {
 		return false, err
 	}
@@ -343,6 +371,8 @@ type fault struct {
 }
 
 var allFaults = []fault{
+	{"hotspot", func(c *campaign) error { return c.hotspot(12*time.Second, false) }},
+	{"hotspot_sigkill_mid_remediation", func(c *campaign) error { return c.hotspot(15*time.Second, true) }},
 	{"sigkill_sidecar", func(c *campaign) error {
 		c.d.kill()
 		// The watchdog must release whatever the dead sidecar set within
@@ -407,7 +437,7 @@ var allFaults = []fault{
 	}},
 	{"flood_job_queue", func(c *campaign) error {
 		_, err := c.exec(`INSERT INTO ruvector.maintenance_jobs (collection_id, kind, priority, params)
-			SELECT (SELECT collection_id FROM ruvector.collections WHERE name = 'emb'), 'analyze', 1 + g % 20, '{}'
+			SELECT (SELECT collection_id FROM ruvector.collections WHERE name = 'vecs'), 'analyze', 1 + g % 20, '{}'
 			FROM generate_series(1, 500) g`)
 		return err
 	}},
@@ -429,9 +459,9 @@ var allFaults = []fault{
 				for i := range 20 {
 					var q string
 					if (w+i)%3 == 0 {
-						q = `SELECT ruvector_throttle_clear('emb', 'bulk_insert')`
+						q = `SELECT ruvector_throttle_clear('vecs', 'bulk_insert')`
 					} else {
-						q = fmt.Sprintf(`SELECT ruvector_throttle_set('emb', 'bulk_insert', %d)`, 10+(w*7+i)%80)
+						q = fmt.Sprintf(`SELECT ruvector_throttle_set('vecs', 'bulk_insert', %d)`, 10+(w*7+i)%80)
 					}
 					if _, err := conn.Exec(c.ctx, q); err != nil {
 						var pe *pgconn.PgError
@@ -450,7 +480,7 @@ var allFaults = []fault{
 		}
 		var pct *int32
 		if err := c.queryRow(`SELECT pct FROM ruvector.throttles t JOIN ruvector.collections c USING (collection_id)
-			WHERE c.name = 'emb' AND t.op = 'bulk_insert'`, &pct); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			WHERE c.name = 'vecs' AND t.op = 'bulk_insert'`, &pct); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
 		seg, err := c.segment()
@@ -458,7 +488,7 @@ var allFaults = []fault{
 			return err
 		}
 		defer seg.Close()
-		col, err := seg.Find("emb", 0)
+		col, err := seg.Find("vecs", 0)
 		if err != nil {
 			return err
 		}
@@ -473,7 +503,7 @@ var allFaults = []fault{
 		if int(th.Pct) != want {
 			return fmt.Errorf("catalog says bulk_insert %d, segment %d (%v)", want, th.Pct, th.SetBy)
 		}
-		_, err = c.exec(`SELECT ruvector_throttle_clear('emb')`)
+		_, err = c.exec(`SELECT ruvector_throttle_clear('vecs')`)
 		return err
 	}},
 }
@@ -496,17 +526,34 @@ func (c *campaign) queryRow(q string, dst ...any) error {
 	return conn.QueryRow(c.ctx, q).Scan(dst...)
 }
 
-// outcomeInvariants: never two running remediations on one collection, and
-// none left running past its lease.
+// outcomeInvariants, once the sidecar is back: never two remediations at
+// once on a collection; none left running without a live lease (every
+// started remediation ends with exactly one outcome, across restarts);
+// every reversible one that acted and was not verified was rolled back; no
+// routing weight a remediation set to 0 outlives it; no collection was
+// attempted more often than max_attempts_per_hour allows.
 func (c *campaign) outcomeInvariants() []string {
 	var bad []string
-	var twice, stale int
+	var twice, stale, unrolled, drained, looping int
 	err := c.queryRow(`SELECT
 		(SELECT count(*) FROM (SELECT collection_id FROM ruvector.healing_outcomes WHERE state = 'running'
 			GROUP BY collection_id HAVING count(*) > 1) x),
 		(SELECT count(*) FROM ruvector.healing_outcomes o WHERE o.state = 'running'
 			AND NOT EXISTS (SELECT 1 FROM ruvector.healing_leases l WHERE l.collection_id = o.collection_id
-				AND l.expires_at > clock_timestamp()))`, &twice, &stale)
+				AND l.expires_at > clock_timestamp())),
+		(SELECT count(*) FROM ruvector.healing_outcomes o JOIN ruvector.healing_strategies s ON s.name = o.strategy_name
+			WHERE o.state = 'done' AND s.reversible AND coalesce(o.actions_taken, 0) > 0
+			  AND NOT coalesce(o.verified, false) AND NOT o.rolled_back
+			  AND coalesce(o.metadata->>'kind', '') <> 'rollback'),
+		(SELECT count(*) FROM ruvector.routing_weights w WHERE w.set_by = 'sidecar' AND w.weight = 0
+			AND NOT EXISTS (SELECT 1 FROM ruvector.healing_outcomes o WHERE o.id = w.outcome_id AND o.state = 'running')
+			AND NOT EXISTS (SELECT 1 FROM ruvector.healing_outcomes o WHERE o.id = w.outcome_id AND o.verified)),
+		(SELECT count(*) FROM (SELECT collection_id FROM ruvector.healing_outcomes
+			WHERE started_at > now() - interval '1 hour' AND coalesce(metadata->>'kind', '') <> 'rollback'
+			  AND state IN ('running', 'done') AND strategy_name <> ''
+			GROUP BY collection_id HAVING count(*) > coalesce(
+				(SELECT (config->>'max_attempts_per_hour')::int FROM ruvector.healing_config), 10)) y)`,
+		&twice, &stale, &unrolled, &drained, &looping)
 	if err != nil {
 		return []string{"outcomes: " + err.Error()}
 	}
@@ -515,6 +562,15 @@ func (c *campaign) outcomeInvariants() []string {
 	}
 	if stale > 0 {
 		bad = append(bad, fmt.Sprintf("%d remediations left running without a live lease", stale))
+	}
+	if unrolled > 0 {
+		bad = append(bad, fmt.Sprintf("%d reversible remediations acted, were not verified and were not rolled back", unrolled))
+	}
+	if drained > 0 {
+		bad = append(bad, fmt.Sprintf("%d routing weights left at 0 after their remediation ended unverified", drained))
+	}
+	if looping > 0 {
+		bad = append(bad, fmt.Sprintf("%d collections attempted more often than max_attempts_per_hour", looping))
 	}
 	return bad
 }
@@ -525,7 +581,13 @@ func TestChaosCampaign(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	env := sensortest.Start(t, ctx, 4, "")
+	// A vector collection whose rows the routing spreads, with a fast
+	// policy and a short cooldown so the healer acts within a campaign.
+	env := sensortest.Start(t, ctx, 4, `
+SELECT ruvector_collection_create('vecs', 2, 4, 8);
+SELECT ruvector_integrity_policy_set('vecs', 'chaos',
+  '{"degrade_samples": 2, "critical_samples": 2, "restore_hold_seconds": 3, "cooldown_after_transition_seconds": 1}');
+SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 10, "stabilization_seconds": 3}');`)
 	cluster := env.Cluster
 	cluster.MustExec(ctx, fmt.Sprintf("ALTER SYSTEM SET ruvector.sidecar_timeout = '%s'", sidecarTimeout))
 	cluster.MustExec(ctx, "SELECT pg_reload_conf()")
@@ -555,7 +617,7 @@ func TestChaosCampaign(t *testing.T) {
 	wctx, stopWriter := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); writer(wctx, cluster.DSN("postgres"), l) }()
+	go func() { defer wg.Done(); writer(wctx, cluster.DSN("postgres"), l, &c.hot) }()
 
 	type result struct {
 		recover    []time.Duration
@@ -631,6 +693,16 @@ func TestChaosCampaign(t *testing.T) {
 		total += len(r.violations)
 	}
 	fmt.Fprintf(&b, "ledger (no row lost or duplicated): %d violations\n", len(ledgerBad))
+	var outcomes, verified, rolledBack, failed, running int
+	var leaseLeft float64
+	if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'done'), count(*) FILTER (WHERE verified),
+		count(*) FILTER (WHERE rolled_back), count(*) FILTER (WHERE state = 'done' AND error_message IS NOT NULL),
+		count(*) FILTER (WHERE state = 'running'),
+		coalesce((SELECT extract(epoch FROM max(expires_at) - clock_timestamp()) FROM ruvector.healing_leases), 0)
+		FROM ruvector.healing_outcomes`).Scan(&outcomes, &verified, &rolledBack, &failed, &running, &leaseLeft); err == nil {
+		fmt.Fprintf(&b, "healing during the campaign: %d outcomes, %d verified, %d rolled back, %d with an error; %d still running under a live lease (%.0f s left)\n",
+			outcomes, verified, rolledBack, failed, running, leaseLeft)
+	}
 	t.Log(b.String())
 	if os.Getenv("CHAOS_REPORT") != "" {
 		_ = os.WriteFile(os.Getenv("CHAOS_REPORT"), []byte(b.String()), 0o644)
