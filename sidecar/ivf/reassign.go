@@ -156,8 +156,12 @@ ORDER BY activated_at DESC, version DESC LIMIT 1`, collectionID).Scan(&v)
 	return v, nil
 }
 
-// Rollback re-activates the previously active version and reassigns every
-// row back to it. It returns the version now active.
+// Rollback re-activates the previously active version (PreviousVersion)
+// and reassigns every row back to it. It returns the version now active.
+// It is not a stack: a second Rollback flips back to the version the first
+// one left. A caller that knows which version it replaced (a healing
+// strategy records the active version before its rebuild) should use
+// RollbackTo.
 func Rollback(ctx context.Context, conn *pgx.Conn, collection string, batchSize int, progress ProgressFunc) (int, error) {
 	c, err := LoadCollection(ctx, conn, collection)
 	if err != nil {
@@ -167,13 +171,16 @@ func Rollback(ctx context.Context, conn *pgx.Conn, collection string, batchSize 
 	if err != nil {
 		return 0, err
 	}
-	if err := Activate(ctx, conn, collection, prev); err != nil {
-		return 0, err
+	return prev, RollbackTo(ctx, conn, collection, prev, batchSize, progress)
+}
+
+// RollbackTo activates version and reassigns every row to it.
+func RollbackTo(ctx context.Context, conn *pgx.Conn, collection string, version, batchSize int, progress ProgressFunc) error {
+	if err := Activate(ctx, conn, collection, version); err != nil {
+		return err
 	}
-	if _, err := Reassign(ctx, conn, collection, prev, batchSize, progress); err != nil {
-		return prev, err
-	}
-	return prev, nil
+	_, err := Reassign(ctx, conn, collection, version, batchSize, progress)
+	return err
 }
 
 // SkewReport is the distribution of rows over the active version's lists.
