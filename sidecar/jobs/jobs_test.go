@@ -2,15 +2,18 @@ package jobs_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
+	"github.com/ruvector/ruvector-healing/internal/pgtest"
 	"github.com/ruvector/ruvector-healing/sidecar/ivf"
 	"github.com/ruvector/ruvector-healing/sidecar/jobs"
 )
@@ -262,5 +265,33 @@ JOIN pg_class t ON t.oid = i.indrelid WHERE t.relname LIKE 'rj_p%'`)
 		if n1[name] == f {
 			t.Errorf("index %s not rebuilt (relfilenode %d)", name, f)
 		}
+	}
+}
+
+// Run requeues the jobs its owner left running (a restarted sidecar), then
+// drains the queue until its context ends.
+func TestRunRequeuesOwnOrphansAndDrains(t *testing.T) {
+	ctx := context.Background()
+	env := workloadtest.Start(t, workloadtest.Spec{Name: "rr", Dim: 4, Partitions: 2, Lists: 4, Seed: 1})
+	orphan := enqueue(t, env.Conn, "rr", "analyze", 100, `{}`)
+	foreign := enqueue(t, env.Conn, "rr", "analyze", 100, `{}`)
+	fresh := enqueue(t, env.Conn, "rr", "vacuum", 5, `{}`)
+	if _, err := env.Conn.Exec(ctx, `UPDATE ruvector.maintenance_jobs SET state = 'running', owner = CASE job_id WHEN $1 THEN 'me' ELSE 'other' END
+WHERE job_id IN ($1, $2)`, orphan, foreign); err != nil {
+		t.Fatal(err)
+	}
+	r := &jobs.Runner{Conn: connect(t, env), Owner: "me", Poll: 50 * time.Millisecond}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	pgtest.WaitFor(t, 20*time.Second, "the orphan and the fresh job done", func() (bool, error) {
+		return job(t, env.Conn, orphan).State == "done" && job(t, env.Conn, fresh).State == "done", nil
+	})
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run ended with %v", err)
+	}
+	if j := job(t, env.Conn, foreign); j.State != "running" || j.Owner != "other" {
+		t.Fatalf("another owner's running job was touched: %+v", j)
 	}
 }
