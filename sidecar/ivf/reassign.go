@@ -2,6 +2,7 @@ package ivf
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -147,7 +148,7 @@ func PreviousVersion(ctx context.Context, conn *pgx.Conn, collectionID int) (int
 	err := conn.QueryRow(ctx, `SELECT version FROM ruvector.centroid_versions
 WHERE collection_id = $1 AND state = 'retired' AND activated_at IS NOT NULL
 ORDER BY activated_at DESC, version DESC LIMIT 1`, collectionID).Scan(&v)
-	if err == pgx.ErrNoRows {
+	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("%w: collection %d has no previously active version", ErrNoVersion, collectionID)
 	}
 	if err != nil {
@@ -211,7 +212,7 @@ func Skew(ctx context.Context, conn *pgx.Conn, collection string) (SkewReport, e
 	var lists int
 	err = conn.QueryRow(ctx, `SELECT version, lists FROM ruvector.centroid_versions
 WHERE collection_id = $1 AND state = 'active'`, c.ID).Scan(&r.Version, &lists)
-	if err == pgx.ErrNoRows {
+	if errors.Is(err, pgx.ErrNoRows) {
 		return r, fmt.Errorf("%w: %q has no active centroid version", ErrNoVersion, collection)
 	}
 	if err != nil {

@@ -27,8 +27,11 @@ var ErrVerify = errors.New("rebalance: batch verification failed")
 // nonsensical sizes.
 var ErrBadPlan = errors.New("rebalance: bad plan")
 
-// Plan is one rebalance: up to Rows rows from From, spread round-robin
-// over To, in batches of BatchSize.
+// Plan is one rebalance: up to Rows rows from From (lowest ids first),
+// spread round-robin over To, in batches of BatchSize. A row moves at most
+// once per OutcomeID (the journal's key is (outcome_id, row_id)): a second
+// plan under the same outcome must not move rows the first one moved or
+// undid; give it its own outcome id.
 type Plan struct {
 	Collection string
 	OutcomeID  int64 // the journal key; the healing outcome that asked for the move
