@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -436,15 +437,19 @@ SELECT ruvector.ruvector_collection_register('emb', 'public.emb');`)
 	}
 	// The compose network's names stand for this machine's cluster.
 	env = append(env, "PGHOST="+c.SocketDir(), fmt.Sprintf("PGPORT=%d", c.Port))
-	var cmd *exec.Cmd
-	if os.Geteuid() == 0 {
-		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", sidecar}, args...)...)
-	} else {
-		cmd = exec.Command(sidecar, args...)
-	}
+	cmd := exec.Command(sidecar, args...)
 	cmd.Env = env
-	// Its own process group: a kill reaches the sidecar under runuser too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if os.Geteuid() == 0 {
+		// As the server's OS user, directly (not under runuser, which would
+		// turn the sidecar's clean exit on SIGTERM into its own death by it).
+		pgUser, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, _ := strconv.ParseUint(pgUser.Uid, 10, 32)
+		gid, _ := strconv.ParseUint(pgUser.Gid, 10, 32)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	}
 	var logBuf syncBuffer
 	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
 	if err := cmd.Start(); err != nil {
@@ -455,7 +460,7 @@ SELECT ruvector.ruvector_collection_register('emb', 'public.emb');`)
 	stopped := false
 	defer func() {
 		if !stopped {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Process.Kill()
 			<-exited
 		}
 	}()
@@ -508,8 +513,15 @@ SELECT ruvector.ruvector_collection_register('emb', 'public.emb');`)
 	}
 	for _, line := range strings.Split(logBuf.String(), "\n") {
 		if strings.Contains(line, `"level":"error"`) || strings.Contains(line, `"level":"fatal"`) ||
-			strings.Contains(line, "permission denied") {
+			strings.Contains(line, "permission denied") || strings.Contains(line, "42501") || strings.Contains(line, "must be owner") {
 			t.Errorf("the sidecar, run as docker-compose.yml runs it, logged: %s", line)
+		}
+	}
+	// With the role's privileges the change feed streams and the healing
+	// engine takes the lead.
+	for _, want := range []string{"changefeed: streaming", "healing: this sidecar is the active one", "audit signing key loaded"} {
+		if !strings.Contains(logBuf.String(), want) {
+			t.Errorf("the sidecar never logged %q\n%s", want, logBuf.String())
 		}
 	}
 	if !strings.Contains(logBuf.String(), `"level":"info"`) {
