@@ -295,3 +295,40 @@ WHERE job_id IN ($1, $2)`, orphan, foreign); err != nil {
 		t.Fatalf("another owner's running job was touched: %+v", j)
 	}
 }
+
+// A rebalance job paused after its second batch resumes where it stopped:
+// exactly "rows" rows move in all, journaled under -job_id.
+func TestRebalanceJobPauseResume(t *testing.T) {
+	ctx := context.Background()
+	env := workloadtest.Start(t, workloadtest.Spec{Name: "rp", Dim: 4, Partitions: 3, Lists: 4, Seed: 1})
+	if err := env.W.CopyInsert(ctx, 1000, func(int) int { return 0 }); err != nil {
+		t.Fatal(err)
+	}
+	id := enqueue(t, env.Conn, "rp", "rebalance", 100, `{"from": 0, "to": [1, 2], "rows": 450, "batch": 100}`)
+	r := &jobs.Runner{Conn: connect(t, env), Owner: "test-rp",
+		AfterStep: func(ctx context.Context, j jobs.Job, step int) {
+			if step == 1 {
+				_, _ = env.Conn.Exec(ctx, `UPDATE ruvector.maintenance_jobs SET state = 'paused' WHERE job_id = $1`, j.ID)
+			}
+		}}
+	if _, out, err := r.RunOne(ctx); err != nil || out != jobs.Stopped {
+		t.Fatalf("first run: %v %v", out, err)
+	}
+	moved := func() (n int) {
+		_ = env.Conn.QueryRow(ctx, `SELECT count(*) FROM rp WHERE shard <> 0`).Scan(&n)
+		return n
+	}
+	if j := job(t, env.Conn, id); moved() != 200 || j.Progress != float64(float32(200.0/450)) {
+		t.Fatalf("paused after 2 batches: %d rows moved, progress %v", moved(), j.Progress)
+	}
+	r.AfterStep = nil
+	_, _ = env.Conn.Exec(ctx, `UPDATE ruvector.maintenance_jobs SET state = 'queued' WHERE job_id = $1`, id)
+	if _, out, err := r.RunOne(ctx); err != nil || out != jobs.Done {
+		t.Fatalf("resumed: %v %v (%+v)", out, err, job(t, env.Conn, id))
+	}
+	var journal, batches int
+	_ = env.Conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT batch) FROM ruvector.healing_moves WHERE outcome_id = $1`, -id).Scan(&journal, &batches)
+	if moved() != 450 || journal != 450 || batches != 5 {
+		t.Fatalf("%d rows moved, %d journaled in %d batches; want 450 in 5", moved(), journal, batches)
+	}
+}
