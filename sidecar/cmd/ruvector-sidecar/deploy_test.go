@@ -271,6 +271,11 @@ func deployCommandLines(t *testing.T, root string) map[string][]string {
 }
 
 func checkDeployFlags(t *testing.T, root string, flags subcommandFlags) {
+	for n := range pendingFlags {
+		if _, ok := flags["run"][n]; ok {
+			t.Errorf("run --%s is accepted now: drop it from pendingFlags in deploy_test.go and the \"pending\" note of deploy/README.md", n)
+		}
+	}
 	for src, args := range deployCommandLines(t, root) {
 		if len(args) == 0 {
 			t.Errorf("%s: empty", src)
