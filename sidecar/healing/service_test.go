@@ -493,10 +493,91 @@ ruvector_healing_enabled 1
 		if d := v.call(ctx, t, `SELECT ruvector_healing_verify_audit()`); d["ok"] != true {
 			t.Fatalf("chain before tampering: %v", d)
 		}
-		c.MustExec(ctx, `UPDATE ruvector.healing_outcomes SET improvement_pct = 99 WHERE chain_seq = 2`)
-		d := v.call(ctx, t, `SELECT ruvector_healing_verify_audit()`)
-		if d["ok"] != false || !strings.Contains(fmt.Sprint(d["problems"]), "altered after sealing") {
-			t.Fatalf("chain after tampering: %v", d)
+		// The signatures are verified by the server, and a monitor can ask.
+		exec := func(sql string, args ...any) {
+			t.Helper()
+			if _, err := v.db.Exec(ctx, sql, args...); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		c.MustExec(ctx, `CREATE ROLE heal_audit_watch IN ROLE ruvector_monitor`)
+		watch := c.Connect(ctx, "postgres")
+		if _, err := watch.Exec(ctx, `SET ROLE heal_audit_watch`); err != nil {
+			t.Fatal(err)
+		}
+		var monitorOK bool
+		if err := watch.QueryRow(ctx, `SELECT (ruvector.ruvector_healing_verify_audit()->>'ok')::boolean`).Scan(&monitorOK); err != nil || !monitorOK {
+			t.Fatalf("chain as a monitor: %v %v", monitorOK, err)
+		}
+		if _, err := watch.Exec(ctx, `SELECT count(*) FROM ruvector.healing_audit_keys`); err == nil {
+			t.Fatal("a monitor read the key inventory")
+		}
+		problems := func() string {
+			t.Helper()
+			d := v.call(ctx, t, `SELECT ruvector_healing_verify_audit()`)
+			if d["ok"] != false {
+				t.Fatalf("chain verified after tampering: %v", d)
+			}
+			return fmt.Sprint(d["problems"])
+		}
+
+		// One signature byte flipped: the hashes and links still hold.
+		var seq int64
+		var sig []byte
+		if err := v.db.QueryRow(ctx, `SELECT chain_seq, signature FROM ruvector.healing_outcomes
+			WHERE chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1`).Scan(&seq, &sig); err != nil {
+			t.Fatal(err)
+		}
+		flipped := append([]byte(nil), sig...)
+		flipped[17] ^= 0x01
+		exec(`UPDATE ruvector.healing_outcomes SET signature = $2 WHERE chain_seq = $1`, seq, flipped)
+		if p := problems(); !strings.Contains(p, "signature does not verify with key "+v.key.ID) ||
+			strings.Contains(p, "altered after sealing") || strings.Contains(p, "prev_hash") {
+			t.Fatalf("flipped signature byte: %s", p)
+		}
+		exec(`UPDATE ruvector.healing_outcomes SET signature = $2 WHERE chain_seq = $1`, seq, sig)
+		if d := v.call(ctx, t, `SELECT ruvector_healing_verify_audit()`); d["ok"] != true {
+			t.Fatalf("chain with the signature restored: %v", d)
+		}
+
+		// Altered and re-sealed by someone holding another key: hash and link
+		// consistent, signed, but by a key the server does not know; the same
+		// key put in the sealer's key_id does not verify either.
+		forger, _, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "forger.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec(`UPDATE ruvector.healing_outcomes SET improvement_pct = 99, key_id = $2 WHERE chain_seq = $1`, seq, forger.ID)
+		rec, err := audit.Scan(v.db.QueryRow(ctx, `SELECT `+audit.Columns+` FROM ruvector.healing_outcomes WHERE chain_seq = $1`, seq))
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec(`UPDATE ruvector.healing_outcomes SET record_hash = $2, signature = $3 WHERE chain_seq = $1`,
+			seq, rec.Hash(), forger.Sign(rec.Canonical()))
+		if p := problems(); !strings.Contains(p, "signed by key "+forger.ID+", which is not in ruvector.healing_audit_keys") ||
+			strings.Contains(p, "altered after sealing") {
+			t.Fatalf("re-signed by an unknown key: %s", p)
+		}
+		exec(`UPDATE ruvector.healing_outcomes SET key_id = $2 WHERE chain_seq = $1`, seq, v.key.ID)
+		rec, err = audit.Scan(v.db.QueryRow(ctx, `SELECT `+audit.Columns+` FROM ruvector.healing_outcomes WHERE chain_seq = $1`, seq))
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec(`UPDATE ruvector.healing_outcomes SET record_hash = $2, signature = $3 WHERE chain_seq = $1`,
+			seq, rec.Hash(), forger.Sign(rec.Canonical()))
+		if p := problems(); !strings.Contains(p, "signature does not verify with key "+v.key.ID) ||
+			strings.Contains(p, "altered after sealing") {
+			t.Fatalf("re-signed by another key under the sealer's key_id: %s", p)
+		}
+		// Go's verifier agrees.
+		rep, err := audit.Verify(ctx, v.db, 0)
+		if err != nil || rep.OK() || rep.Problems[0].Kind != audit.KindBadSignature {
+			t.Fatalf("audit.Verify: %+v %v", rep, err)
+		}
+
+		exec(`UPDATE ruvector.healing_outcomes SET improvement_pct = 99 WHERE chain_seq = 2`)
+		if p := problems(); !strings.Contains(p, "altered after sealing") {
+			t.Fatalf("chain after tampering: %s", p)
 		}
 	})
 }

@@ -70,8 +70,9 @@ CREATE INDEX idx_healing_outcomes_collection_time
     ON ruvector.healing_outcomes(collection_id, started_at DESC);
 
 -- Public keys of the sidecars' audit signing keys. Only admins read them:
--- the chain is verified by the sidecar, and the key inventory is not
--- something a monitoring role needs.
+-- monitors verify signatures through SECURITY DEFINER helpers
+-- (ruvector._healing_outcome_signature, ruvector._integrity_event_verified)
+-- and do not need the key inventory itself.
 CREATE TABLE ruvector.healing_audit_keys (
     key_id     TEXT PRIMARY KEY,
     public_key BYTEA NOT NULL UNIQUE CHECK (length(public_key) = 32),
@@ -174,6 +175,24 @@ RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
         || ruvector._canon(o.decision) || ruvector._canon(o.rolled_back)
         || ruvector._canon(o.metadata) || ruvector._canon(o.key_id)
         || ruvector._canon(o.prev_hash)
+$$;
+
+-- Whether a sealed record's signature verifies: 'unsigned', 'unknown_key'
+-- (key_id names no row of ruvector.healing_audit_keys), 'bad_signature' or
+-- 'verified'. The signature covers the canonical bytes themselves (not
+-- record_hash): sidecar/audit.Seal signs Record.Canonical(). SECURITY
+-- DEFINER so that monitors can verify the chain without reading the key
+-- inventory, as ruvector._integrity_event_verified does for events.
+CREATE FUNCTION ruvector._healing_outcome_signature(o ruvector.healing_outcomes)
+RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+        WHEN o.signature IS NULL THEN 'unsigned'
+        WHEN k.public_key IS NULL THEN 'unknown_key'
+        WHEN ruvector._ed25519_verify(k.public_key, ruvector._healing_canonical(o), o.signature) THEN 'verified'
+        ELSE 'bad_signature'
+    END
+    FROM (SELECT 1) AS one LEFT JOIN ruvector.healing_audit_keys k ON k.key_id = o.key_id
 $$;
 
 -- The healing configuration as stored (defaults are healconfig's; the two
@@ -333,10 +352,12 @@ $$;
 -- Checks what SQL can check of the audit chain: chain_seq runs 1..n without
 -- gaps, each record's prev_hash is the previous record's record_hash (NULL
 -- for the first), and record_hash = sha256(ruvector._healing_canonical(row)).
--- A record altered, deleted or moved breaks one of these. The Ed25519
--- signatures cannot be checked in SQL: ruvector-sidecar verifies them (and
--- this whole chain again) with sidecar/audit.Verify against
--- ruvector.healing_audit_keys.
+-- A record altered, deleted or moved breaks one of these. Each sealed
+-- record's Ed25519 signature is verified against the public key its key_id
+-- names in ruvector.healing_audit_keys: a record re-signed by another key
+-- (unknown here), or with a signature that does not verify, is a problem,
+-- and so is a sealed record with no signature. sidecar/audit.Verify checks
+-- the same things from Go.
 CREATE FUNCTION ruvector_healing_verify_audit()
 RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -349,8 +370,9 @@ DECLARE
     unsealed integer;
     unsigned integer := 0;
 BEGIN
-    FOR r IN SELECT o.id, o.chain_seq, o.prev_hash, o.record_hash, o.signature,
-                    sha256(ruvector._healing_canonical(o)) AS computed
+    FOR r IN SELECT o.id, o.chain_seq, o.prev_hash, o.record_hash, o.key_id,
+                    sha256(ruvector._healing_canonical(o)) AS computed,
+                    ruvector._healing_outcome_signature(o) AS sig
              FROM ruvector.healing_outcomes o
              WHERE o.chain_seq IS NOT NULL ORDER BY o.chain_seq LOOP
         n := n + 1;
@@ -369,8 +391,17 @@ BEGIN
             problems := problems || jsonb_build_object('chain_seq', r.chain_seq, 'id', r.id,
                 'problem', 'record_hash does not match the record: it was altered after sealing');
         END IF;
-        IF r.signature IS NULL THEN
+        IF r.sig = 'unsigned' THEN
             unsigned := unsigned + 1;
+        ELSIF r.sig = 'unknown_key' THEN
+            nproblems := nproblems + 1;
+            problems := problems || jsonb_build_object('chain_seq', r.chain_seq, 'id', r.id,
+                'problem', format('signed by key %s, which is not in ruvector.healing_audit_keys',
+                                  coalesce(r.key_id, '(none)')));
+        ELSIF r.sig = 'bad_signature' THEN
+            nproblems := nproblems + 1;
+            problems := problems || jsonb_build_object('chain_seq', r.chain_seq, 'id', r.id,
+                'problem', format('signature does not verify with key %s', r.key_id));
         END IF;
         prev := r.record_hash;
         expect_seq := r.chain_seq + 1;
@@ -384,8 +415,7 @@ BEGIN
         'ok', nproblems = 0,
         'records', n,
         'unsealed', unsealed,
-        'problems', problems,
-        'signatures', 'not checked in SQL: ruvector-sidecar verifies the Ed25519 signatures (sidecar/audit)');
+        'problems', problems);
 END
 $$;
 
@@ -394,11 +424,12 @@ REVOKE ALL ON FUNCTION ruvector._canon(bytea), ruvector._canon(text), ruvector._
     ruvector._canon(timestamptz), ruvector._healing_canonical(ruvector.healing_outcomes),
     ruvector._healing_config(), ruvector._healing_is_attempt(ruvector.healing_outcomes), ruvector_healing_status(),
     ruvector_healing_history(timestamptz, integer), ruvector_healing_effectiveness(),
-    ruvector_healing_verify_audit() FROM PUBLIC;
+    ruvector_healing_verify_audit(), ruvector._healing_outcome_signature(ruvector.healing_outcomes) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ruvector._canon(bytea), ruvector._canon(text), ruvector._canon(jsonb),
     ruvector._canon(bigint), ruvector._canon(boolean), ruvector._canon(real),
     ruvector._canon(timestamptz), ruvector._healing_canonical(ruvector.healing_outcomes),
     ruvector._healing_config(), ruvector._healing_is_attempt(ruvector.healing_outcomes), ruvector_healing_status(),
     ruvector_healing_history(timestamptz, integer), ruvector_healing_effectiveness(),
-    ruvector_healing_verify_audit() TO ruvector_monitor, pg_monitor;
+    ruvector_healing_verify_audit(), ruvector._healing_outcome_signature(ruvector.healing_outcomes)
+    TO ruvector_monitor, pg_monitor;
 

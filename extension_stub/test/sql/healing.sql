@@ -57,6 +57,9 @@ SELECT * FROM ruvector_healing_history(now(), 0);
 
 -- The hash chain, checked in SQL: seal two records by hand the way the
 -- engine does (without a signature, which SQL cannot make), then tamper.
+-- Signatures: by key 'k', unknown at first; once 'k' is registered (RFC 8032
+-- test key 1) a signature that is not that key's over the record is bad.
+-- (The Go service tests check that real signatures verify.)
 UPDATE ruvector.healing_outcomes o SET chain_seq = 1, key_id = 'k' WHERE o.id = 1;
 UPDATE ruvector.healing_outcomes o SET record_hash = sha256(ruvector._healing_canonical(o)) WHERE o.id = 1;
 UPDATE ruvector.healing_outcomes o SET chain_seq = 2, key_id = 'k',
@@ -66,6 +69,11 @@ SELECT v->'ok' AS ok, v->'records' AS records, v->'unsealed' AS unsealed, v->'pr
 FROM ruvector_healing_verify_audit() v;
 UPDATE ruvector.healing_outcomes SET signature = '\x00' WHERE chain_seq IS NOT NULL;
 SELECT v->'ok' AS ok, v->'problems' AS problems FROM ruvector_healing_verify_audit() v;
+INSERT INTO ruvector.healing_audit_keys (key_id, public_key)
+VALUES ('k', '\xd75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a');
+UPDATE ruvector.healing_outcomes SET signature = decode(repeat('ab', 64), 'hex') WHERE id = 2;
+SELECT v->'ok' AS ok, v->'problems' AS problems FROM ruvector_healing_verify_audit() v;
+DELETE FROM ruvector.healing_audit_keys WHERE key_id = 'k';
 UPDATE ruvector.healing_outcomes SET improvement_pct = 0.9 WHERE id = 1;
 SELECT v->'ok' AS ok, v->'problems' AS problems FROM ruvector_healing_verify_audit() v;
 DELETE FROM ruvector.healing_outcomes WHERE id = 1;
