@@ -296,8 +296,12 @@ func (r *renderer) remediations(p Panel, ys yScale) {
 	for _, m := range rems {
 		end := m.End
 		open := end.IsZero()
-		if open {
+		if open && m.Result != ResultPending {
 			end = r.t.To
+		} else if open {
+			// A pending record never completes (the approval is a record
+			// of its own): mark the request, not a span.
+			end = m.Start
 		}
 		x1, x2 := r.x(m.Start), r.x(end)
 		colour := resultColour[m.Result]

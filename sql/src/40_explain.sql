@@ -72,6 +72,8 @@ DECLARE
     later jsonb;
     missing text[] := ARRAY[]::text[];
     verif jsonb;
+    source_id bigint;
+    source_dec jsonb;
 BEGIN
     IF outcome_id IS NULL THEN
         RAISE EXCEPTION 'outcome_id must not be NULL'
@@ -86,6 +88,18 @@ BEGIN
     END IF;
     SELECT c.name INTO cname FROM ruvector.collections c WHERE c.collection_id = o.collection_id;
     dec := coalesce(o.decision, '{}'::jsonb);
+    -- An approved action records only which pending action it carries out;
+    -- the why is in that pending record (sealed, so it cannot have changed).
+    IF dec->'classification' IS NULL AND jsonb_typeof(dec->'approved_action') = 'number' THEN
+        SELECT p.id, p.decision INTO source_id, source_dec FROM ruvector.healing_outcomes p
+            WHERE p.id = (dec->>'approved_action')::bigint AND p.state = 'pending_approval'
+              AND p.collection_id = o.collection_id;
+        IF source_dec IS NOT NULL THEN
+            dec := source_dec || jsonb_build_object('approved_action', source_id);
+        ELSE
+            source_id := NULL;
+        END IF;
+    END IF;
     cls := dec->'classification';
     sel := dec->'selection';
     kind := coalesce(o.metadata->>'kind', 'automatic');
@@ -180,6 +194,9 @@ BEGIN
             'explanation', dec->>'selection_explanation') END,
         'manual', dec->>'manual',
         'approved_action', dec->'approved_action',
+        -- Where classification and selection come from: this record, or
+        -- the pending action it carried out.
+        'decision_source', coalesce(source_id, o.id),
         'execution', jsonb_build_object(
             'started_at', o.started_at, 'completed_at', o.completed_at, 'duration_ms', o.duration_ms,
             'success', o.success, 'actions_taken', o.actions_taken, 'params', o.strategy_params,

@@ -103,14 +103,32 @@ func TestHealingExplain(t *testing.T) {
 		t.Errorf("not_recorded %v", nr)
 	}
 
-	// The rolled-back, approved outcome: what it lacks is named.
+	// The rolled-back, approved outcome: its why comes from the pending
+	// action it carried out.
 	m = explain(c.rolledID)
-	if get(m, "rollback.rolled_back") != true || get(m, "rollback.by") != "engine" || get(m, "kind") != "approved" ||
-		get(m, "verification.verified") != false || get(m, "signal.name") != "queue_depth" || get(m, "signal.before") != float64(7) {
-		t.Errorf("rolled-back outcome explained as %v", m)
+	for path, want := range map[string]any{
+		"rollback.rolled_back":         true,
+		"rollback.by":                  "engine",
+		"kind":                         "approved",
+		"verification.verified":        false,
+		"verification.passed":          false,
+		"signal.name":                  "queue_depth",
+		"signal.before":                float64(7),
+		"approved_action":              float64(c.pendingID),
+		"decision_source":              float64(c.pendingID),
+		"classification.rule":          "maintenance_contention",
+		"selection.chosen":             "pause_maintenance",
+		"selection.requires_approval":  true,
+		"trigger.witness_edge_count":   float64(3),
+		"classification.fired.matched": true,
+	} {
+		if got := get(m, path); got != want {
+			t.Errorf("rolled-back outcome: %s = %#v, want %#v", path, got, want)
+		}
 	}
-	if nr := toStrings(get(m, "not_recorded")); !slices.Contains(nr, "decision.classification") || !slices.Contains(nr, "decision.selection") {
-		t.Errorf("not_recorded %v", nr)
+	if p := explain(c.pendingID); get(p, "state") != "pending_approval" || get(p, "decision_source") != float64(c.pendingID) ||
+		get(p, "verification.verified") != nil {
+		t.Errorf("pending action explained as %v", p)
 	}
 
 	// An operator's later rollback shows on the original.
@@ -127,8 +145,14 @@ func TestHealingExplain(t *testing.T) {
 	if len(later) != 1 || later[0].(map[string]any)["id"] != float64(rid) {
 		t.Errorf("later rollbacks %v, want outcome %d", later, rid)
 	}
-	if r := explain(rid); get(r, "rollback.by") != "operator" || get(r, "rollback.rollback_of") != float64(c.verifiedID) {
+	r := explain(rid)
+	if get(r, "rollback.by") != "operator" || get(r, "rollback.rollback_of") != float64(c.verifiedID) {
 		t.Errorf("rollback record explained as %v", r["rollback"])
+	}
+	// A record without a decision says so rather than inventing one.
+	if nr := toStrings(get(r, "not_recorded")); !slices.Contains(nr, "decision.classification") ||
+		!slices.Contains(nr, "decision.selection") || get(r, "classification") != nil {
+		t.Errorf("rollback record: not_recorded %v, classification %v", nr, get(r, "classification"))
 	}
 
 	// Bad ids: a clear error with SQLSTATE and hint.

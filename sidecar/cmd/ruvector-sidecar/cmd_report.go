@@ -232,7 +232,9 @@ func loadPanel(ctx context.Context, q querier, id int64, from, to time.Time, p *
 			verified, rolled_back, coalesce(metadata->>'kind', ''), initial_lambda::float8, final_lambda::float8,
 			coalesce(error_message, '')
 		FROM ruvector.healing_outcomes
-		WHERE collection_id = $1 AND started_at <= $3 AND coalesce(completed_at, 'infinity') >= $2
+		WHERE collection_id = $1 AND started_at <= $3
+		  AND CASE WHEN state = 'pending_approval' THEN started_at >= $2 -- sealed: never completed, even once decided
+		           ELSE coalesce(completed_at, 'infinity') >= $2 END
 		ORDER BY started_at, id`, id, from, to)
 	if err != nil {
 		return fmt.Errorf("read outcomes: %w", err)

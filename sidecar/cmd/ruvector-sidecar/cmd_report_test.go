@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -33,6 +34,7 @@ type cycle struct {
 	env        *sensortest.Env
 	verifiedID int64
 	rolledID   int64
+	pendingID  int64
 	decision   classify.Decision
 }
 
@@ -131,12 +133,42 @@ SELECT ruvector_collection_register('other', 'other');`)
 		  "actions": [{"op": "insert", "previous_pct": 0, "pct": 50}]}`).Scan(&c.verifiedID); err != nil {
 		t.Fatal(err)
 	}
-	// An approved action records no classification or selection of its own.
-	if err := conn.QueryRow(ctx, insert, cid, "maintenance_contention",
-		`{"class": "maintenance_contention", "maintenance_contention": {"job_types": ["vacuum"], "queue_depth": 7}}`,
-		"pause_maintenance", at(32), at(34), 120000, false, float32(2), float32(0.45), float32(0.46), "[]", "{}",
-		`{"approved_action": 1}`, true,
-		`{"status": "unverified", "kind": "approved", "approved_action": 1}`).Scan(&c.rolledID); err != nil {
+	// Maintenance contention, whose strategy needs approval: the engine
+	// seals a pending action; an operator approves it and the engine runs
+	// it as a new record that names the pending one and nothing else.
+	var depWitness []classify.WitnessEdge
+	for i := int64(1); i <= 3; i++ {
+		depWitness = append(depWitness, classify.WitnessEdge{
+			Source:   classify.NodeRef{Kind: classify.NodeMaintenanceDep, ID: 100 + i, Name: "vacuum"},
+			Target:   classify.NodeRef{Kind: classify.NodePartition, ID: i, Name: "emb_" + strconv.FormatInt(i, 10)},
+			EdgeType: classify.EdgeDependency, Capacity: 0.2})
+	}
+	depMetrics := classify.Metrics{MaintenanceQueueDepth: 7,
+		MaintenanceJobs: []classify.MaintenanceJob{{NodeID: 101, Type: "vacuum", Queued: 7}}}
+	dep := classify.Classify(depWitness, depMetrics, classify.DefaultThresholds())
+	if dep.Problem.Class != classify.ClassMaintenanceContention {
+		t.Fatalf("fixture: classified as %s, want maintenance_contention:\n%s", dep.Problem.Class, dep.Explain())
+	}
+	reg2, err := strategy.NewRegistry(
+		cycleStrategy{"pause_maintenance", []classify.Class{classify.ClassMaintenanceContention}, 0.1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	depSel := reg2.Select(ctx, dep.Problem, strategy.Limits{MaxImpact: 0.5, ApprovalStrategies: []string{"pause_maintenance"}})
+	depDecision, _ := json.Marshal(map[string]any{"classification": dep, "explanation": dep.Explain(),
+		"selection": depSel, "selection_explanation": depSel.Explain()})
+	depProblem, _ := json.Marshal(dep.Problem)
+	depWitnessJSON, _ := json.Marshal(depWitness)
+	if err := conn.QueryRow(ctx, `INSERT INTO ruvector.healing_outcomes (collection_id, problem_class, problem_details,
+			strategy_name, started_at, success, initial_lambda, witness_edges, state, decision)
+		VALUES ($1, 'maintenance_contention', $2, 'pause_maintenance', $3, false, 0.45, $4, 'pending_approval', $5)
+		RETURNING id`, cid, string(depProblem), at(31), string(depWitnessJSON), string(depDecision)).Scan(&c.pendingID); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, insert, cid, "maintenance_contention", string(depProblem),
+		"pause_maintenance", at(32), at(34), 120000, false, float32(2), float32(0.45), float32(0.46), string(depWitnessJSON), "{}",
+		fmt.Sprintf(`{"approved_action": %d}`, c.pendingID), true,
+		fmt.Sprintf(`{"status": "unverified", "kind": "approved", "approved_action": %d}`, c.pendingID)).Scan(&c.rolledID); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -288,8 +320,8 @@ func TestReportRendersARecordedCycle(t *testing.T) {
 
 	// Remediations in time order, with their ids, strategies and results.
 	rems := emb.find("remediation")
-	if len(rems) != 2 {
-		t.Fatalf("%d remediations, want 2", len(rems))
+	if len(rems) != 3 {
+		t.Fatalf("%d remediations, want 3", len(rems))
 	}
 	type mark struct {
 		id              int64
@@ -300,6 +332,7 @@ func TestReportRendersARecordedCycle(t *testing.T) {
 	}
 	wantRems := []mark{
 		{c.verifiedID, "throttle_ingestion", "verified", 12, 13, "circle"},
+		{c.pendingID, "pause_maintenance", "pending", 31, -1, ""},
 		{c.rolledID, "pause_maintenance", "rolled_back", 32, 34, "path"},
 	}
 	for i, w := range wantRems {
@@ -309,7 +342,11 @@ func TestReportRendersARecordedCycle(t *testing.T) {
 			t.Errorf("remediation %d: id %s strategy %s result %s, want %d %s %s", i, g.attr("data-outcome-id"),
 				g.attr("data-strategy"), g.attr("data-result"), w.id, w.strategy, w.result)
 		}
-		if g.attr("data-start") != at(w.startMin).Format(time.RFC3339) || g.attr("data-end") != at(w.endMn).Format(time.RFC3339) {
+		wantEnd := ""
+		if w.endMn >= 0 {
+			wantEnd = at(w.endMn).Format(time.RFC3339)
+		}
+		if g.attr("data-start") != at(w.startMin).Format(time.RFC3339) || g.attr("data-end") != wantEnd {
 			t.Errorf("remediation %d: %s..%s", i, g.attr("data-start"), g.attr("data-end"))
 		}
 		var title, label string
@@ -335,6 +372,12 @@ func TestReportRendersARecordedCycle(t *testing.T) {
 		}
 		if !strings.HasPrefix(label, "#"+strconv.FormatInt(w.id, 10)+" "+w.strategy) {
 			t.Errorf("remediation %d label %q", i, label)
+		}
+		if w.endMn < 0 {
+			if endX != 0 {
+				t.Errorf("remediation %d: a pending action has no end, got an end line at x %.1f", i, endX)
+			}
+			endX = wantX(w.endMn)
 		}
 		if !near(startX, wantX(w.startMin)) || !near(endX, wantX(w.endMn)) {
 			t.Errorf("remediation %d drawn from x %.1f to %.1f, want %.1f to %.1f", i, startX, endX, wantX(w.startMin), wantX(w.endMn))
