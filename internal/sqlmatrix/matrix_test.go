@@ -190,7 +190,7 @@ func snapshot(ctx context.Context, conn *pgx.Conn) (map[string]string, error) {
 	}
 	var thr string
 	if err := conn.QueryRow(ctx, `SELECT coalesce(string_agg(format('%s/%s/%s/%s', collection, op, pct, set_by), ',' ORDER BY collection, op), '')
-		FROM ruvector_throttle_status()`).Scan(&thr); err != nil {
+		FROM ruvector.ruvector_throttle_status()`).Scan(&thr); err != nil {
 		return nil, err
 	}
 	out["segment throttles"] = thr
@@ -235,6 +235,11 @@ func TestBadInputMatrix(t *testing.T) {
 	env := sensortest.Start(t, ctx, 4, setupSQL)
 	conn := env.Conn
 	funcs := loadFunctions(t, ctx, conn)
+	// Without the extension's schema on the search path: a function body
+	// that calls another unqualified fails here (42883, no hint).
+	if _, err := conn.Exec(ctx, `SET search_path = public`); err != nil {
+		t.Fatal(err)
+	}
 
 	var calls, failed, succeeded int
 	var problems []string

@@ -199,7 +199,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use a risk class (low, medium, high) or one of: search, read, insert (low); bulk_insert, update, delete, vacuum, analyze (medium); reindex, index_build, rebuild_centroids, rebalance, compaction, ddl (high).';
     END IF;
-    st := ruvector_integrity_status(collection);
+    st := ruvector.ruvector_integrity_status(collection);
     state := st->>'state';
     rule := ruvector._allowed_operations(state)->>risk;
     IF rule LIKE 'throttle(%' THEN
@@ -222,7 +222,7 @@ BEGIN
     END;
     IF lower(operation) IN ('insert', 'bulk_insert') THEN
         SELECT t.pct, t.set_by INTO gate_pct, gate_by
-        FROM ruvector_throttle_status() t WHERE t.collection = ruvector_integrity_gate.collection AND t.op = lower(operation);
+        FROM ruvector.ruvector_throttle_status() t WHERE t.collection = ruvector_integrity_gate.collection AND t.op = lower(operation);
         IF coalesce(gate_pct, 0) > pct THEN
             pct := gate_pct;
             actions := actions || to_jsonb(format('write gate throttles %s at %s%% (set by %s)', lower(operation), gate_pct, gate_by));

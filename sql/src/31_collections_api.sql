@@ -157,7 +157,7 @@ BEGIN
         EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES IN (%s)', sch, name || '_p' || i, tbl, i);
     END LOOP;
     EXECUTE format('CREATE INDEX ON %s (ivf_list)', tbl);
-    cid := ruvector_collection_register(name, tbl);
+    cid := ruvector.ruvector_collection_register(name, tbl);
     PERFORM ruvector._collection_install(cid, tbl, name, dim, partitions, lists, true);
     RETURN cid;
 END
@@ -240,7 +240,7 @@ BEGIN
             USING ERRCODE = 'duplicate_object',
                   HINT = 'It belongs to a vector collection already; drop that collection first.';
     END IF;
-    cid := ruvector_collection_register(name, tbl);
+    cid := ruvector.ruvector_collection_register(name, tbl);
     PERFORM ruvector._collection_install(cid, tbl, name, dim, nparts, lists, false);
     RETURN cid;
 END
@@ -260,7 +260,7 @@ BEGIN
     SELECT c.relid INTO tbl FROM ruvector.collections c WHERE c.collection_id = vc.collection_id;
     -- ruvector_collection_unregister refuses vector collections.
     DELETE FROM ruvector.vector_collections v WHERE v.collection_id = vc.collection_id;
-    PERFORM ruvector_collection_unregister(name);
+    PERFORM ruvector.ruvector_collection_unregister(name);
     IF vc.owned THEN
         EXECUTE format('DROP TABLE %s', tbl);
     ELSE
