@@ -375,33 +375,78 @@ func (r *renderer) endMark(m Remediation, x float64, ys yScale, colour string) {
 	}
 }
 
+// maxDots is how many samples get a dot (and a tooltip) of their own;
+// beyond it the line alone is drawn.
+const maxDots = 300
+
 // lambdaPath draws λ through its points; one point gets a dot alone.
 func (r *renderer) lambdaPath(points []Point, ys yScale) {
-	var d strings.Builder
-	n := 0
+	var valid []Point
 	for _, pt := range points {
 		if math.IsNaN(pt.Lambda) || math.IsInf(pt.Lambda, 0) || pt.At.Before(r.t.From) || pt.At.After(r.t.To) {
 			continue
 		}
-		cmd := "L"
-		if n == 0 {
-			cmd = "M"
-		}
-		fmt.Fprintf(&d, "%s %s %s ", cmd, num(r.x(pt.At)), num(ys.y(pt.Lambda)))
-		n++
+		valid = append(valid, pt)
 	}
-	if n == 0 {
+	if len(valid) == 0 {
 		r.printf(`<text class="no-data" x="%s" y="%s" fill="#888" text-anchor="middle">no λ samples in this window</text>`+"\n",
 			num(plotLeft+plotWidth/2), num(plotTop+plotH/2))
 		return
 	}
-	r.printf(`<path class="lambda" data-points="%d" d="%s" fill="none" stroke="#0d47a1" stroke-width="1.8"/>`+"\n",
-		n, strings.TrimSpace(d.String()))
-	for _, pt := range points {
-		if math.IsNaN(pt.Lambda) || math.IsInf(pt.Lambda, 0) || pt.At.Before(r.t.From) || pt.At.After(r.t.To) {
-			continue
+	drawn := valid
+	if len(valid) > 4*int(plotWidth) {
+		drawn = decimate(valid, r.x)
+	}
+	var d strings.Builder
+	for i, pt := range drawn {
+		cmd := "L"
+		if i == 0 {
+			cmd = "M"
 		}
+		fmt.Fprintf(&d, "%s %s %s ", cmd, num(r.x(pt.At)), num(ys.y(pt.Lambda)))
+	}
+	r.printf(`<path class="lambda" data-points="%d" data-samples="%d" d="%s" fill="none" stroke="#0d47a1" stroke-width="1.8"/>`+"\n",
+		len(drawn), len(valid), strings.TrimSpace(d.String()))
+	if len(valid) > maxDots {
+		return
+	}
+	for _, pt := range valid {
 		r.printf(`<circle class="sample" cx="%s" cy="%s" r="1.8" fill="#0d47a1"><title>λ %s at %s</title></circle>`+"\n",
 			num(r.x(pt.At)), num(ys.y(pt.Lambda)), lam(pt.Lambda), stamp(pt.At))
 	}
+}
+
+// decimate keeps, per pixel column, the first, lowest, highest and last
+// point in time order: a long window stays a small file and no dip or peak
+// disappears.
+func decimate(points []Point, x func(time.Time) float64) []Point {
+	var out []Point
+	flush := func(bucket []Point) {
+		if len(bucket) == 0 {
+			return
+		}
+		lo, hi := 0, 0
+		for i, p := range bucket {
+			if p.Lambda < bucket[lo].Lambda {
+				lo = i
+			}
+			if p.Lambda > bucket[hi].Lambda {
+				hi = i
+			}
+		}
+		keep := []int{0, lo, hi, len(bucket) - 1}
+		slices.Sort(keep)
+		for _, i := range slices.Compact(keep) {
+			out = append(out, bucket[i])
+		}
+	}
+	start, col := 0, math.Floor(x(points[0].At))
+	for i, p := range points {
+		if c := math.Floor(x(p.At)); c != col {
+			flush(points[start:i])
+			start, col = i, c
+		}
+	}
+	flush(points[start:])
+	return out
 }

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"math"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +135,42 @@ func TestOutcomeResult(t *testing.T) {
 		if got := OutcomeResult(tc.state, tc.success, tc.verified, tc.rolled, tc.kind); got != tc.want {
 			t.Errorf("%+v: %s, want %s", tc, got, tc.want)
 		}
+	}
+}
+
+// A month of 10 s samples stays a small picture that still shows the dip.
+func TestRenderDecimates(t *testing.T) {
+	tl := Timeline{From: t0, To: t0.Add(30 * 24 * time.Hour), Panels: []Panel{{Collection: "big", ThresholdHigh: 0.8, ThresholdLow: 0.3}}}
+	n := int(30 * 24 * time.Hour / (10 * time.Second))
+	for i := 0; i < n; i++ {
+		l := 0.9 + 0.05*math.Sin(float64(i)/500)
+		if i == n/3+100 { // inside a pixel column, not at its edge
+			l = 0.05 // one sample's dip
+		}
+		tl.Panels[0].Points = append(tl.Panels[0].Points, Point{At: t0.Add(time.Duration(i) * 10 * time.Second), Lambda: l})
+	}
+	out := render(t, tl)
+	if len(out) > 200_000 {
+		t.Errorf("%d bytes for a month", len(out))
+	}
+	s := string(out)
+	if !strings.Contains(s, fmt.Sprintf(`data-samples="%d"`, n)) || strings.Contains(s, `class="sample"`) {
+		t.Errorf("want the samples counted and no dots")
+	}
+	m := regexp.MustCompile(`class="lambda" data-points="(\d+)"[^>]* d="([^"]*)"`).FindStringSubmatch(s)
+	if m == nil {
+		t.Fatal("no lambda path")
+	}
+	if pts, _ := strconv.Atoi(m[1]); pts > 4*912 || pts < 912 {
+		t.Errorf("%d path points for %d samples", pts, n)
+	}
+	// The dip at λ 0.05 is at y = 62 + 160 × 0.95 = 214.
+	f := strings.Fields(m[2])
+	dip := false
+	for i := 2; i < len(f); i += 3 {
+		dip = dip || f[i] == "214.0"
+	}
+	if !dip {
+		t.Errorf("the one-sample dip was lost")
 	}
 }
