@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ruvector/ruvector-healing/internal/pgtest"
 	"github.com/ruvector/ruvector-healing/internal/sensortest"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
@@ -436,5 +437,48 @@ func TestIntegritySamplesFollowTheGraph(t *testing.T) {
 	out, err := c.env.Cluster.Psql(`SET ROLE sample_reader; SELECT count(*) FROM ruvector.integrity_samples`)
 	if err != nil || strings.TrimSpace(out) != "1" {
 		t.Fatalf("monitor role reads samples: %v %q", err, out)
+	}
+}
+
+// The real daemon's monitor feeds the λ history through the contracted
+// graph, and the report draws it.
+func TestReportDrawsTheDaemonsSamples(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env := sensortest.Start(t, ctx, 4, "")
+	dsn := env.Cluster.DSN("postgres")
+	dctx, stopDaemon := context.WithCancel(ctx)
+	daemonDone := make(chan error, 1)
+	go func() {
+		daemonDone <- runDaemon(dctx, []string{"--dsn", dsn, "--sample-interval", "250ms", "--heartbeat-interval", "200ms",
+			"--metrics-listen", "127.0.0.1:0", "--audit-key", filepath.Join(t.TempDir(), "k"), "--log-level", "error"}, io.Discard)
+	}()
+	defer func() {
+		stopDaemon()
+		if err := <-daemonDone; err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+	}()
+	// The monitor writes the graph at its first sample and every 10 s.
+	var n int
+	pgtest.WaitFor(t, 40*time.Second, "two λ samples from the monitor", func() (bool, error) {
+		err := env.Conn.QueryRow(ctx, `SELECT count(*) FROM ruvector.integrity_samples s
+			JOIN ruvector.collections c USING (collection_id) WHERE c.name = 'emb'`).Scan(&n)
+		return n >= 2, err
+	})
+	var out bytes.Buffer
+	if err := runReport(ctx, []string{"--dsn", dsn, "--since", "10m", "-o", "-"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	panels := parseSVG(t, out.Bytes()).find("panel")
+	if len(panels) != 1 || panels[0].attr("data-collection") != "emb" {
+		t.Fatalf("panels %v", panels)
+	}
+	paths := panels[0].find("lambda")
+	if len(paths) != 1 {
+		t.Fatalf("no λ path drawn from the daemon's samples:\n%s", out.String())
+	}
+	if got, _ := strconv.Atoi(paths[0].attr("data-samples")); got < n {
+		t.Errorf("λ path of %d samples, the history holds %d", got, n)
 	}
 }
