@@ -433,7 +433,7 @@ SELECT ruvector.ruvector_collection_register('emb', 'public.emb');`)
 	}
 	// The compose network's names stand for this machine's cluster.
 	env = append(env, "PGHOST="+c.SocketDir(), fmt.Sprintf("PGPORT=%d", c.Port))
-	runSidecarCleanly(t, "docker-compose.yml", sidecar, args, env, addr)
+	runSidecarCleanly(t, "docker-compose.yml", sidecar, args, env, addr, true)
 
 	// The same server as the systemd unit and its environment file run it:
 	// over the local socket with peer authentication mapped to the role
@@ -482,7 +482,7 @@ SELECT ruvector.ruvector_collection_register('emb', 'public.emb');`)
 		}
 	}
 	env = append(env, "PGHOST="+c.SocketDir(), fmt.Sprintf("PGPORT=%d", c.Port), "PGPASSWORD=", "PGPASSFILE=/nonexistent")
-	runSidecarCleanly(t, "the systemd unit", sidecar, args, env, addr)
+	runSidecarCleanly(t, "the systemd unit", sidecar, args, env, addr, false)
 }
 
 func freeAddr(t *testing.T) string {
@@ -510,7 +510,7 @@ func setFlagValue(t *testing.T, args []string, name, value string) {
 // serves healthy metrics with the collection "emb" and every collector
 // succeeding, lets it sample a while, stops it with SIGTERM, and fails on
 // an error or a privilege failure in its log.
-func runSidecarCleanly(t *testing.T, how, sidecar string, args, env []string, addr string) {
+func runSidecarCleanly(t *testing.T, how, sidecar string, args, env []string, addr string, leads bool) {
 	t.Helper()
 	cmd := exec.Command(sidecar, args...)
 	cmd.Env = env
@@ -593,10 +593,13 @@ func runSidecarCleanly(t *testing.T, how, sidecar string, args, env []string, ad
 		}
 	}
 	// With the role's privileges the change feed streams and the healing
-	// engine takes the lead (each run is a new process: it may have to
-	// wait out the previous one's leader row, so only the feed and the key
-	// are required of every run).
-	for _, want := range []string{"changefeed: streaming", "audit signing key loaded"} {
+	// engine takes the lead (a later run on the same server may have to
+	// wait out the previous one's leader row, so only the first must lead).
+	wants := []string{"changefeed: streaming", "audit signing key loaded"}
+	if leads {
+		wants = append(wants, "healing: this sidecar is the active one")
+	}
+	for _, want := range wants {
 		if !strings.Contains(logBuf.String(), want) {
 			t.Errorf("%s: the sidecar never logged %q\n%s", how, want, logBuf.String())
 		}
