@@ -142,3 +142,16 @@ bench-mincut:
 
 bench-monitor: build install-ext
 	bash bench/monitor/run.sh
+
+# The healer's scorecard (bench/scorecard): a seeded fault campaign of every
+# problem class under a steady workload with the real sidecar; SCORECARD_ARGS
+# takes e.g. -scorecard.quick. bench-recovery is the same campaign;
+# bench-load runs the workload at the machine's capacity instead.
+SCORECARD_SEED ?= 1
+SCORECARD_ARGS ?=
+.PHONY: scorecard bench-recovery bench-load
+scorecard bench-recovery: build install-ext
+	$(GO) test -count=1 -run TestScorecard -v -timeout 60m ./bench/scorecard -args -scorecard.run -scorecard.seed=$(SCORECARD_SEED) $(SCORECARD_ARGS)
+
+bench-load: build install-ext
+	$(GO) test -count=1 -run TestScorecard -v -timeout 60m ./bench/scorecard -args -scorecard.run -scorecard.mode=load -scorecard.seed=$(SCORECARD_SEED) $(SCORECARD_ARGS)
