@@ -33,7 +33,7 @@ type fn struct {
 
 // Acting functions change state; ruvector_monitor must not be able to
 // call them successfully, and neither may a role with no ruvector grant.
-var acting = regexp.MustCompile(`_(set|clear|register|unregister|refresh|create|drop|adopt|configure|trigger|approve|abort|execute|rollback|override|enqueue|reset|activate|attach|detach|apply|install|request|init)$`)
+var acting = regexp.MustCompile(`_(set|clear|register|unregister|refresh|create|drop|adopt|configure|trigger|approve|abort|execute|rollback|override|enqueue|reset|activate|attach|detach|apply|install|request|init|publish|follow)$`)
 
 // Functions every role may execute, with why.
 var public = map[string]string{
@@ -44,6 +44,8 @@ var public = map[string]string{
 	"_require_admin":            "the privilege check itself: it raises 42501 for everyone but admins",
 	"_ed25519_verify":           "a pure signature check (public keys are not secret)",
 	"_operation_risk":           "a constant table of operation risk classes",
+	"_check_collection_name":    "an argument check: raises invalid_name or returns nothing",
+	"_check_sizes":              "an argument check: raises on out-of-range sizes or returns nothing",
 }
 
 const setupSQL = `
