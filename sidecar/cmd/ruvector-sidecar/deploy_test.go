@@ -571,6 +571,14 @@ func runSidecarCleanly(t *testing.T, how, sidecar string, args, env []string, ad
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// What the live endpoint serves is what the registry describes: the
+	// names the dashboard and alert checks trust are the served ones.
+	known := registeredMetrics(t)
+	for _, m := range regexp.MustCompile(`(?m)^# TYPE (\S+) `).FindAllStringSubmatch(body, -1) {
+		if !known[m[1]] {
+			t.Errorf("%s: /metrics serves %s, which the registry's descriptions lack", how, m[1])
+		}
+	}
 	// Run a few samples more, so that every collector and the change feed
 	// have had their turn, then stop it as systemd and Kubernetes do.
 	time.Sleep(4 * time.Second)
@@ -1284,8 +1292,9 @@ func TestPromqlMetricNames(t *testing.T) {
 }
 
 // registeredMetrics are the names the daemon's registry can serve: the
-// descriptions of every collector the metrics package registers (its own,
-// the healing metrics, Go and process), whether or not a series exists yet.
+// descriptions of every collector the daemon registers (as startMetrics
+// does: the metrics package's own, the healing metrics, Go and process,
+// and the handler's), whether or not a series exists yet.
 // Histogram and summary series add their suffixes.
 func registeredMetrics(t *testing.T) map[string]bool {
 	t.Helper()
@@ -1312,7 +1321,18 @@ func registeredMetrics(t *testing.T) map[string]bool {
 			}
 		}
 	}
-	for _, must := range []string{"ruvector_integrity_lambda_cut", "ruvector_healing_attempts_total", "process_resident_memory_bytes", "go_goroutines"} {
+	// The handler instruments itself on the registry it serves
+	// (promhttp_metric_handler_*): gather those from a real one.
+	served := prometheus.NewRegistry()
+	metrics.Handler(served, metrics.HandlerOptions{})
+	families, err := served.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		known[f.GetName()] = true
+	}
+	for _, must := range []string{"promhttp_metric_handler_requests_total", "ruvector_integrity_lambda_cut", "ruvector_healing_attempts_total", "process_resident_memory_bytes", "go_goroutines"} {
 		if !known[must] {
 			t.Fatalf("registered metrics lack %s: the description reader is wrong (%d names)", must, len(known))
 		}
