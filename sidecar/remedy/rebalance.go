@@ -1,0 +1,273 @@
+package remedy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ruvector/ruvector-healing/sidecar/classify"
+	"github.com/ruvector/ruvector-healing/sidecar/rebalance"
+	"github.com/ruvector/ruvector-healing/sidecar/strategy"
+)
+
+// RebalancePartitions is rebalance_partitions: it moves rows of the hot
+// shard to the cold ones (below the mean load, round-robin) in journaled
+// batches through sidecar/rebalance, sampling λ after each batch. A batch
+// that made λ worse by more than 10% (relative to the λ before it) is
+// undone and the move stops; the move also stops once λ has improved by
+// 10% over the initial λ (or reached the target). Without a sampler it
+// moves the planned rows.
+//
+// How many rows: enough to bring the hot shard down to the mean row count
+// of the shards, at most MaxMoves (or {"max_moves": n} in a manual
+// execution's parameters).
+//
+// The journal (ruvector.healing_moves) is keyed by the healing outcome, so
+// Execute needs the engine's recorder (ErrNoOutcome otherwise); Rollback
+// moves back every journaled, not yet reverted row of the outcome, which
+// works after a crash because the journal and the moves commit together.
+type RebalancePartitions struct {
+	Dial Dialer
+	// MaxMoves caps the rows moved in one execution (default 20000).
+	MaxMoves int
+	// BatchSize is rows per journaled batch (default 500).
+	BatchSize int
+}
+
+func (*RebalancePartitions) Name() string { return "rebalance_partitions" }
+func (*RebalancePartitions) Handles() []classify.Class {
+	return []classify.Class{classify.ClassHotspotCongestion}
+}
+func (*RebalancePartitions) Impact() float64                  { return 0.3 }
+func (*RebalancePartitions) EstimatedDuration() time.Duration { return time.Minute }
+func (*RebalancePartitions) Reversible() bool                 { return true }
+
+type rebalanceAction struct {
+	Kind       string `json:"kind"` // "rebalance"
+	Collection string `json:"collection"`
+	OutcomeID  int64  `json:"outcome_id"`
+	From       int    `json:"from_shard"`
+	To         []int  `json:"to_shards"`
+	Rows       int    `json:"rows"`
+}
+
+type rebalancePlan struct {
+	plan   rebalance.Plan
+	counts map[int]int64
+	noop   string
+}
+
+func shardCounts(ctx context.Context, conn *pgx.Conn, collectionID int64) (map[int]int64, error) {
+	var table string
+	if err := conn.QueryRow(ctx, `SELECT relid::regclass::text FROM ruvector.collections WHERE collection_id = $1`,
+		collectionID).Scan(&table); err != nil {
+		return nil, fmt.Errorf("rebalance_partitions: collection %d: %w", collectionID, err)
+	}
+	rows, err := conn.Query(ctx, `SELECT shard, count(*) FROM `+table+` GROUP BY shard`)
+	if err != nil {
+		return nil, fmt.Errorf("rebalance_partitions: count rows per shard: %w", err)
+	}
+	out := map[int]int64{}
+	for rows.Next() {
+		var s int
+		var n int64
+		if err := rows.Scan(&s, &n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out[s] = n
+	}
+	return out, rows.Err()
+}
+
+func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *strategy.Context) (rebalancePlan, error) {
+	shards, err := shardsOf(ctx, conn, rc)
+	if err != nil {
+		return rebalancePlan{}, fmt.Errorf("rebalance_partitions: %w", err)
+	}
+	hot, err := hotShard(rc, shards)
+	if err != nil {
+		return rebalancePlan{}, fmt.Errorf("rebalance_partitions: %w", err)
+	}
+	counts, err := shardCounts(ctx, conn, rc.CollectionID)
+	if err != nil {
+		return rebalancePlan{}, err
+	}
+	maxMoves := r.MaxMoves
+	if maxMoves <= 0 {
+		maxMoves = 20000
+	}
+	if len(rc.Params) > 0 {
+		var p struct {
+			MaxMoves *int `json:"max_moves"`
+		}
+		if err := json.Unmarshal(rc.Params, &p); err != nil {
+			return rebalancePlan{}, fmt.Errorf("rebalance_partitions: parameters: %w", err)
+		}
+		if p.MaxMoves != nil {
+			if *p.MaxMoves < 1 || *p.MaxMoves > 10_000_000 {
+				return rebalancePlan{}, fmt.Errorf("rebalance_partitions: parameter max_moves %d is out of range 1..10000000", *p.MaxMoves)
+			}
+			maxMoves = *p.MaxMoves
+		}
+	}
+	var meanLoad, total float64
+	for _, s := range shards {
+		meanLoad += s.Load
+		total += float64(counts[s.Shard])
+	}
+	meanLoad /= float64(len(shards))
+	meanRows := total / float64(len(shards))
+	var to []int
+	for _, s := range shards {
+		if s.Shard != hot.Shard && (meanLoad == 0 || s.Load < meanLoad) {
+			to = append(to, s.Shard)
+		}
+	}
+	p := rebalancePlan{counts: counts}
+	if len(to) == 0 {
+		p.noop = fmt.Sprintf("no shard of %q is below the mean load to take rows", rc.Collection)
+		return p, nil
+	}
+	rows := min(int(float64(counts[hot.Shard])-meanRows), maxMoves)
+	if rows < 1 {
+		p.noop = fmt.Sprintf("shard %d of %q holds %d rows, not more than the mean %.0f", hot.Shard, rc.Collection, counts[hot.Shard], meanRows)
+		return p, nil
+	}
+	var name string
+	if err := conn.QueryRow(ctx, `SELECT name FROM ruvector.collections WHERE collection_id = $1`, rc.CollectionID).Scan(&name); err != nil {
+		return p, fmt.Errorf("rebalance_partitions: collection %d: %w", rc.CollectionID, err)
+	}
+	p.plan = rebalance.Plan{Collection: name, From: hot.Shard, To: to, Rows: rows, BatchSize: r.BatchSize}
+	return p, nil
+}
+
+// Plan reports the move Execute would start with.
+func (r *RebalancePartitions) Plan(ctx context.Context, rc *strategy.Context) (Plan, error) {
+	conn, err := r.Dial(ctx)
+	if err != nil {
+		return Plan{}, fmt.Errorf("rebalance_partitions: connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	p, err := r.plan(ctx, conn, rc)
+	if err != nil {
+		return Plan{}, err
+	}
+	if p.noop != "" {
+		return Plan{Strategy: r.Name(), Noop: true, Reason: p.noop, Steps: []Step{}}, nil
+	}
+	return Plan{Strategy: r.Name(), Steps: []Step{{Action: "move_rows", Target: fmt.Sprintf("%s shard %d", rc.Collection, p.plan.From),
+		Detail: map[string]any{"to_shards": p.plan.To, "rows": p.plan.Rows, "rows_per_shard": p.counts,
+			"stops": "λ worse by 10% (batch undone) or λ 10% better"}}}}, nil
+}
+
+// Execute moves rows in batches, judging each by λ.
+func (r *RebalancePartitions) Execute(ctx context.Context, rc *strategy.Context) (strategy.Result, error) {
+	outcome, ok := outcomeID(rc)
+	if !ok {
+		return strategy.Result{}, fmt.Errorf("rebalance_partitions journals its moves under the healing outcome: %w", ErrNoOutcome)
+	}
+	conn, err := r.Dial(ctx)
+	if err != nil {
+		return strategy.Result{}, fmt.Errorf("rebalance_partitions: connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	p, err := r.plan(ctx, conn, rc)
+	if err != nil {
+		return strategy.Result{}, err
+	}
+	if p.noop != "" {
+		return strategy.NoopResult(p.noop), nil
+	}
+	p.plan.OutcomeID = outcome
+	if err := rc.Record(rebalanceAction{Kind: "rebalance", Collection: p.plan.Collection, OutcomeID: outcome,
+		From: p.plan.From, To: p.plan.To, Rows: p.plan.Rows}); err != nil {
+		return strategy.Result{}, err
+	}
+	initial := rc.InitialLambda
+	if rc.Sample != nil && initial <= 0 {
+		if initial, err = rc.SampleIntegrity(ctx); err != nil {
+			return strategy.Result{}, err
+		}
+	}
+	prev, last := initial, initial
+	stopped := "planned rows moved"
+	var after rebalance.AfterBatch
+	if rc.Sample != nil {
+		after = func(ctx context.Context, b rebalance.Batch) (rebalance.Decision, error) {
+			l, err := rc.SampleIntegrity(ctx)
+			if err != nil {
+				return rebalance.Decision{}, err
+			}
+			lf := float32(l)
+			d := rebalance.Decision{Lambda: &lf}
+			switch {
+			case l < prev*0.9:
+				d.Undo = true
+				stopped = fmt.Sprintf("batch %d made λ worse (%.3f → %.3f): undone", b.Number, prev, l)
+			case initial > 0 && l >= initial*1.1:
+				d.Stop = true
+				stopped = fmt.Sprintf("λ improved by 10%% (%.3f → %.3f)", initial, l)
+			case rc.TargetLambda > 0 && l >= rc.TargetLambda:
+				d.Stop = true
+				stopped = fmt.Sprintf("λ %.3f reached the target %.3f", l, rc.TargetLambda)
+			default:
+				prev = l
+			}
+			last = l
+			return d, nil
+		}
+	}
+	mv, err := rebalance.Move(ctx, conn, p.plan, after)
+	meta := map[string]any{"from_shard": p.plan.From, "to_shards": p.plan.To, "planned_rows": p.plan.Rows,
+		"moved": mv.Moved, "undone": mv.Undone, "batches": len(mv.Batches), "rows_per_shard_before": p.counts,
+		"stopped": stopped}
+	if err != nil {
+		return strategy.Result{ActionsTaken: len(mv.Batches), Metadata: meta}, fmt.Errorf("rebalance_partitions: %w", err)
+	}
+	if counts, err := shardCounts(ctx, conn, rc.CollectionID); err == nil {
+		meta["rows_per_shard_after"] = counts
+	}
+	res := strategy.Result{Success: mv.Moved > 0, ActionsTaken: len(mv.Batches), Metadata: meta}
+	if rc.Sample != nil {
+		res.Improvement = rc.Improvement(last)
+		if rc.InitialLambda <= 0 && initial > 0 {
+			res.Improvement = (last - initial) / initial
+		}
+	}
+	return res, nil
+}
+
+// Rollback moves back every journaled row of the recorded outcome.
+func (r *RebalancePartitions) Rollback(ctx context.Context, rc *strategy.Context) error {
+	acts, err := rc.Actions()
+	if err != nil {
+		return err
+	}
+	conn, err := r.Dial(ctx)
+	if err != nil {
+		return fmt.Errorf("rebalance_partitions: connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var errs []error
+	done := map[int64]bool{}
+	for i := len(acts) - 1; i >= 0; i-- {
+		var a rebalanceAction
+		if err := json.Unmarshal(acts[i], &a); err != nil {
+			errs = append(errs, fmt.Errorf("rebalance_partitions: action %d: %w", i, err))
+			continue
+		}
+		if a.Kind != "rebalance" || done[a.OutcomeID] {
+			continue
+		}
+		done[a.OutcomeID] = true
+		if _, err := rebalance.Rollback(ctx, conn, a.OutcomeID); err != nil {
+			errs = append(errs, fmt.Errorf("rebalance_partitions: roll back the moves of outcome %d: %w", a.OutcomeID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
