@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/shmproto"
+	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/changefeed"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
@@ -38,7 +39,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		"address of the Prometheus endpoint (/metrics, /healthz); empty disables it")
 	healOn := fs.Bool("healing", true, "run the healing engine (this sidecar contends to be the one active sidecar of the database)")
 	keyPath := fs.String("audit-key", "",
-		"Ed25519 key that signs healing records, created at first start (default: $data_directory/ruvector_healing_audit.key)")
+		"Ed25519 key that signs healing records and integrity events, created at first start (default: $data_directory/ruvector_healing_audit.key)")
 	leaderTTL := fs.Duration("leader-ttl", 15*time.Second, "lifetime of the active sidecar's leader row (renewed every third of it)")
 	degradedEvery := fs.Duration("heal-every", 30*time.Second, "how often a collection that stays degraded is triggered again")
 	stabilization := fs.Duration("stabilization", 0, "override healing_config stabilization_seconds (0: use the configuration)")
@@ -77,6 +78,17 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		Uint64("generation", info.Generation).Int("slots", info.SlotCount).
 		Int("pid", os.Getpid()).Msg("attached to segment")
 
+	// One key for both audit trails (healing records and integrity events),
+	// loaded once: the key file is checked (owner, mode) before anything signs.
+	if *keyPath == "" {
+		*keyPath = filepath.Join(srv.DataDir, "ruvector_healing_audit.key")
+	}
+	key, created, err := audit.LoadOrCreateKey(*keyPath)
+	if err != nil {
+		return fmt.Errorf("--audit-key: %w", err)
+	}
+	log.Info().Str("path", *keyPath).Bool("created", created).Str("key_id", key.ID).Msg("audit signing key loaded")
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	obs := &loopObservers{stats: &metrics.RunnerStats{}, snaps: &metrics.SnapshotCache{}, heal: metrics.NewHealing()}
@@ -107,12 +119,9 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}()
 	}
-	go func() { errc <- superviseMonitor(ctx, &sf, srv, seg, feed, *sample, *refresh, obs, log) }()
+	go func() { errc <- superviseMonitor(ctx, &sf, srv, seg, feed, key, *sample, *refresh, obs, log) }()
 	if obs.hub != nil {
-		if *keyPath == "" {
-			*keyPath = filepath.Join(srv.DataDir, "ruvector_healing_audit.key")
-		}
-		hopts := healingOptions{keyPath: *keyPath, holder: defaultHolder(), leaderTTL: *leaderTTL,
+		hopts := healingOptions{key: key, holder: defaultHolder(), leaderTTL: *leaderTTL,
 			degradedEvery: *degradedEvery, stabilization: *stabilization}
 		go func() {
 			if err := superviseHealing(ctx, func(ctx context.Context) (*pgx.Conn, error) { return dialSidecar(ctx, sf.dsn) },
@@ -132,7 +141,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 // superviseMonitor runs the collectors and the integrity loop over the
 // registered collections, and restarts both when the set changes.
 func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg *shmproto.Segment,
-	feed *changefeed.Feed, sample, refresh time.Duration, obs *loopObservers, log zerolog.Logger) error {
+	feed *changefeed.Feed, key *audit.Key, sample, refresh time.Duration, obs *loopObservers, log zerolog.Logger) error {
 	var (
 		running []collect.Target
 		stop    context.CancelFunc = func() {}
@@ -151,7 +160,7 @@ func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server,
 			stop()
 			runCtx, cancelRun := context.WithCancel(ctx)
 			stop = cancelRun
-			if err := startMonitor(runCtx, sf, srv, seg, feed, targets, sample, obs, log); err != nil {
+			if err := startMonitor(runCtx, sf, srv, seg, feed, key, targets, sample, obs, log); err != nil {
 				log.Warn().Err(err).Msg("starting the integrity loop failed; retrying")
 				stop()
 				targets = nil
@@ -173,7 +182,7 @@ func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server,
 }
 
 func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg *shmproto.Segment,
-	feed *changefeed.Feed, targets []collect.Target, sample time.Duration, obs *loopObservers, log zerolog.Logger) error {
+	feed *changefeed.Feed, key *audit.Key, targets []collect.Target, sample time.Duration, obs *loopObservers, log zerolog.Logger) error {
 	// The previous loop is gone: its stats and cuts are no longer news.
 	obs.stats.Set(nil)
 	obs.snaps.Store(nil)
@@ -204,7 +213,7 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 			obs.hub.onSample(snaps, targets, runner)
 		}
 	}
-	cfg := monitor.Config{Sample: sample, OnSample: onSample,
+	cfg := monitor.Config{Sample: sample, OnSample: onSample, AuditKey: key,
 		Redial: func(ctx context.Context) (monitor.DB, error) { return dial(ctx) }}
 	if feed != nil {
 		cfg.Enrich = func(s *health.Signals, t collect.Target) { enrichFromFeed(feed, s, t) }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
 	"github.com/ruvector/ruvector-healing/internal/sensortest"
 )
@@ -147,6 +149,28 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 0, "max_atte
 		Scan(&weight); err != nil {
 		t.Fatalf("no learned weight: %v", err)
 	}
+	// The daemon's one audit key signs the integrity events too (the
+	// transitions and the SQL-written policy change), and the server
+	// verifies them; the healing record carries the same key.
+	pgtest.WaitFor(t, 30*time.Second, "every integrity event signed and verified", func() (bool, error) {
+		var n, good, transitions int
+		err := conn.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE is_signed AND is_verified),
+				count(*) FILTER (WHERE event_type = 'state_transition')
+			FROM ruvector_integrity_history('emb', NULL, now() - interval '1 hour', 100000)`).Scan(&n, &good, &transitions)
+		return n > 0 && transitions > 0 && good == n, err
+	})
+	var eventKeys, outcomeKey string
+	if err := conn.QueryRow(ctx, `SELECT string_agg(DISTINCT e.key_id, ','), (SELECT key_id FROM ruvector.healing_outcomes WHERE id = $1)
+		FROM ruvector.integrity_events e`, id).Scan(&eventKeys, &outcomeKey); err != nil {
+		t.Fatal(err)
+	}
+	if eventKeys != outcomeKey || !strings.HasPrefix(outcomeKey, "ed25519:") {
+		t.Fatalf("integrity events signed by %q, healing records by %q", eventKeys, outcomeKey)
+	}
+	if ok, err := verifyAuditOK(ctx, conn); err != nil || !ok {
+		t.Fatalf("ruvector_healing_verify_audit: %v %v", ok, err)
+	}
+
 	m := scrape()
 	attempts := metricValue(t, m, `ruvector_healing_attempts_total{collection="emb",strategy="throttle_ingestion"}`)
 	durations := metricValue(t, m, `ruvector_healing_duration_seconds_count{collection="emb",strategy="throttle_ingestion"}`)
@@ -184,6 +208,12 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 0, "max_atte
 		err := conn2.QueryRow(ctx, `SELECT r->>'status' FROM ruvector_healing_request_status($1) r`, req).Scan(&st)
 		return st == "done" || st == "failed", err
 	})
+}
+
+func verifyAuditOK(ctx context.Context, conn *pgx.Conn) (bool, error) {
+	var ok bool
+	err := conn.QueryRow(ctx, `SELECT (ruvector_healing_verify_audit()->>'ok')::boolean`).Scan(&ok)
+	return ok, err
 }
 
 func deref(b *bool) any {

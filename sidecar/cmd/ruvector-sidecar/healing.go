@@ -91,7 +91,7 @@ func (o engineObserver) RemediationFinished(collection, strategy string, out hea
 }
 
 type healingOptions struct {
-	keyPath       string
+	key           *audit.Key
 	holder        string
 	leaderTTL     time.Duration
 	degradedEvery time.Duration
@@ -103,13 +103,8 @@ type healingOptions struct {
 // rescans the pending requests).
 func superviseHealing(ctx context.Context, dial func(context.Context) (*pgx.Conn, error), seg *shmproto.Segment,
 	dbOID uint32, hub *healHub, m *metrics.Healing, opts healingOptions, log zerolog.Logger) error {
-	key, created, err := audit.LoadOrCreateKey(opts.keyPath)
-	if err != nil {
-		return fmt.Errorf("audit key: %w", err)
-	}
-	log.Info().Str("path", opts.keyPath).Bool("created", created).Str("key_id", key.ID).Msg("audit signing key loaded")
 	for {
-		err := runHealingOnce(ctx, dial, seg, dbOID, hub, m, key, opts, log)
+		err := runHealingOnce(ctx, dial, seg, dbOID, hub, m, opts.key, opts, log)
 		if ctx.Err() != nil {
 			return nil
 		}
