@@ -40,7 +40,7 @@ die() {
 case "${1:-install}" in
 install | uninstall) action=${1:-install} ;;
 -h | --help | help)
-	sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+	sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 	exit 0
 	;;
 *) die "unknown action \"$1\": want install or uninstall (scripts/install.sh -h for help)" ;;
