@@ -97,7 +97,9 @@ func pgstattupleSchema(ctx context.Context, conn *pgx.Conn) (string, error) {
 
 // measure runs pgstatindex on the collection's valid B-tree indexes, most
 // fragmented first. Empty indexes (NaN) have nothing to compact.
-func measure(ctx context.Context, conn *pgx.Conn, schema string, collectionID int64, only string) ([]indexStat, error) {
+// only names one index; nil measures all (NULL, not ”: to_regclass(”)
+// raises, and OR does not guarantee which side is evaluated first).
+func measure(ctx context.Context, conn *pgx.Conn, schema string, collectionID int64, only *string) ([]indexStat, error) {
 	sql := fmt.Sprintf(`
 SELECT c.oid::int8, c.oid::regclass::text, st.leaf_fragmentation, st.avg_leaf_density
 FROM ruvector.collection_relations r
@@ -106,7 +108,7 @@ JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_am am ON am.oid = c.relam
 CROSS JOIN LATERAL %s.pgstatindex(c.oid::regclass) st
 WHERE r.collection_id = $1 AND c.relkind = 'i' AND am.amname = 'btree' AND i.indisvalid
-  AND ($2 = '' OR c.oid = to_regclass($2))
+  AND ($2::text IS NULL OR c.oid = to_regclass($2::text))
 ORDER BY st.leaf_fragmentation DESC NULLS LAST, c.oid`, pgx.Identifier{schema}.Sanitize())
 	rows, err := conn.Query(ctx, sql, collectionID, only)
 	if err != nil {
@@ -133,7 +135,7 @@ func (c *CompactIndexes) candidates(ctx context.Context, conn *pgx.Conn, rc *str
 	if err != nil {
 		return "", nil, nil, err
 	}
-	all, err := measure(ctx, conn, schema, rc.CollectionID, "")
+	all, err := measure(ctx, conn, schema, rc.CollectionID, nil)
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -270,13 +272,13 @@ func (c *CompactIndexes) Execute(ctx context.Context, rc *strategy.Context) (res
 			DurationSecs: time.Since(started).Seconds()}
 		// By name: REINDEX CONCURRENTLY swaps in a new index under the old
 		// name, with a new oid. Left nil if it cannot be measured (empty).
-		if after, err := measure(ctx, conn, schema, rc.CollectionID, name); err == nil && len(after) == 1 {
+		if after, err := measure(ctx, conn, schema, rc.CollectionID, &name); err == nil && len(after) == 1 {
 			r.FragAfter, r.DensAfter = &after[0].FragmentationPct, &after[0].AvgLeafDensity
 		}
 		done = append(done, r)
 	}
 	res = strategy.Result{Success: len(done) > 0, ActionsTaken: len(done), Metadata: meta()}
-	if rest, err := measure(ctx, conn, schema, rc.CollectionID, ""); err == nil {
+	if rest, err := measure(ctx, conn, schema, rc.CollectionID, nil); err == nil {
 		worst := 0.0
 		for _, s := range rest {
 			worst = max(worst, s.FragmentationPct)

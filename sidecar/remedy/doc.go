@@ -1,7 +1,16 @@
 // Package remedy holds remediation strategies that act on the real system
-// beyond the shared segment: index rebuilds (compact_indexes), the OS page
-// cache of cold partitions (evict_cold_data) and the read-replica workload
-// in Kubernetes (scale_replicas).
+// beyond the shared segment:
+//
+//	compact_indexes       index_fragmentation  0.5   irreversible  REINDEX INDEX CONCURRENTLY
+//	evict_cold_data       memory_pressure      0.2   reversible    page cache of the coldest partitions
+//	scale_replicas        hotspot_congestion   0.2   reversible    Kubernetes scale subresource
+//	drain_hot_partition   hotspot_congestion   0.15  reversible    routing weight 0 for the hot shard
+//	rebalance_partitions  hotspot_congestion   0.3   reversible    journaled row moves (sidecar/rebalance)
+//	rebuild_centroids     centroid_skew        0.35  reversible    IVF retrain + reassign (sidecar/ivf)
+//
+// Each records what its rollback needs through rc.Record before the change
+// it describes, and its Rollback works from those JSON records alone (a
+// fresh value of the strategy after a restart).
 //
 // Every strategy implements strategy.Strategy and [Planner]: Plan reports
 // what Execute would do, measured on the live system, without changing
