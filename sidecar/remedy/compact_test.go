@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ruvector/ruvector-healing/internal/sensortest"
+	"github.com/ruvector/ruvector-healing/sidecar/collect"
+	"github.com/ruvector/ruvector-healing/sidecar/health"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
@@ -66,6 +68,21 @@ func invalidIndexes(t *testing.T, ctx context.Context, conn *pgx.Conn) []string 
 	return names
 }
 
+// collectorWorst is the worst fragmentation the sensor's own index
+// collector reports: the signal the classifier reads.
+func collectorWorst(t *testing.T, ctx context.Context, env *sensortest.Env) float64 {
+	t.Helper()
+	var sig health.Signals
+	if err := collect.NewIndexes().Collect(ctx, env.Conn, env.Target, &sig); err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for _, is := range sig.Indexes {
+		worst = max(worst, is.FragmentationPct)
+	}
+	return worst
+}
+
 func TestCompactIndexes(t *testing.T) {
 	ctx := context.Background()
 	env := sensortest.Start(t, ctx, 4, fragmentSQL)
@@ -82,7 +99,8 @@ func TestCompactIndexes(t *testing.T) {
 			fragmented++
 		}
 	}
-	if fragmented < 4 {
+	worstBefore := collectorWorst(t, ctx, env)
+	if fragmented < 4 || worstBefore < 30 {
 		t.Fatalf("setup: expected the 4 embedding indexes to be fragmented, got %v", before)
 	}
 
@@ -184,11 +202,57 @@ func TestCompactIndexes(t *testing.T) {
 		}
 	})
 
+	t.Run("a crashed rebuild's leftover", func(t *testing.T) {
+		// Another session's REINDEX CONCURRENTLY killed mid-way, as a
+		// sidecar dying would leave it: an invalid _ccnew index stays.
+		blocker := env.Cluster.Connect(ctx, "postgres")
+		if _, err := blocker.Exec(ctx, `BEGIN; INSERT INTO emb (embedding, shard) VALUES ('{1,2,3,4}', 0)`); err != nil {
+			t.Fatal(err)
+		}
+		victim := env.Cluster.Connect(ctx, "postgres")
+		pid := victim.PgConn().PID()
+		done := make(chan error, 1)
+		go func() {
+			_, err := victim.Exec(ctx, `REINDEX INDEX CONCURRENTLY emb_0_embedding_idx`)
+			done <- err
+		}()
+		deadline := time.Now().Add(30 * time.Second)
+		for len(invalidIndexes(t, ctx, env.Conn)) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("REINDEX never created its transient index")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, err := env.Conn.Exec(ctx, `SELECT pg_terminate_backend($1)`, int32(pid)); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err == nil {
+			t.Fatal("the killed REINDEX succeeded")
+		}
+		if _, err := blocker.Exec(ctx, `ROLLBACK`); err != nil {
+			t.Fatal(err)
+		}
+		if left := invalidIndexes(t, ctx, env.Conn); len(left) != 1 {
+			t.Fatalf("setup: want one leftover, got %v", left)
+		}
+	})
+
 	t.Run("rebuilds the rest, most fragmented first", func(t *testing.T) {
 		rc := newRC()
 		res, err := s.Execute(ctx, rc)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if d, _ := res.Metadata["dropped_invalid_leftovers"].([]string); len(d) != 1 {
+			t.Fatalf("the crashed rebuild's leftover was not dropped first: %v", res.Metadata)
+		}
+		if left := invalidIndexes(t, ctx, env.Conn); len(left) != 0 {
+			t.Fatalf("invalid indexes left: %v", left)
+		}
+		if w := collectorWorst(t, ctx, env); w > 10 {
+			t.Fatalf("the index collector still reports %.1f%% (was %.1f%%)", w, worstBefore)
+		} else {
+			t.Logf("index collector's worst fragmentation: %.1f%% -> %.1f%%", worstBefore, w)
 		}
 		if !res.Success || res.ActionsTaken != fragmented-1 {
 			t.Fatalf("result %+v, want %d rebuilds", res, fragmented-1)
