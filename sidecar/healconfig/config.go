@@ -44,6 +44,11 @@ type Config struct {
 	LearningEnabled bool
 	// Stabilization is how long verification waits before sampling λ.
 	Stabilization time.Duration
+	// MaintenancePausePriorityBelow is pause_maintenance's bar: queued or
+	// running maintenance jobs with a lower priority are paused (the
+	// queue's default priority is 100, so by default only jobs an operator
+	// marked low yield). A manual execution's priority_below overrides it.
+	MaintenancePausePriorityBelow int
 	// Classifier holds the classifier's rule thresholds.
 	Classifier classify.Thresholds
 }
@@ -59,6 +64,7 @@ const (
 	KeyRequireApprovalStrategies = "require_approval_strategies"
 	KeyLearningEnabled           = "learning_enabled"
 	KeyStabilization             = "stabilization_seconds"
+	KeyMaintenancePauseBelow     = "maintenance_pause_priority_below"
 	KeyClassifierThresholds      = "classifier_thresholds"
 )
 
@@ -72,21 +78,23 @@ const (
 	MaxAttemptWindowSeconds   = 604800 // a week
 	MaxStabilizationSeconds   = 3600   //
 	MaxStrategyNameLen        = 63     // a PostgreSQL identifier
+	MaxPausePriorityBelow     = 1000   // ruvector.maintenance_jobs.priority is 0..1000
 )
 
 // Default returns the design's defaults.
 func Default() Config {
 	return Config{
-		Enabled:                   true,
-		MinHealingInterval:        300 * time.Second,
-		MaxAttemptsPerHour:        3,
-		AttemptWindow:             3600 * time.Second,
-		MaxAutoHealImpact:         0.5,
-		RequireApproval:           []classify.Class{},
-		RequireApprovalStrategies: []string{"scale_replicas"},
-		LearningEnabled:           true,
-		Stabilization:             10 * time.Second,
-		Classifier:                classify.DefaultThresholds(),
+		Enabled:                       true,
+		MinHealingInterval:            300 * time.Second,
+		MaxAttemptsPerHour:            3,
+		AttemptWindow:                 3600 * time.Second,
+		MaxAutoHealImpact:             0.5,
+		RequireApproval:               []classify.Class{},
+		RequireApprovalStrategies:     []string{"scale_replicas"},
+		LearningEnabled:               true,
+		Stabilization:                 10 * time.Second,
+		MaintenancePausePriorityBelow: 50,
+		Classifier:                    classify.DefaultThresholds(),
 	}
 }
 
@@ -94,7 +102,7 @@ func Default() Config {
 func Keys() []string {
 	return []string{KeyEnabled, KeyMinHealingInterval, KeyMaxAttemptsPerHour, KeyAttemptWindow,
 		KeyMaxAutoHealImpact, KeyRequireApproval, KeyRequireApprovalStrategies, KeyLearningEnabled,
-		KeyStabilization, KeyClassifierThresholds}
+		KeyStabilization, KeyMaintenancePauseBelow, KeyClassifierThresholds}
 }
 
 // wire is the JSON form; its field order is the document order.
@@ -108,6 +116,7 @@ type wire struct {
 	RequireApprovalStrategies []string            `json:"require_approval_strategies"`
 	LearningEnabled           bool                `json:"learning_enabled"`
 	Stabilization             int64               `json:"stabilization_seconds"`
+	MaintenancePauseBelow     int                 `json:"maintenance_pause_priority_below"`
 	ClassifierThresholds      classify.Thresholds `json:"classifier_thresholds"`
 }
 
@@ -128,6 +137,7 @@ func (c Config) MarshalJSON() ([]byte, error) {
 		RequireApprovalStrategies: nonNil(c.RequireApprovalStrategies),
 		LearningEnabled:           c.LearningEnabled,
 		Stabilization:             int64(c.Stabilization / time.Second),
+		MaintenancePauseBelow:     c.MaintenancePausePriorityBelow,
 		ClassifierThresholds:      c.Classifier,
 	}
 	return json.Marshal(w)
@@ -212,6 +222,8 @@ func apply(c *Config, key string, raw json.RawMessage) (err error) {
 		c.LearningEnabled, err = decodeBool(key, raw)
 	case KeyStabilization:
 		c.Stabilization, err = decodeSeconds(key, raw)
+	case KeyMaintenancePauseBelow:
+		c.MaintenancePausePriorityBelow, err = decodeInt(key, raw)
 	case KeyClassifierThresholds:
 		err = mergeThresholds(&c.Classifier, key, raw)
 	default:
@@ -332,6 +344,9 @@ func (c Config) Validate() error {
 	}
 	if err := secondsIn(KeyStabilization, c.Stabilization, 0, MaxStabilizationSeconds); err != nil {
 		return err
+	}
+	if v := c.MaintenancePausePriorityBelow; v < 0 || v > MaxPausePriorityBelow {
+		return rangeErr(KeyMaintenancePauseBelow, strconv.Itoa(v), fmt.Sprintf("must be between 0 and %d", MaxPausePriorityBelow))
 	}
 	if err := c.Classifier.Validate(); err != nil {
 		var te *classify.ThresholdError

@@ -105,6 +105,15 @@ func TestMergeKeys(t *testing.T) {
 		{"stabilization negative", `{"stabilization_seconds": -5}`, ErrRange, "stabilization_seconds", nil},
 		{"stabilization fractional", `{"stabilization_seconds": 10.5}`, ErrType, "stabilization_seconds", nil},
 		{"stabilization null", `{"stabilization_seconds": null}`, ErrNull, "stabilization_seconds", nil},
+		// maintenance_pause_priority_below
+		{"pause bar default", `{}`, nil, "", func(c Config) bool { return c.MaintenancePausePriorityBelow == 50 }},
+		{"pause bar 0", `{"maintenance_pause_priority_below": 0}`, nil, "", func(c Config) bool { return c.MaintenancePausePriorityBelow == 0 }},
+		{"pause bar max", `{"maintenance_pause_priority_below": 1000}`, nil, "", func(c Config) bool { return c.MaintenancePausePriorityBelow == 1000 }},
+		{"pause bar one above", `{"maintenance_pause_priority_below": 1001}`, ErrRange, "maintenance_pause_priority_below", nil},
+		{"pause bar negative", `{"maintenance_pause_priority_below": -1}`, ErrRange, "maintenance_pause_priority_below", nil},
+		{"pause bar fractional", `{"maintenance_pause_priority_below": 49.5}`, ErrType, "maintenance_pause_priority_below", nil},
+		{"pause bar string", `{"maintenance_pause_priority_below": "50"}`, ErrType, "maintenance_pause_priority_below", nil},
+		{"pause bar null", `{"maintenance_pause_priority_below": null}`, ErrNull, "maintenance_pause_priority_below", nil},
 
 		// classifier_thresholds
 		{"thresholds empty object", `{"classifier_thresholds": {}}`, nil, "", func(c Config) bool { return c.Classifier == classify.DefaultThresholds() }},
@@ -313,7 +322,7 @@ func TestDefaultAndMarshal(t *testing.T) {
 	}
 	want := `{"enabled":true,"min_healing_interval_seconds":300,"max_attempts_per_hour":3,"attempt_window_seconds":3600,` +
 		`"max_auto_heal_impact":0.5,"require_approval":[],"require_approval_strategies":["scale_replicas"],"learning_enabled":true,` +
-		`"stabilization_seconds":10,"classifier_thresholds":{"partition_link_edges":3,"centroid_nodes":5,"replication_edges":0,` +
+		`"stabilization_seconds":10,"maintenance_pause_priority_below":50,"classifier_thresholds":{"partition_link_edges":3,"centroid_nodes":5,"replication_edges":0,` +
 		`"dependency_edges":2,"memory_usage_pct":85,"fragmentation_pct":30,"hot_partition_ratio":1.5,"skewed_centroid_ratio":1.5,"max_memory_consumers":5}}`
 	if string(data) != want {
 		t.Errorf("default json\n got %s\nwant %s", data, want)

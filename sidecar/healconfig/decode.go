@@ -35,6 +35,8 @@ func hint(key string) string {
 		return "learning_enabled takes true or false (default true)"
 	case KeyStabilization:
 		return fmt.Sprintf("stabilization_seconds takes a whole number of seconds from 0 to %d (default 10)", MaxStabilizationSeconds)
+	case KeyMaintenancePauseBelow:
+		return fmt.Sprintf("maintenance_pause_priority_below takes a whole number from 0 to %d: pause_maintenance pauses maintenance jobs with a lower priority (default 50)", MaxPausePriorityBelow)
 	case KeyClassifierThresholds:
 		return "classifier_thresholds takes an object with any of: " + strings.Join(ThresholdKeys(), ", ")
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
+	"github.com/ruvector/ruvector-healing/sidecar/healconfig"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
@@ -36,16 +37,11 @@ type PauseMaintenance struct {
 	WraparoundFraction float64
 	// DrainTimeout bounds the wait for cancelled workers (default 30 s).
 	DrainTimeout time.Duration
-	// PriorityBelow: maintenance jobs with a priority below it are paused
-	// (default DefaultPauseBelow); a manual execution may pass
-	// {"priority_below": n} in its parameters.
-	PriorityBelow int
+	// The priority bar of paused jobs is the healing configuration's
+	// maintenance_pause_priority_below, read at every execution so that a
+	// change through ruvector_healing_configure applies at once; a manual
+	// execution may override it with {"priority_below": n}.
 }
-
-// DefaultPauseBelow is the default priority bar of paused jobs: the queue's
-// default priority is 100, so routine jobs keep running and only those an
-// operator marked low (< 50) yield.
-const DefaultPauseBelow = 50
 
 // jobAction is the rollback record of one paused maintenance job.
 type jobAction struct {
@@ -61,8 +57,7 @@ type outcomeIDer interface{ OutcomeID() int64 }
 // NewPauseMaintenance uses conn, which it owns from now on (it sets a
 // lock_timeout on it so that ALTER TABLE never queues behind a long lock).
 func NewPauseMaintenance(conn *pgx.Conn) *PauseMaintenance {
-	return &PauseMaintenance{conn: conn, lock: make(chan struct{}, 1), WraparoundFraction: 0.8, DrainTimeout: 30 * time.Second,
-		PriorityBelow: DefaultPauseBelow}
+	return &PauseMaintenance{conn: conn, lock: make(chan struct{}, 1), WraparoundFraction: 0.8, DrainTimeout: 30 * time.Second}
 }
 
 type pauseAction struct {
@@ -141,7 +136,7 @@ func (p *PauseMaintenance) Execute(ctx context.Context, rc *strategy.Context) (s
 			}
 			relids = append(relids, t.relid)
 		}
-		jobs, err := p.pauseJobs(ctx, c, rc)
+		jobs, bar, err := p.pauseJobs(ctx, c, rc)
 		if err != nil {
 			return err
 		}
@@ -149,11 +144,11 @@ func (p *PauseMaintenance) Execute(ctx context.Context, rc *strategy.Context) (s
 		if len(relids) == 0 {
 			if len(jobs) == 0 {
 				res = strategy.NoopResult("no table of the collection may be paused and no job is below the priority bar")
-				res.Metadata = map[string]any{"skipped_near_wraparound": skipped}
+				res.Metadata = map[string]any{"skipped_near_wraparound": skipped, "priority_below": bar}
 				return nil
 			}
 			res.Success = true
-			res.Metadata = map[string]any{"paused_jobs": jobs, "skipped_near_wraparound": skipped}
+			res.Metadata = map[string]any{"paused_jobs": jobs, "skipped_near_wraparound": skipped, "priority_below": bar}
 			return nil
 		}
 		// Cancel first: ALTER TABLE waits for the worker's lock otherwise.
@@ -197,7 +192,8 @@ func (p *PauseMaintenance) Execute(ctx context.Context, rc *strategy.Context) (s
 			}
 		}
 		res.Success = true
-		res.Metadata = map[string]any{"paused_tables": paused, "paused_jobs": jobs, "skipped_near_wraparound": skipped}
+		res.Metadata = map[string]any{"paused_tables": paused, "paused_jobs": jobs, "skipped_near_wraparound": skipped,
+			"priority_below": bar}
 		return nil
 	})
 	return res, err
@@ -255,23 +251,48 @@ func (p *PauseMaintenance) Rollback(ctx context.Context, rc *strategy.Context) e
 	})
 }
 
-// pauseJobs pauses the collection's queued or running maintenance jobs
-// below the priority bar, recording each before it is paused.
-func (p *PauseMaintenance) pauseJobs(ctx context.Context, c *pgx.Conn, rc *strategy.Context) ([]int64, error) {
-	bar := p.PriorityBelow
-	if len(rc.Params) > 0 {
+// priorityBar is the priority below which jobs are paused: the manual
+// execution's priority_below when given, else the configuration's
+// maintenance_pause_priority_below.
+func priorityBar(ctx context.Context, c *pgx.Conn, params json.RawMessage) (int, error) {
+	if len(params) > 0 {
 		var prm struct {
 			PriorityBelow *int `json:"priority_below"`
 		}
-		if err := json.Unmarshal(rc.Params, &prm); err != nil {
-			return nil, fmt.Errorf("pause_maintenance parameters: %w", err)
+		if err := json.Unmarshal(params, &prm); err != nil {
+			return 0, fmt.Errorf("pause_maintenance parameters: %w", err)
 		}
 		if prm.PriorityBelow != nil {
-			if *prm.PriorityBelow < 0 || *prm.PriorityBelow > 1001 {
-				return nil, fmt.Errorf("pause_maintenance parameter priority_below %d is out of range 0..1001", *prm.PriorityBelow)
+			// 1001: every job, whatever its priority (0..1000).
+			if *prm.PriorityBelow < 0 || *prm.PriorityBelow > healconfig.MaxPausePriorityBelow+1 {
+				return 0, fmt.Errorf("pause_maintenance parameter priority_below %d is out of range 0..%d",
+					*prm.PriorityBelow, healconfig.MaxPausePriorityBelow+1)
 			}
-			bar = *prm.PriorityBelow
+			return *prm.PriorityBelow, nil
 		}
+	}
+	var doc []byte
+	err := c.QueryRow(ctx, `SELECT config::text FROM ruvector.healing_config`).Scan(&doc)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return healconfig.Default().MaintenancePausePriorityBelow, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("pause_maintenance: read healing configuration: %w", err)
+	}
+	cfg, err := healconfig.Parse(doc)
+	if err != nil {
+		return 0, fmt.Errorf("pause_maintenance: stored healing configuration: %w", err)
+	}
+	return cfg.MaintenancePausePriorityBelow, nil
+}
+
+// pauseJobs pauses the collection's queued or running maintenance jobs
+// below the priority bar, recording each before it is paused. It returns
+// the jobs paused and the bar used.
+func (p *PauseMaintenance) pauseJobs(ctx context.Context, c *pgx.Conn, rc *strategy.Context) ([]int64, int, error) {
+	bar, err := priorityBar(ctx, c, rc.Params)
+	if err != nil {
+		return nil, 0, err
 	}
 	var outcome int64
 	if o, ok := rc.Recorder.(outcomeIDer); ok {
@@ -281,7 +302,7 @@ func (p *PauseMaintenance) pauseJobs(ctx context.Context, c *pgx.Conn, rc *strat
 		WHERE collection_id = $1 AND state IN ('queued', 'running') AND priority < $2 ORDER BY job_id`,
 		rc.CollectionID, bar)
 	if err != nil {
-		return nil, fmt.Errorf("list maintenance jobs: %w", err)
+		return nil, bar, fmt.Errorf("list maintenance jobs: %w", err)
 	}
 	type job struct {
 		id    int64
@@ -292,21 +313,21 @@ func (p *PauseMaintenance) pauseJobs(ctx context.Context, c *pgx.Conn, rc *strat
 		return j, r.Scan(&j.id, &j.state)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list maintenance jobs: %w", err)
+		return nil, bar, fmt.Errorf("list maintenance jobs: %w", err)
 	}
 	var paused []int64
 	for _, j := range jobs {
 		if err := rc.Record(jobAction{Kind: "job", JobID: j.id, PrevState: j.state, PausedBy: outcome}); err != nil {
-			return paused, err
+			return paused, bar, err
 		}
 		tag, err := c.Exec(ctx, `UPDATE ruvector.maintenance_jobs SET state = 'paused', paused_by = $2, updated_at = now()
 			WHERE job_id = $1 AND state IN ('queued', 'running')`, j.id, outcome)
 		if err != nil {
-			return paused, fmt.Errorf("pause job %d: %w", j.id, err)
+			return paused, bar, fmt.Errorf("pause job %d: %w", j.id, err)
 		}
 		if tag.RowsAffected() == 1 {
 			paused = append(paused, j.id)
 		}
 	}
-	return paused, nil
+	return paused, bar, nil
 }

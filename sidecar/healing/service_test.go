@@ -487,6 +487,33 @@ ruvector_healing_enabled 1
 		if !strings.HasPrefix(during[high], "paused:") {
 			t.Fatalf("priority_below 200 left the priority-100 job %s", during[high])
 		}
+		// The bar is configuration: maintenance_pause_priority_below 30 spares
+		// the priority-40 job, and the outcome records the bar it used; a
+		// parameter still overrides it.
+		c.MustExec(ctx, `SELECT ruvector_healing_configure('{"maintenance_pause_priority_below": 30}')`)
+		ps.set(0.4, func() { during = jobs() })
+		out, err = e.Execute(ctx, healing.Trigger{Collection: "emb", CollectionID: v.embID, State: strategy.StateStress, Lambda: 0.5},
+			"pause_maintenance", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("paused:%d", out.ID); during[low] != want || during[running] != "queued" || during[high] != "queued" {
+			t.Fatalf("jobs during the remediation with the bar at 30: %v (outcome %d)", during, out.ID)
+		}
+		var recorded bool
+		if err := v.db.QueryRow(ctx, `SELECT jsonb_path_exists(to_jsonb(o), '$.** ? (@.priority_below == 30)')
+			FROM ruvector.healing_outcomes o WHERE id = $1`, out.ID).Scan(&recorded); err != nil || !recorded {
+			t.Fatalf("outcome %d does not record priority_below 30: %v", out.ID, err)
+		}
+		ps.set(0.4, func() { during = jobs() })
+		if _, err := e.Execute(ctx, healing.Trigger{Collection: "emb", CollectionID: v.embID, State: strategy.StateStress, Lambda: 0.5},
+			"pause_maintenance", json.RawMessage(`{"priority_below": 41}`)); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(during[running], "paused:") || during[high] != "queued" {
+			t.Fatalf("priority_below 41 over a configured 30: %v", during)
+		}
+		c.MustExec(ctx, `SELECT ruvector_healing_configure('{"maintenance_pause_priority_below": 50}')`)
 	})
 
 	t.Run("an audit record altered by hand is detected", func(t *testing.T) {
@@ -619,6 +646,10 @@ func testConfigureAgrees(ctx context.Context, t *testing.T, v *svcEnv) {
 		`{"require_approval_strategies": []}`, `{"require_approval_strategies": ["Scale"]}`, `{"require_approval_strategies": ["a", "a"]}`,
 		`{"require_approval_strategies": ["` + strings.Repeat("a", 64) + `"]}`,
 		`{"learning_enabled": false}`, `{"stabilization_seconds": 3600}`, `{"stabilization_seconds": 3601}`,
+		`{"maintenance_pause_priority_below": 0}`, `{"maintenance_pause_priority_below": 1000}`,
+		`{"maintenance_pause_priority_below": 1001}`, `{"maintenance_pause_priority_below": -1}`,
+		`{"maintenance_pause_priority_below": 7.5}`, `{"maintenance_pause_priority_below": "50"}`,
+		`{"maintenance_pause_priority_below": null}`, `{"maintenance_pause_priority_below": 2000, "stabilization_seconds": 4000}`,
 		`{"classifier_thresholds": {"memory_usage_pct": 90}}`, `{"classifier_thresholds": {"memory_usage_pct": 101}}`,
 		`{"classifier_thresholds": {"memory_usage": 90}}`, `{"classifier_thresholds": {"centroid_nodes": 2.5}}`,
 		`{"classifier_thresholds": {"hot_partition_ratio": 0.5}}`, `{"classifier_thresholds": {"max_memory_consumers": 0}}`,

@@ -153,7 +153,7 @@ RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT '{"enabled": true, "min_healing_interval_seconds": 300, "max_attempts_per_hour": 3,
              "attempt_window_seconds": 3600, "max_auto_heal_impact": 0.5, "require_approval": [],
              "require_approval_strategies": ["scale_replicas"], "learning_enabled": true,
-             "stabilization_seconds": 10,
+             "stabilization_seconds": 10, "maintenance_pause_priority_below": 50,
              "classifier_thresholds": {"partition_link_edges": 3, "centroid_nodes": 5,
                 "replication_edges": 0, "dependency_edges": 2, "memory_usage_pct": 85,
                 "fragmentation_pct": 30, "hot_partition_ratio": 1.5, "skewed_centroid_ratio": 1.5,
@@ -172,6 +172,7 @@ RETURNS text LANGUAGE sql IMMUTABLE AS $$
         WHEN 'require_approval_strategies' THEN 'require_approval_strategies takes an array of strategy names (default ["scale_replicas"])'
         WHEN 'learning_enabled' THEN 'learning_enabled takes true or false (default true)'
         WHEN 'stabilization_seconds' THEN 'stabilization_seconds takes a whole number of seconds from 0 to 3600 (default 10)'
+        WHEN 'maintenance_pause_priority_below' THEN 'maintenance_pause_priority_below takes a whole number from 0 to 1000: pause_maintenance pauses maintenance jobs with a lower priority (default 50)'
         WHEN 'classifier_thresholds' THEN 'classifier_thresholds takes an object with any of: partition_link_edges, centroid_nodes, replication_edges, dependency_edges, memory_usage_pct, fragmentation_pct, hot_partition_ratio, skewed_centroid_ratio, max_memory_consumers'
         ELSE CASE WHEN key LIKE 'classifier_thresholds.%' THEN
             key || ' takes ' || CASE WHEN split_part(key, '.', 2) IN ('memory_usage_pct', 'fragmentation_pct',
@@ -270,8 +271,9 @@ RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
     keys text[] := ARRAY['enabled', 'min_healing_interval_seconds', 'max_attempts_per_hour',
         'attempt_window_seconds', 'max_auto_heal_impact', 'require_approval',
-        'require_approval_strategies', 'learning_enabled', 'stabilization_seconds', 'classifier_thresholds'];
-    kinds text[] := ARRAY['bool', 'int', 'int', 'int', 'number', 'strings', 'strings', 'bool', 'int', 'object'];
+        'require_approval_strategies', 'learning_enabled', 'stabilization_seconds', 'maintenance_pause_priority_below',
+        'classifier_thresholds'];
+    kinds text[] := ARRAY['bool', 'int', 'int', 'int', 'number', 'strings', 'strings', 'bool', 'int', 'int', 'object'];
     tkeys text[] := ARRAY['partition_link_edges', 'centroid_nodes', 'replication_edges', 'dependency_edges',
         'memory_usage_pct', 'fragmentation_pct', 'hot_partition_ratio', 'skewed_centroid_ratio', 'max_memory_consumers'];
     tkinds text[] := ARRAY['int', 'int', 'int', 'int', 'number', 'number', 'number', 'number', 'int'];
@@ -347,6 +349,7 @@ BEGIN
         i := i + 1;
     END LOOP;
     PERFORM ruvector._healing_config_range('stabilization_seconds', cfg->'stabilization_seconds', 0, 3600, 'must be between 0 and 3600 seconds');
+    PERFORM ruvector._healing_config_range('maintenance_pause_priority_below', cfg->'maintenance_pause_priority_below', 0, 1000, 'must be between 0 and 1000');
     th := cfg->'classifier_thresholds';
     FOREACH k IN ARRAY ARRAY['partition_link_edges', 'centroid_nodes', 'replication_edges', 'dependency_edges'] LOOP
         PERFORM ruvector._healing_config_range('classifier_thresholds.' || k, th->k, 0, 100000, 'must be between 0 and 100000');

@@ -96,6 +96,7 @@ SELECT ruvector_healing_configure('{"max_attempts_per_hour": 0}');
 SELECT ruvector_healing_configure('{"enabeld": true}');
 SELECT ruvector_healing_configure('{"classifier_thresholds": {"memory_usage_pct": "high"}}');
 SELECT ruvector_healing_configure('{"require_approval": ["centroid"]}');
+SELECT ruvector_healing_configure('{"maintenance_pause_priority_below": 1001}');
 SELECT ruvector_healing_configure('[]');
 \set VERBOSITY sqlstate
 SELECT ruvector_healing_configure(NULL);
