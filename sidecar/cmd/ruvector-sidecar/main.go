@@ -31,7 +31,7 @@ func commands() map[string]command {
 		"status":   {"print each collection's state, lambda, throttles and counters: status [--watch]", runStatus},
 		"report":   {"draw lambda, states and remediations as SVG: report [--since 1h] [--collection NAME] [-o report.svg]", runReport},
 		"explain":  {"print why a remediation happened: explain [--json] OUTCOME_ID", runExplain},
-		"jobs":     {"list maintenance jobs with their progress: jobs [--watch]", runJobs},
+		"jobs":     {"list maintenance jobs with their progress: jobs [--watch]; start one: jobs start KIND COLLECTION [--param k=v ...] [--wait]", runJobs},
 	}
 }
 
