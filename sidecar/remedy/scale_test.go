@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -288,4 +290,33 @@ func TestScaleReplicas(t *testing.T) {
 			t.Fatalf("require_approval_strategies default %v lacks scale_replicas", def.RequireApprovalStrategies)
 		}
 	})
+}
+
+func TestNewRegistersAll(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	ss, err := New(func(context.Context) (*pgx.Conn, error) { return nil, errors.New("unused") }, ScaleConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := strategy.NewRegistry(ss...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"compact_indexes", "drain_hot_partition", "evict_cold_data", "rebalance_partitions", "rebuild_centroids", "scale_replicas"}
+	got := reg.Names()
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("registered %v, want %v", got, want)
+	}
+	for _, s := range ss {
+		if _, ok := s.(Planner); !ok {
+			t.Errorf("%s does not implement Planner", s.Name())
+		}
+	}
+	if _, err := New(nil, ScaleConfig{}); err == nil {
+		t.Fatal("New without a dialer succeeded")
+	}
+	if _, err := New(func(context.Context) (*pgx.Conn, error) { return nil, nil }, ScaleConfig{Kind: "job", Name: "x"}); !errors.Is(err, ErrConfig) {
+		t.Fatalf("bad scale config: %v", err)
+	}
 }
