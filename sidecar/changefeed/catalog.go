@@ -40,25 +40,17 @@ func SlotLag(ctx context.Context, conn Querier, slot string) (int64, error) {
 	return *lag, nil
 }
 
-const stateTableSQL = `CREATE TABLE IF NOT EXISTS ruvector.changefeed_state (
-	slot_name     text PRIMARY KEY,
-	confirmed_lsn pg_lsn NOT NULL,
-	updated_at    timestamptz NOT NULL DEFAULT now()
-)`
-
-// ensureStateTable creates the table that keeps the confirmed LSN. It is
-// checked first because CREATE TABLE IF NOT EXISTS still needs CREATE on
-// the schema, which a monitoring role may lack once an admin created it.
+// ensureStateTable checks that the extension provides the table that keeps
+// the confirmed LSN (sql/src/10_integrity.sql). The sidecar no longer
+// creates it: that needs CREATE on schema ruvector, a right that would let
+// its role put objects beside (and shadow) the extension's functions.
 func ensureStateTable(ctx context.Context, conn *pgx.Conn) error {
 	var exists bool
 	if err := conn.QueryRow(ctx, `SELECT to_regclass('ruvector.changefeed_state') IS NOT NULL`).Scan(&exists); err != nil {
 		return fmt.Errorf("look up ruvector.changefeed_state: %w", err)
 	}
-	if exists {
-		return nil
-	}
-	if _, err := conn.Exec(ctx, stateTableSQL); err != nil {
-		return fmt.Errorf("create ruvector.changefeed_state: %w", err)
+	if !exists {
+		return errors.New("ruvector.changefeed_state does not exist: the installed ruvector_healing extension is older than this sidecar (ALTER EXTENSION ruvector_healing UPDATE, or recreate it)")
 	}
 	return nil
 }

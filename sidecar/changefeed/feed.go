@@ -409,12 +409,6 @@ func (f *Feed) Drop(ctx context.Context) error {
 		if _, err := conn.Exec(ctx, `DELETE FROM ruvector.changefeed_state WHERE slot_name = $1`, slot); err != nil {
 			return fmt.Errorf("changefeed drop: forget state: %w", err)
 		}
-		// Left behind, the table would make DROP EXTENSION fail.
-		if _, err := conn.Exec(ctx, `DO $$ BEGIN
-			IF NOT EXISTS (SELECT 1 FROM ruvector.changefeed_state) THEN DROP TABLE ruvector.changefeed_state; END IF;
-			END $$`); err != nil {
-			return fmt.Errorf("changefeed drop: drop state table: %w", err)
-		}
 	}
 	return nil
 }

@@ -81,6 +81,17 @@ CREATE TABLE ruvector.contracted_graph (
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
 
+-- The change feed's confirmed position per replication slot, so a
+-- restarted sidecar resumes (sidecar/changefeed). Part of the extension
+-- rather than created by the sidecar: that would need CREATE on the schema.
+CREATE TABLE ruvector.changefeed_state (
+    slot_name     text PRIMARY KEY,
+    confirmed_lsn pg_lsn NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+GRANT SELECT ON ruvector.changefeed_state TO ruvector_monitor;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ruvector.changefeed_state TO ruvector_admin;
+
 GRANT SELECT ON ruvector.integrity_policies, ruvector.integrity_overrides,
     ruvector.integrity_events, ruvector.contracted_graph TO ruvector_monitor;
 GRANT INSERT, UPDATE, DELETE ON ruvector.integrity_policies, ruvector.integrity_overrides,

@@ -15,14 +15,4 @@ CREATE EXTENSION IF NOT EXISTS pgstattuple;
 -- publications (it must also be a member of the collection tables' owner).
 CREATE ROLE ruvector_sidecar LOGIN REPLICATION PASSWORD :'pw' IN ROLE pg_monitor, ruvector_admin;
 GRANT CREATE ON DATABASE :"db" TO ruvector_sidecar;
--- Where the change feed keeps its confirmed position. The sidecar creates
--- it if missing, which would need CREATE on schema ruvector: a right that
--- would let the role put objects beside (and shadow) the extension's
--- functions. So the superuser creates it here.
-CREATE TABLE IF NOT EXISTS ruvector.changefeed_state (
-	slot_name     text PRIMARY KEY,
-	confirmed_lsn pg_lsn NOT NULL,
-	updated_at    timestamptz NOT NULL DEFAULT now()
-);
-GRANT SELECT, INSERT, UPDATE ON ruvector.changefeed_state TO ruvector_sidecar;
 EOSQL
