@@ -85,40 +85,76 @@ ruv_us_to_text(int64 us)
 	return pstrdup(timestamptz_to_str(ts));
 }
 
+/*
+ * Who set the throttle, for the errors below: a person (with the TTL, if
+ * any) or the sidecar, and then the remediation's outcome id so the client
+ * can ask ruvector_healing_explain why, and how to lift it.
+ */
+static void
+ruv_gate_who(const char *name, int opno, uint32 setby, int64 expires_us,
+			 int64 outcome_id, const char **who, const char **hint)
+{
+	const char *clear = psprintf("SELECT ruvector_throttle_clear(%s, '%s')",
+								 quote_literal_cstr(name), ruv_op_names[opno]);
+
+	if (setby == RUV_SETBY_MANUAL)
+	{
+		*who = expires_us
+			? psprintf("set manually until %s", ruv_us_to_text(expires_us))
+			: "set manually, with no expiry";
+		*hint = psprintf("%s lifts it.", clear);
+	}
+	else if (outcome_id > 0)
+	{
+		*who = psprintf("set by the self-healing sidecar, remediation outcome " INT64_FORMAT,
+						outcome_id);
+		*hint = psprintf("SELECT ruvector_healing_explain(" INT64_FORMAT ") says why; "
+						 "SELECT ruvector_healing_rollback(%s) or %s lifts it.",
+						 outcome_id, quote_literal_cstr(name), clear);
+	}
+	else
+	{
+		*who = "set by the ruvector sidecar outside any remediation";
+		*hint = psprintf("The sidecar lowers it when the collection recovers and the watchdog releases it "
+						 "if the sidecar stops; %s lifts it now.", clear);
+	}
+}
+
 pg_attribute_noreturn()
 static void
 ruv_gate_refuse(int slot_index, int opno, uint32 pct, uint32 setby,
 				int64 expires_us, int64 need_wait_us, int64 waited_us)
 {
 	RuvShmOpState *op = &ruv_slot(slot_index)->ops[opno];
+	int64		outcome_id = ruv_throttle_outcome(op, setby);
 	uint32		collection_id;
 	char		name[RUV_SHM_NAME_LEN];
-	const char *who = setby == RUV_SETBY_MANUAL ? "manually" : "by the ruvector sidecar";
-	const char *until;
+	const char *who;
+	const char *hint;
 
 	pg_atomic_fetch_add_u64(&op->rejected_statements, 1);
 	if (waited_us > 0)
 		pg_atomic_fetch_add_u64(&op->wait_us, (uint64) waited_us);
 	if (!ruv_slot_identity(slot_index, &collection_id, name))
 		strlcpy(name, "?", sizeof(name));
+	ruv_gate_who(name, opno, setby, expires_us, outcome_id, &who, &hint);
 
-	until = expires_us ? psprintf(" until %s", ruv_us_to_text(expires_us)) : "";
 	if (pct >= 100)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 				 errmsg("writes into collection \"%s\" are refused: its %s throttle is 100%%",
 						name, ruv_op_names[opno]),
-				 errdetail("The throttle was set %s%s.", who, until),
-				 errhint("%s", setby == RUV_SETBY_MANUAL
-						 ? psprintf("Clear it with SELECT ruvector_throttle_clear('%s', '%s');", name, ruv_op_names[opno])
-						 : "The sidecar lowers it when the collection recovers; the watchdog releases it if the sidecar stops.")));
+				 errdetail("The %s throttle of collection \"%s\" is 100%%, %s.",
+						   ruv_op_names[opno], name, who),
+				 errhint("%s", hint)));
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 			 errmsg("writes into collection \"%s\" are throttled longer than ruvector.throttle_max_wait (%d ms)",
 					name, ruv_throttle_max_wait_ms),
-			 errdetail("The %s throttle is %u%%, set %s%s; this statement would wait %ld ms.",
-					   ruv_op_names[opno], pct, who, until, (long) (need_wait_us / 1000)),
-			 errhint("Retry later, write in smaller batches, or raise ruvector.throttle_max_wait for this session.")));
+			 errdetail("The %s throttle of collection \"%s\" is %u%%, %s; this statement would wait %ld ms.",
+					   ruv_op_names[opno], name, pct, who, (long) (need_wait_us / 1000)),
+			 errhint("%s Otherwise retry later, write in smaller batches, or raise ruvector.throttle_max_wait for this session.",
+					 hint)));
 }
 
 /*

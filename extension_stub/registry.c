@@ -44,6 +44,7 @@ typedef struct RuvUndo
 	uint32		prev_pct;
 	uint32		prev_setby;
 	int64		prev_expires;
+	int64		prev_outcome;	/* the sidecar's outcome id, if it set it */
 	uint32		collection_id;	/* RUV_UNDO_PUBLISH */
 	uint32		version;		/* RUV_UNDO_PUBLISH */
 	RuvShmSlot	saved_slot;		/* RUV_UNDO_DETACH, RUV_UNDO_ROUTING */
@@ -132,6 +133,7 @@ ruv_reset_slot_state(RuvShmSlot *slot)
 							ruv_throttle_word(((w >> RUV_THROTTLE_SEQ_SHIFT) + 1) & 0xffff,
 											  RUV_SETBY_NONE, 0));
 		pg_atomic_write_u64(&op->expires_us, 0);
+		pg_atomic_write_u64(&op->outcome_id, 0);
 		pg_atomic_write_u64(&op->set_at_us, 0);
 		pg_atomic_write_u64(&op->tat_us, 0);
 		pg_atomic_write_u64(&op->baseline_milli, 0);
@@ -382,6 +384,7 @@ ruv_throttle_apply(int slot_index, int opno, uint32 pct, int64 expires_us, bool 
 	{
 		uint32		w = pg_atomic_read_u32(&op->throttle);
 		int64		prev_exp = (int64) pg_atomic_read_u64(&op->expires_us);
+		int64		prev_outcome = (int64) pg_atomic_read_u64(&op->outcome_id);
 
 		pg_atomic_write_u64(&op->expires_us, (uint64) expires_us);
 		pg_write_barrier();
@@ -396,6 +399,7 @@ ruv_throttle_apply(int slot_index, int opno, uint32 pct, int64 expires_us, bool 
 				u->prev_pct = w & RUV_THROTTLE_PCT_MASK;
 				u->prev_setby = (w >> RUV_THROTTLE_SETBY_SHIFT) & RUV_THROTTLE_SETBY_MASK;
 				u->prev_expires = prev_exp;
+				u->prev_outcome = prev_outcome;
 			}
 			return;
 		}
@@ -527,6 +531,8 @@ ruv_undo_one(RuvUndo *u)
 				{
 					pg_atomic_write_u64(&slot->ops[o].expires_us,
 										u->saved_slot.ops[o].expires_us.value);
+					pg_atomic_write_u64(&slot->ops[o].outcome_id,
+										u->saved_slot.ops[o].outcome_id.value);
 					pg_atomic_write_u32(&slot->ops[o].throttle,
 										u->saved_slot.ops[o].throttle.value);
 				}
@@ -580,6 +586,10 @@ ruv_undo_one(RuvUndo *u)
 
 				/* Only if nobody changed it since: never clobber a newer setting. */
 				pg_atomic_write_u64(&op->expires_us, (uint64) u->prev_expires);
+				/* A sidecar throttle comes back with its remediation's id. */
+				if (u->prev_setby == RUV_SETBY_SIDECAR &&
+					(pg_atomic_read_u32(&op->throttle) == u->word))
+					pg_atomic_write_u64(&op->outcome_id, (uint64) u->prev_outcome);
 				pg_write_barrier();
 				(void) ruv_throttle_cas(op, u->word, u->prev_setby, u->prev_pct);
 			}

@@ -40,6 +40,7 @@ extern bool ruv_integrity_try_lock(RuvShmSlot *slot, uint64 *seq);
 extern void ruv_integrity_unlock(RuvShmSlot *slot, uint64 seq);
 extern void ruv_throttle_read(RuvShmOpState *op, uint32 *pct, uint32 *setby, int64 *expires_us);
 extern bool ruv_throttle_cas(RuvShmOpState *op, uint32 oldword, uint32 setby, uint32 pct);
+extern int64 ruv_throttle_outcome(RuvShmOpState *op, uint32 setby);
 
 static inline uint32
 ruv_throttle_word(uint32 seq, uint32 setby, uint32 pct)

@@ -19,7 +19,7 @@
 #endif
 
 #define RUV_SHM_MAGIC                    UINT64CONST(0x314c414548565552)
-#define RUV_SHM_LAYOUT_VERSION           UINT64CONST(0x2)
+#define RUV_SHM_LAYOUT_VERSION           UINT64CONST(0x3)
 #define RUV_SHM_NAME_LEN                 UINT64CONST(0x40)
 #define RUV_SHM_CACHE_LINE               UINT64CONST(0x40)
 #define RUV_SHM_SEQLOCK_READ_RETRIES     UINT64CONST(0x3e8)
@@ -119,7 +119,8 @@ typedef struct RuvShmOpState
 	pg_atomic_uint64 delayed_statements;
 	pg_atomic_uint64 wait_us;
 	pg_atomic_uint64 rejected_statements;
-	char pad2[32];
+	pg_atomic_uint64 outcome_id;
+	char pad2[24];
 } RuvShmOpState;
 
 StaticAssertDecl(sizeof(RuvShmOpState) == 128, "RuvShmOpState size differs from Go");
@@ -137,7 +138,8 @@ StaticAssertDecl(offsetof(RuvShmOpState, admitted_rows) == 64, "RuvShmOpState.ad
 StaticAssertDecl(offsetof(RuvShmOpState, delayed_statements) == 72, "RuvShmOpState.delayed_statements offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmOpState, wait_us) == 80, "RuvShmOpState.wait_us offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmOpState, rejected_statements) == 88, "RuvShmOpState.rejected_statements offset differs from Go");
-StaticAssertDecl(offsetof(RuvShmOpState, pad2) == 96, "RuvShmOpState.pad2 offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmOpState, outcome_id) == 96, "RuvShmOpState.outcome_id offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmOpState, pad2) == 104, "RuvShmOpState.pad2 offset differs from Go");
 
 typedef struct RuvShmSlot
 {

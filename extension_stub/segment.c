@@ -304,11 +304,33 @@ ruv_throttle_read(RuvShmOpState *op, uint32 *pct, uint32 *setby, int64 *expires_
 		*pct = 0;
 }
 
+/*
+ * The healing outcome behind a throttle word the caller has just read with
+ * setby: only a sidecar throttle has one (0: set outside a remediation).
+ * The sidecar writes the id before its word, so after the barrier the id
+ * is at least as new as the word. Only error paths call this.
+ */
+int64
+ruv_throttle_outcome(RuvShmOpState *op, uint32 setby)
+{
+	if (setby != RUV_SETBY_SIDECAR)
+		return 0;
+	pg_read_barrier();
+	return (int64) pg_atomic_read_u64(&op->outcome_id);
+}
+
+/*
+ * Swap a throttle word. A swap away from a sidecar setting (release, manual
+ * override, expiry) clears the sidecar's outcome id, but only the id read
+ * before the swap: a sidecar setting written since carries its own. A swap
+ * to a sidecar setting (an undo restoring one) leaves the id to the caller.
+ */
 bool
 ruv_throttle_cas(RuvShmOpState *op, uint32 oldword, uint32 setby, uint32 pct)
 {
 	uint32		seq = oldword >> RUV_THROTTLE_SEQ_SHIFT;
 	uint32		expected = oldword;
+	uint64		outcome = pg_atomic_read_u64(&op->outcome_id);
 
 	if (pct == 0)
 		setby = RUV_SETBY_NONE;
@@ -316,5 +338,7 @@ ruv_throttle_cas(RuvShmOpState *op, uint32 oldword, uint32 setby, uint32 pct)
 										ruv_throttle_word((seq + 1) & 0xffff, setby, pct)))
 		return false;
 	pg_atomic_write_u64(&op->set_at_us, (uint64) ruv_now_us());
+	if (setby != RUV_SETBY_SIDECAR && outcome != 0)
+		(void) pg_atomic_compare_exchange_u64(&op->outcome_id, &outcome, 0);
 	return true;
 }

@@ -170,15 +170,17 @@ ruvector_throttle_status(PG_FUNCTION_ARGS)
 		for (int o = 0; o < RUV_NUM_OPS; o++)
 		{
 			RuvShmOpState *op = &slot->ops[o];
-			Datum		values[9];
-			bool		nulls[9] = {0};
+			Datum		values[10];
+			bool		nulls[10] = {0};
 			uint32		pct;
 			uint32		setby;
 			int64		expires;
+			int64		outcome;
 
 			ruv_throttle_read(op, &pct, &setby, &expires);
 			if (pct == 0)
 				setby = RUV_SETBY_NONE;
+			outcome = ruv_throttle_outcome(op, setby);
 			values[0] = CStringGetTextDatum(name);
 			values[1] = CStringGetTextDatum(ruv_op_names[o]);
 			values[2] = Int32GetDatum((int32) pct);
@@ -191,6 +193,9 @@ ruvector_throttle_status(PG_FUNCTION_ARGS)
 			values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&op->delayed_statements));
 			values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&op->rejected_statements));
 			values[8] = Float8GetDatum((double) pg_atomic_read_u64(&op->wait_us) / 1000.0);
+			/* NULL: no throttle, a manual one, or a sidecar one set by hand */
+			values[9] = Int64GetDatum(outcome);
+			nulls[9] = outcome <= 0;
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}

@@ -28,7 +28,7 @@ const (
 	// Magic spells "RUVHEAL1"; it is written last, after a write barrier,
 	// so a reader that sees it sees a fully initialised header.
 	Magic         uint64 = 0x314C414548565552
-	LayoutVersion uint32 = 2
+	LayoutVersion uint32 = 3
 
 	CacheLine = 64
 	NameLen   = 64 // NAMEDATALEN: a collection name is an identifier
@@ -168,7 +168,14 @@ type OpState struct {
 	DelayedStatements  atomic.Uint64
 	WaitUs             atomic.Uint64
 	RejectedStatements atomic.Uint64
-	_                  [32]byte
+
+	// OutcomeID is the healing outcome (remediation) whose sidecar throttle
+	// is in force, so a refused write can say which one (0: none, or set
+	// outside a remediation). Like ExpiresUs it is written before the
+	// throttle word and trusted only while the word says SetBySidecar;
+	// whoever releases a sidecar throttle clears it.
+	OutcomeID atomic.Int64
+	_         [24]byte
 }
 
 // Slot is one collection's cache-line-aligned record.

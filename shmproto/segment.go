@@ -408,6 +408,10 @@ type Throttle struct {
 	SetAt   time.Time
 	Expires time.Time // zero: never
 	Seq     uint32
+	// OutcomeID is the healing outcome whose remediation set a sidecar
+	// throttle (0: none, or a sidecar throttle set outside a remediation);
+	// always 0 unless SetBy is SetBySidecar.
+	OutcomeID int64
 }
 
 // Counters are the gate's live counters for one op.
@@ -429,6 +433,11 @@ func (s *Segment) ReadThrottle(i int, op Op) (Throttle, error) {
 		o := &sl.Ops[op]
 		seq, by, pct := UnpackThrottle(o.Throttle.Load())
 		t = Throttle{Pct: pct, SetBy: by, Seq: seq, SetAt: fromUs(o.SetAtUs.Load()), Expires: fromUs(o.ExpiresUs.Load())}
+		// The id is written before the word, so it is at least as new as
+		// the word just read; it means nothing under another setter.
+		if by == SetBySidecar {
+			t.OutcomeID = o.OutcomeID.Load()
+		}
 		return nil
 	})
 	return t, err
@@ -455,13 +464,29 @@ func (s *Segment) ReadCounters(i int, op Op) (Counters, error) {
 // SetSidecarThrottle sets an op's throttle on behalf of the sidecar, with
 // one compare-and-swap on the throttle word and no SQL. It never overrides a
 // manual throttle that is still in force (ErrManualPinned). pct 0 releases
-// the sidecar's throttle.
+// the sidecar's throttle. The throttle names no remediation (outcome 0);
+// SetSidecarThrottleFor names one.
 func (s *Segment) SetSidecarThrottle(i int, op Op, pct uint32, now time.Time) error {
+	return s.SetSidecarThrottleFor(i, op, pct, now, 0)
+}
+
+// SetSidecarThrottleFor is SetSidecarThrottle on behalf of the remediation
+// recorded as healing outcome outcomeID (0: none): the write gate names the
+// outcome in the errors of the writes it refuses, so a client can ask
+// ruvector_healing_explain why. A release (pct 0) clears the id whatever
+// outcomeID says.
+func (s *Segment) SetSidecarThrottleFor(i int, op Op, pct uint32, now time.Time, outcomeID int64) error {
 	if op >= NumOps {
 		return fmt.Errorf("shmproto: op %d out of range", op)
 	}
 	if pct > 100 {
 		return fmt.Errorf("shmproto: throttle %d%% out of range 0..100", pct)
+	}
+	if outcomeID < 0 {
+		return fmt.Errorf("shmproto: outcome id %d is negative", outcomeID)
+	}
+	if pct == 0 {
+		outcomeID = 0
 	}
 	return s.viewSlot(i, func(_ *Header, sl *Slot) error {
 		o := &sl.Ops[op]
@@ -482,6 +507,12 @@ func (s *Segment) SetSidecarThrottle(i int, op Op, pct uint32, now time.Time) er
 			// extension before its word) and is read only when the word says
 			// manual, so the sidecar never writes it: a store here could
 			// clobber a concurrent manual setting's expiry.
+			//
+			// OutcomeID is the sidecar's own, and goes before the word so
+			// that a backend that sees the word sees the id. Should the
+			// swap fail to a manual setting, the id stays behind harmlessly:
+			// it is read only under a sidecar word.
+			o.OutcomeID.Store(outcomeID)
 			if o.Throttle.CompareAndSwap(w, PackThrottle(seq+1, newBy, pct)) {
 				o.SetAtUs.Store(now.UnixMicro())
 				return nil
@@ -531,8 +562,12 @@ func (s *Segment) ReleaseSidecarThrottles(now time.Time) (int, error) {
 					if by != SetBySidecar {
 						break
 					}
+					id := o.OutcomeID.Load()
 					if o.Throttle.CompareAndSwap(w, PackThrottle(seq+1, SetByNone, 0)) {
 						o.SetAtUs.Store(now.UnixMicro())
+						// Only the id we released: a new setting written
+						// since carries its own.
+						o.OutcomeID.CompareAndSwap(id, 0)
 						released++
 						break
 					}

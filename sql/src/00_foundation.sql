@@ -301,12 +301,12 @@ $$;
 CREATE FUNCTION ruvector_throttle_status(
     OUT collection text, OUT op text, OUT pct integer, OUT set_by text,
     OUT expires_at timestamptz, OUT admitted bigint, OUT delayed bigint,
-    OUT rejected bigint, OUT wait_ms double precision)
+    OUT rejected bigint, OUT wait_ms double precision, OUT outcome_id bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'ruvector_throttle_status'
 LANGUAGE C STRICT VOLATILE;
 COMMENT ON FUNCTION ruvector_throttle_status() IS
-    'One row per collection and op: throttle, who set it, when it lapses, and the gate''s counters (admitted rows, delayed and rejected statements, time spent waiting).';
+    'One row per collection and op: throttle, who set it, when it lapses, the gate''s counters (admitted rows, delayed and rejected statements, time spent waiting), and the healing outcome whose remediation set a sidecar throttle (NULL otherwise).';
 
 REVOKE ALL ON FUNCTION ruvector_throttle_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ruvector_throttle_status() TO ruvector_monitor, pg_monitor;

@@ -45,13 +45,40 @@ SELECT ruvector_throttle_clear('emb');
 INSERT INTO emb (embedding, shard) VALUES ('{1,2}', 0);
 SELECT count(*) FROM ruvector.throttles;
 
+-- The refusal says who set the throttle: manually, and until when (the
+-- time in the detail is the throttle's expires_at); no remediation outcome.
+SELECT ruvector_throttle_set('emb', 'insert', 100, '1 hour');
+\set SHOW_CONTEXT never
+\set VERBOSITY terse
+INSERT INTO emb (embedding, shard) VALUES ('{1,2}', 0);
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+\set SHOW_CONTEXT errors
+CREATE FUNCTION pg_temp.gate_error(stmt text, OUT code text, OUT detail text, OUT hint text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE stmt;
+    code := 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+END $$;
+SELECT e.code, regexp_replace(e.detail, 'until .*\.$', 'until <expires_at>.') AS detail, e.hint,
+       substring(e.detail FROM 'until (.*)\.$')::timestamptz = t.expires_at AS until_is_expires_at
+FROM pg_temp.gate_error($$INSERT INTO emb (embedding, shard) VALUES ('{1,2}', 0)$$) e,
+     ruvector_throttle_status() t WHERE t.op = 'insert';
+SELECT op, pct, set_by, outcome_id FROM ruvector_throttle_status() ORDER BY op;
+SELECT ruvector_throttle_clear('emb');
+
 -- A statement that would wait longer than the cap fails instead of waiting.
 SET ruvector.throttle_max_wait = 0;
 SELECT ruvector_throttle_set('emb', 'insert', 99);
 INSERT INTO emb (embedding, shard) VALUES ('{1,2}', 0);
 \set VERBOSITY terse
 INSERT INTO emb (embedding, shard) VALUES ('{1,2}', 0);
+\echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY default
+SELECT e.code, regexp_replace(e.detail, '\d+ ms', 'N ms') AS detail, e.hint
+FROM pg_temp.gate_error($$INSERT INTO emb (embedding, shard) VALUES ('{1,2}', 0)$$) e;
 RESET ruvector.throttle_max_wait;
 SELECT ruvector_throttle_clear('emb');
 
