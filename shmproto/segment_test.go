@@ -295,6 +295,88 @@ func TestSidecarThrottleRespectsManual(t *testing.T) {
 	}
 }
 
+// A sidecar throttle carries the outcome id of the remediation that set
+// it; every way it ends (the sidecar's own release, a clean detach) clears
+// the id, and an id is shown only under a sidecar word.
+func TestSidecarThrottleOutcomeID(t *testing.T) {
+	s, _ := newSegment(t, "alpha")
+	now := time.Now()
+	raw := func(op Op) int64 {
+		t.Helper()
+		id, err := s.RawOutcomeID(0, op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	if err := s.SetSidecarThrottleFor(0, OpInsert, 50, now, 42); err != nil {
+		t.Fatal(err)
+	}
+	if th, _ := s.ReadThrottle(0, OpInsert); th.Pct != 50 || th.SetBy != SetBySidecar || th.OutcomeID != 42 {
+		t.Fatalf("after set for outcome 42: %+v", th)
+	}
+	// A later remediation takes the throttle over with its own id; the
+	// plain setter names none.
+	if err := s.SetSidecarThrottleFor(0, OpInsert, 90, now, 43); err != nil {
+		t.Fatal(err)
+	}
+	if th, _ := s.ReadThrottle(0, OpInsert); th.Pct != 90 || th.OutcomeID != 43 {
+		t.Fatalf("after set for outcome 43: %+v", th)
+	}
+	if err := s.SetSidecarThrottle(0, OpInsert, 60, now); err != nil {
+		t.Fatal(err)
+	}
+	if th, _ := s.ReadThrottle(0, OpInsert); th.Pct != 60 || th.OutcomeID != 0 {
+		t.Fatalf("after a set outside any remediation: %+v", th)
+	}
+	// Releasing (pct 0) clears the id even when one is passed.
+	if err := s.SetSidecarThrottleFor(0, OpInsert, 50, now, 42); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSidecarThrottleFor(0, OpInsert, 0, now, 42); err != nil {
+		t.Fatal(err)
+	}
+	if th, _ := s.ReadThrottle(0, OpInsert); th.Pct != 0 || th.SetBy != SetByNone || th.OutcomeID != 0 || raw(OpInsert) != 0 {
+		t.Fatalf("after release: %+v, raw id %d", th, raw(OpInsert))
+	}
+	if err := s.SetSidecarThrottleFor(0, OpInsert, 50, now, -1); err == nil {
+		t.Fatal("negative outcome id accepted")
+	}
+	if th, _ := s.ReadThrottle(0, OpInsert); th.Pct != 0 {
+		t.Fatalf("a rejected set changed the throttle: %+v", th)
+	}
+	// A clean detach releases both ops and clears both ids.
+	if err := s.SetSidecarThrottleFor(0, OpInsert, 50, now, 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSidecarThrottleFor(0, OpBulkInsert, 60, now, 7); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Detach(now); err != nil || n != 2 {
+		t.Fatalf("detach released %d (%v), want 2", n, err)
+	}
+	for _, op := range []Op{OpInsert, OpBulkInsert} {
+		if id := raw(op); id != 0 {
+			t.Fatalf("op %d keeps outcome id %d after detach", op, id)
+		}
+	}
+	// An id left under a manual word (a set that lost its race to a
+	// manual throttle) is not shown.
+	_ = s.view(func(_ *Header, slot func(int) *Slot) error {
+		o := &slot(0).Ops[OpInsert]
+		o.OutcomeID.Store(99)
+		seq, _, _ := UnpackThrottle(o.Throttle.Load())
+		o.Throttle.Store(PackThrottle(seq+1, SetByManual, 20))
+		return nil
+	})
+	if th, _ := s.ReadThrottle(0, OpInsert); th.SetBy != SetByManual || th.OutcomeID != 0 {
+		t.Fatalf("manual throttle shows an outcome: %+v", th)
+	}
+	if err := s.SetSidecarThrottleFor(0, OpInsert, 90, now, 5); !errors.Is(err, ErrManualPinned) {
+		t.Fatalf("sidecar over manual: %v", err)
+	}
+}
+
 // Concurrent sidecar writers and a "manual" writer: the throttle word
 // never holds a value nobody wrote, and the change counter moves once per
 // successful write.
