@@ -160,10 +160,29 @@ SELECT ruvector_collection_register('emb', 'emb');`)
 		t.Fatalf("a throttle outside any remediation shows outcome %d", *id)
 	}
 
-	// The sidecar goes silent: the watchdog releases the throttle and its id.
+	// A manual throttle set over it and rolled back brings the sidecar's
+	// throttle back with its outcome.
 	if err := seg.SetSidecarThrottleFor(col.Slot, shmproto.OpInsert, 100, time.Now(), 42); err != nil {
 		t.Fatal(err)
 	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT ruvector_throttle_set('emb', 'insert', 20)"); err != nil {
+		t.Fatal(err)
+	}
+	if th, _ := seg.ReadThrottle(col.Slot, shmproto.OpInsert); th.SetBy != shmproto.SetByManual || th.OutcomeID != 0 {
+		t.Fatalf("manual throttle over the sidecar's: %+v", th)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if th, _ := seg.ReadThrottle(col.Slot, shmproto.OpInsert); th.SetBy != shmproto.SetBySidecar || th.Pct != 100 || th.OutcomeID != 42 {
+		t.Fatalf("after rolling the manual throttle back: %+v, want the sidecar's 100%% for outcome 42", th)
+	}
+
+	// The sidecar goes silent: the watchdog releases the throttle and its id.
 	if raw, _ := seg.RawOutcomeID(col.Slot, shmproto.OpInsert); raw != 42 {
 		t.Fatalf("outcome id stored %d, want 42", raw)
 	}
