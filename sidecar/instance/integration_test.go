@@ -192,7 +192,7 @@ func TestWatchdogReleasesThrottlesOfAKilledSidecar(t *testing.T) {
 		t.Fatalf("throttle without a daemon: %v\n%s", err, out)
 	}
 
-	daemon := exec.Command(bin, "run", "--heartbeat-interval", "100ms")
+	daemon := exec.Command(bin, "run", "--heartbeat-interval", "100ms", "--metrics-listen", "")
 	daemon.Env = c.Env()
 	logPath := filepath.Join(t.TempDir(), "sidecar.log")
 	logFile, err := os.Create(logPath)
