@@ -1,0 +1,234 @@
+package ivf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrNoQueries: the collection has no rows to draw query vectors from.
+var ErrNoQueries = errors.New("ivf: no vectors to draw recall queries from")
+
+// RecallOptions tune Recall. Zero values take the defaults.
+type RecallOptions struct {
+	// Queries is the number of query vectors (default 100).
+	Queries int
+	// K is the number of neighbours compared (default 10).
+	K int
+	// Probes is ruvector_ivf_search's probes (default 8, the SQL default).
+	Probes int
+	// Seed makes the query sample and its noise deterministic.
+	Seed uint64
+	// Noise is the standard deviation of the Gaussian noise added to each
+	// sampled row, as a fraction of the sample's mean per-dimension
+	// standard deviation (default 0.01; negative: none). Without noise a
+	// query's nearest neighbour is itself, which flatters recall.
+	Noise float64
+}
+
+func (o RecallOptions) withDefaults() RecallOptions {
+	if o.Queries == 0 {
+		o.Queries = 100
+	}
+	if o.K == 0 {
+		o.K = 10
+	}
+	if o.Probes == 0 {
+		o.Probes = 8
+	}
+	if o.Noise == 0 {
+		o.Noise = 0.01
+	}
+	return o
+}
+
+// RecallReport is search quality and latency on one query sample.
+type RecallReport struct {
+	// RecallAtK is the mean over queries of |ivf ∩ exact| / |exact|.
+	RecallAtK float64
+	// MinRecall is the worst query's recall.
+	MinRecall float64
+	Queries   int
+	K, Probes int
+	// Version is the active centroid version searched (0: none, in which
+	// case ruvector_ivf_search is itself an exact scan).
+	Version int
+	// Scanned is the mean number of rows a search examined (the rows of
+	// its probed lists plus unassigned rows): the cost that skew raises.
+	// At equal probes a skewed index can have the higher recall because
+	// its big lists hold more candidates; compare recall with Scanned.
+	Scanned float64
+	// P50, P99: latency of ruvector_ivf_search (client round trip).
+	P50, P99 time.Duration
+	// ExactP50, ExactP99: latency of the exact scan.
+	ExactP50, ExactP99 time.Duration
+}
+
+// Recall measures recall@k of ruvector_ivf_search(collection, q, k,
+// probes) against an exact scan (ORDER BY ruvector._l2(embedding, q), id)
+// on opts.Queries query vectors drawn from the collection's own rows plus
+// small noise. Each query's two searches run in one REPEATABLE READ READ
+// ONLY transaction, so concurrent writes cannot make them disagree, and no
+// snapshot is held across queries (vacuum is not held back for the whole
+// measurement). The exact scans read every row: on a large collection this
+// costs Queries sequential scans.
+func Recall(ctx context.Context, conn *pgx.Conn, collection string, opts RecallOptions) (RecallReport, error) {
+	o := opts.withDefaults()
+	r := RecallReport{K: o.K, Probes: o.Probes}
+	if o.Queries < 1 || o.Queries > 100000 {
+		return r, fmt.Errorf("ivf: recall queries = %d, want 1..100000", o.Queries)
+	}
+	if o.K < 1 || o.K > 10000 {
+		return r, fmt.Errorf("ivf: recall k = %d, want 1..10000", o.K)
+	}
+	if o.Probes < 1 {
+		return r, fmt.Errorf("ivf: recall probes = %d, want at least 1", o.Probes)
+	}
+	if math.IsNaN(o.Noise) || math.IsInf(o.Noise, 0) {
+		return r, fmt.Errorf("ivf: recall noise = %v, want a finite fraction", o.Noise)
+	}
+	c, err := LoadCollection(ctx, conn, collection)
+	if err != nil {
+		return r, err
+	}
+	if r.Version, err = ActiveVersion(ctx, conn, c.ID); err != nil {
+		return r, err
+	}
+	// A seed distinct from a training run's with the same Seed, so the
+	// queries are not the very rows the centroids were fitted on.
+	queries, err := ReadSample(ctx, conn, c, o.Queries, o.Seed^0x9e3779b97f4a7c15)
+	if err != nil {
+		return r, err
+	}
+	if len(queries) == 0 {
+		return r, fmt.Errorf("%w: %q is empty", ErrNoQueries, collection)
+	}
+	addNoise(queries, o.Noise, o.Seed)
+
+	exactSQL := fmt.Sprintf(`SELECT id FROM %s ORDER BY ruvector._l2(embedding, $1), id LIMIT $2`, c.Table)
+	// The same probe choice as ruvector_ivf_search.
+	scannedSQL := fmt.Sprintf(`SELECT count(*) FROM %s t WHERE t.ivf_list = ANY (ARRAY(
+    SELECT c.list_id FROM ruvector.centroids c WHERE c.collection_id = $1 AND c.version = $2
+    ORDER BY ruvector._l2(c.centroid, $3), c.list_id LIMIT $4)) OR t.ivf_list IS NULL`, c.Table)
+	if r.Version == 0 {
+		scannedSQL = fmt.Sprintf(`SELECT count(*) FROM %s`, c.Table)
+	}
+	var scanned int64
+	var ivfLat, exactLat []time.Duration
+	r.MinRecall = 1
+	var sum float64
+	for i, q := range queries {
+		var got, want []int64
+		var dIVF, dExact time.Duration
+		err := pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			var err error
+			t0 := time.Now()
+			if got, err = ids(ctx, tx, `SELECT id FROM ruvector_ivf_search($1, $2, $3, $4)`, collection, q, o.K, o.Probes); err != nil {
+				return fmt.Errorf("ruvector_ivf_search: %w", err)
+			}
+			dIVF = time.Since(t0)
+			t0 = time.Now()
+			if want, err = ids(ctx, tx, exactSQL, q, o.K); err != nil {
+				return fmt.Errorf("exact scan: %w", err)
+			}
+			dExact = time.Since(t0)
+			var n int64
+			args := []any{c.ID, r.Version, q, o.Probes}
+			if r.Version == 0 {
+				args = nil
+			}
+			if err := tx.QueryRow(ctx, scannedSQL, args...).Scan(&n); err != nil {
+				return fmt.Errorf("count probed rows: %w", err)
+			}
+			scanned += n
+			return nil
+		})
+		if err != nil {
+			return r, fmt.Errorf("ivf: recall of %q, query %d: %w", collection, i, err)
+		}
+		rec := overlap(got, want)
+		sum += rec
+		r.MinRecall = min(r.MinRecall, rec)
+		ivfLat = append(ivfLat, dIVF)
+		exactLat = append(exactLat, dExact)
+	}
+	r.Queries = len(queries)
+	r.RecallAtK = sum / float64(r.Queries)
+	r.Scanned = float64(scanned) / float64(r.Queries)
+	r.P50, r.P99 = Percentile(ivfLat, 0.50), Percentile(ivfLat, 0.99)
+	r.ExactP50, r.ExactP99 = Percentile(exactLat, 0.50), Percentile(exactLat, 0.99)
+	return r, nil
+}
+
+func ids(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]int64, error) {
+	rows, err := tx.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
+// overlap is |got ∩ want| / |want| (1 when want is empty: nothing to miss).
+func overlap(got, want []int64) float64 {
+	if len(want) == 0 {
+		return 1
+	}
+	in := make(map[int64]bool, len(want))
+	for _, id := range want {
+		in[id] = true
+	}
+	hit := 0
+	for _, id := range got {
+		if in[id] {
+			hit++
+			delete(in, id) // a duplicate id in got counts once
+		}
+	}
+	return float64(hit) / float64(len(want))
+}
+
+// addNoise adds N(0, (frac·s)²) to every element, s being the mean over
+// dimensions of the sample's standard deviation.
+func addNoise(vs [][]float32, frac float64, seed uint64) {
+	if frac <= 0 || len(vs) < 2 {
+		return
+	}
+	dim := len(vs[0])
+	var s float64
+	for d := range dim {
+		var sum, sq float64
+		for _, v := range vs {
+			sum += float64(v[d])
+		}
+		mean := sum / float64(len(vs))
+		for _, v := range vs {
+			x := float64(v[d]) - mean
+			sq += x * x
+		}
+		s += math.Sqrt(sq / float64(len(vs)))
+	}
+	sigma := frac * s / float64(max(dim, 1))
+	rng := rand.New(rand.NewPCG(seed, 0xda3e39cb94b95bdb))
+	for _, v := range vs {
+		for d := range v {
+			v[d] += float32(rng.NormFloat64() * sigma)
+		}
+	}
+}
+
+// Percentile is the nearest-rank p-quantile (0 < p <= 1) of ds.
+func Percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(math.Ceil(p*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
