@@ -43,6 +43,8 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	leaderTTL := fs.Duration("leader-ttl", 15*time.Second, "lifetime of the active sidecar's leader row (renewed every third of it)")
 	degradedEvery := fs.Duration("heal-every", 30*time.Second, "how often a collection that stays degraded is triggered again")
 	stabilization := fs.Duration("stabilization", 0, "override healing_config stabilization_seconds (0: use the configuration)")
+	var scf scaleFlags
+	scf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,6 +60,16 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	log, err := sf.logger(os.Stderr)
 	if err != nil {
 		return err
+	}
+	scale, err := scf.build()
+	if err != nil {
+		return err
+	}
+	// Said once at start: selection asks again before every use.
+	if ok, why := scale.Available(ctx); ok {
+		log.Info().Str("workload", scf.workload).Int("max_replicas", scf.maxReplicas).Msg("scale_replicas available")
+	} else {
+		log.Info().Str("reason", why).Msg("scale_replicas unavailable")
 	}
 	conn, srv, seg, err := sf.attach(ctx)
 	if err != nil {
@@ -121,7 +133,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	go func() { errc <- superviseMonitor(ctx, &sf, srv, seg, feed, key, *sample, *refresh, obs, log) }()
 	if obs.hub != nil {
-		hopts := healingOptions{key: key, holder: defaultHolder(), leaderTTL: *leaderTTL,
+		hopts := healingOptions{key: key, scale: scale, holder: defaultHolder(), leaderTTL: *leaderTTL,
 			degradedEvery: *degradedEvery, stabilization: *stabilization}
 		go func() {
 			if err := superviseHealing(ctx, func(ctx context.Context) (*pgx.Conn, error) { return dialSidecar(ctx, sf.dsn) },

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -35,43 +36,12 @@ SELECT ruvector_integrity_policy_set('emb', 'test',
   '{"degrade_samples": 3, "critical_samples": 2, "restore_hold_seconds": 2, "cooldown_after_transition_seconds": 1}');
 SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 0, "max_attempts_per_hour": 1000}');`)
 	c, conn := env.Cluster, env.Conn
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	dctx, stopDaemon := context.WithCancel(ctx)
-	daemonDone := make(chan error, 1)
-	go func() {
-		daemonDone <- runDaemon(dctx, []string{"--dsn", c.DSN("postgres"), "--sample-interval", "250ms",
-			"--heartbeat-interval", "200ms", "--metrics-listen", addr, "--audit-key", filepath.Join(t.TempDir(), "k"),
-			"--heal-every", "3s", "--leader-ttl", "3s", "--stabilization", "3s", "--log-level", "warn"}, io.Discard)
-	}()
-	defer func() {
-		stopDaemon()
-		if err := <-daemonDone; err != nil {
-			t.Errorf("daemon: %v", err)
-		}
-	}()
-
-	scrape := func() string {
-		resp, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			return ""
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
-	pgtest.WaitFor(t, 30*time.Second, "the daemon leads and serves /metrics", func() (bool, error) {
-		var leader *string
-		if err := conn.QueryRow(ctx, `SELECT ruvector_healing_status()->'leader'->>'holder'`).Scan(&leader); err != nil {
-			return false, err
-		}
-		return leader != nil && strings.Contains(scrape(), "ruvector_healing_enabled 1"), nil
-	})
+	// The strategies that route or move rows cannot help against rows
+	// written with an explicit shard; this test is about the throttle, so
+	// those need approval here (and are never run automatically).
+	c.MustExec(ctx, `SELECT ruvector_healing_configure('{"require_approval_strategies":
+		["scale_replicas", "drain_hot_partition", "rebalance_partitions"]}')`)
+	scrape := startDaemon(ctx, t, c, "--stabilization", "3s")
 	if m := scrape(); strings.Contains(m, "ruvector_healing_attempts_total{") {
 		t.Fatalf("attempts before any trouble:\n%s", grepLines(m, "ruvector_healing_"))
 	}
@@ -210,6 +180,48 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 0, "max_atte
 	})
 }
 
+// startDaemon runs runDaemon against c until the test ends, waits until it
+// leads and serves /metrics, and returns a scraper of its /metrics.
+func startDaemon(ctx context.Context, t *testing.T, c *pgtest.Cluster, extra ...string) (scrape func() string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dctx, stopDaemon := context.WithCancel(ctx)
+	daemonDone := make(chan error, 1)
+	args := append([]string{"--dsn", c.DSN("postgres"), "--sample-interval", "250ms",
+		"--heartbeat-interval", "200ms", "--metrics-listen", addr, "--audit-key", filepath.Join(t.TempDir(), "k"),
+		"--heal-every", "3s", "--leader-ttl", "3s", "--collections-refresh", "1s", "--log-level", "warn"}, extra...)
+	go func() { daemonDone <- runDaemon(dctx, args, io.Discard) }()
+	t.Cleanup(func() {
+		stopDaemon()
+		if err := <-daemonDone; err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+	})
+	scrape = func() string {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	conn := c.Connect(ctx, "postgres")
+	pgtest.WaitFor(t, 30*time.Second, "the daemon leads and serves /metrics", func() (bool, error) {
+		var leader *string
+		if err := conn.QueryRow(ctx, `SELECT ruvector_healing_status()->'leader'->>'holder'`).Scan(&leader); err != nil {
+			return false, err
+		}
+		return leader != nil && strings.Contains(scrape(), "ruvector_healing_enabled 1"), nil
+	})
+	return scrape
+}
+
 func verifyAuditOK(ctx context.Context, conn *pgx.Conn) (bool, error) {
 	var ok bool
 	err := conn.QueryRow(ctx, `SELECT (ruvector_healing_verify_audit()->>'ok')::boolean`).Scan(&ok)
@@ -253,3 +265,168 @@ func grepLines(text, prefix string) string {
 	}
 	return fmt.Sprint(strings.Join(out, "\n"))
 }
+
+// The verified healing cycle through the daemon: a vector collection made
+// by ruvector_collection_create, written by an application that lets the
+// collection route its rows (no shard given). A routing weight the sidecar
+// may change (set_by 'sidecar') sends most new rows to shard 2: a hotspot.
+// The integrity loop sees it, the engine picks drain_hot_partition (the
+// least impact of the hotspot strategies), which routes new rows away from
+// the hot shard; λ rises, the outcome is VERIFIED and kept (not rolled
+// back), sealed with a signature the server verifies, and new rows keep
+// avoiding the shard.
+func TestDaemonDrainsARoutedHotShard(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := pgtest.Start(t, pgtest.Options{})
+	c.MustExec(ctx, `
+CREATE EXTENSION ruvector_healing;
+SET search_path = public, ruvector;
+ALTER DATABASE postgres SET search_path = "$user", public, ruvector;
+SELECT ruvector_collection_create('vemb', 2, 8, 4);
+SELECT ruvector_integrity_policy_set('vemb', 'test',
+  '{"degrade_samples": 3, "critical_samples": 2, "restore_hold_seconds": 2, "cooldown_after_transition_seconds": 1}');
+SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 0, "max_attempts_per_hour": 1000}');`)
+	conn := c.Connect(ctx, "postgres")
+	scrape := startDaemon(ctx, t, c, "--stabilization", "12s")
+
+	writer := c.Connect(ctx, "postgres")
+	writerDone := make(chan struct{})
+	wctx, stopWriter := context.WithCancel(ctx)
+	defer func() { stopWriter(); <-writerDone }()
+	go func() {
+		defer close(writerDone)
+		for wctx.Err() == nil {
+			if _, err := writer.Exec(wctx, `INSERT INTO vemb (embedding)
+				SELECT ARRAY[random(), random()]::real[] FROM generate_series(1, 400)`); err != nil && wctx.Err() == nil {
+				time.Sleep(50 * time.Millisecond)
+			}
+			_, _ = writer.Exec(wctx, "SELECT pg_stat_force_next_flush()")
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	state := func() string {
+		var s string
+		_ = conn.QueryRow(ctx, `SELECT ruvector_integrity_status('vemb')->>'state'`).Scan(&s)
+		return s
+	}
+	pgtest.WaitFor(t, 60*time.Second, "normal under routed inserts", func() (bool, error) { return state() == "normal", nil })
+
+	if _, err := conn.Exec(ctx, `SELECT ruvector_routing_set('vemb', 2, 8, 'sidecar')`); err != nil {
+		t.Fatal(err)
+	}
+	var id int64
+	pgtest.WaitFor(t, 90*time.Second, "a finished drain of the hot shard", func() (bool, error) {
+		err := conn.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM ruvector.healing_outcomes
+			WHERE state = 'done' AND strategy_name = 'drain_hot_partition'`).Scan(&id)
+		return id > 0, err
+	})
+	var (
+		class                 string
+		success, verified, rb bool
+		initial, final        float32
+		sig                   string
+		otherAttempts         int
+	)
+	if err := conn.QueryRow(ctx, `SELECT problem_class, success, coalesce(verified, false), rolled_back, initial_lambda,
+			coalesce(final_lambda, 0), ruvector._healing_outcome_signature(o),
+			(SELECT count(*) FROM ruvector.healing_outcomes x WHERE x.id < o.id AND x.collection_id = o.collection_id)
+		FROM ruvector.healing_outcomes o WHERE id = $1`, id).
+		Scan(&class, &success, &verified, &rb, &initial, &final, &sig, &otherAttempts); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("outcome %d: %s success=%v verified=%v rolled_back=%v λ %.3f → %.3f (%d earlier attempts)",
+		id, class, success, verified, rb, initial, final, otherAttempts)
+	if class != "hotspot_congestion" || !success || !verified || rb || final < initial*1.1 || sig != "verified" || otherAttempts != 0 {
+		t.Fatalf("outcome %d: class %s success %v verified %v rolled_back %v λ %.3f → %.3f signature %s, %d earlier attempts",
+			id, class, success, verified, rb, initial, final, sig, otherAttempts)
+	}
+	// Every strategy the daemon registers was considered; scale_replicas
+	// (no cluster here) as unavailable, the costlier hotspot strategies
+	// outranked by drain_hot_partition's lower impact.
+	verdicts := map[string]string{}
+	rows, err := conn.Query(ctx, `SELECT c->>'name', c->>'verdict'
+		FROM ruvector.healing_outcomes o, jsonb_array_elements(o.decision->'selection'->'candidates') c WHERE o.id = $1`, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var n, v string
+		if err := rows.Scan(&n, &v); err != nil {
+			t.Fatal(err)
+		}
+		verdicts[n] = v
+	}
+	want := map[string]string{"drain_hot_partition": "chosen", "throttle_ingestion": "outranked",
+		"rebalance_partitions": "outranked", "scale_replicas": "unavailable", "pause_maintenance": "class_not_handled",
+		"compact_indexes": "class_not_handled", "evict_cold_data": "class_not_handled", "rebuild_centroids": "class_not_handled"}
+	if fmt.Sprint(verdicts) != fmt.Sprint(want) {
+		t.Fatalf("candidates %v\nwant %v", verdicts, want)
+	}
+	// The drain stays: shard 2 weight 0, set by the sidecar for this outcome,
+	// and routed rows avoid it.
+	var weight float32
+	var setBy string
+	var outcome *int64
+	if err := conn.QueryRow(ctx, `SELECT weight, set_by, outcome_id FROM ruvector_routing_status('vemb') WHERE shard = 2`).
+		Scan(&weight, &setBy, &outcome); err != nil {
+		t.Fatal(err)
+	}
+	if weight != 0 || setBy != "sidecar" || outcome == nil || *outcome != id {
+		t.Fatalf("shard 2 routing after the drain: weight %v set_by %s outcome %v", weight, setBy, outcome)
+	}
+	var onHot int
+	if err := conn.QueryRow(ctx, `WITH ins AS (INSERT INTO vemb (embedding)
+			SELECT ARRAY[random(), random()]::real[] FROM generate_series(1, 400) RETURNING shard)
+		SELECT count(*) FILTER (WHERE shard = 2) FROM ins`).Scan(&onHot); err != nil || onHot != 0 {
+		t.Fatalf("%d of 400 new rows routed to the drained shard (%v)", onHot, err)
+	}
+	if ok, err := verifyAuditOK(ctx, conn); err != nil || !ok {
+		t.Fatalf("ruvector_healing_verify_audit: %v %v", ok, err)
+	}
+	m := scrape()
+	if v := metricValue(t, m, `ruvector_healing_attempts_total{collection="vemb",strategy="drain_hot_partition"}`); v < 1 {
+		t.Fatalf("attempts %v", v)
+	}
+	pgtest.WaitFor(t, 60*time.Second, "back to normal after the drain", func() (bool, error) { return state() == "normal", nil })
+}
+
+// scale_replicas' flags: a half-configured workload is refused at start
+// with the flag named; without a cluster the strategy is registered but
+// unavailable, and says why.
+func TestRunScaleFlags(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--k8s-replicas", "pod/pg"}, "--k8s-replicas"},
+		{[]string{"--k8s-replicas", "statefulset", "--k8s-namespace", "db", "--max-replicas", "3"}, "--k8s-replicas"},
+		{[]string{"--k8s-replicas", "statefulset/pg", "--k8s-namespace", "db"}, "--max-replicas 0"},
+		{[]string{"--k8s-replicas", "statefulset/pg", "--max-replicas", "3"}, "--k8s-namespace"},
+		{[]string{"--k8s-replicas", "statefulset/PG", "--k8s-namespace", "db", "--max-replicas", "3"}, "not a Kubernetes object name"},
+		{[]string{"--max-replicas", "3"}, "needs --k8s-replicas"},
+	} {
+		// No --dsn: the flags are checked before anything connects.
+		err := runDaemon(ctx, tc.args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run %q: error %v, want it to mention %q", tc.args, err, tc.want)
+		}
+	}
+	for _, f := range []scaleFlags{{}, {namespace: "db", workload: "sts/pg-replicas", maxReplicas: 4}} {
+		s, err := f.build()
+		if err != nil {
+			t.Fatalf("%+v: %v", f, err)
+		}
+		if ok, why := s.Available(ctx); ok || why == "" {
+			t.Errorf("%+v: available=%v (%q) outside a cluster", f, ok, why)
+		}
+		reg, cleanup, err := buildStrategies(ctx, strategyDeps{Scale: s,
+			Dial: func(context.Context) (*pgx.Conn, error) { return nil, errNoDB }})
+		if err == nil || reg != nil || cleanup != nil {
+			t.Fatalf("buildStrategies without a database: %v", err)
+		}
+	}
+}
+
+var errNoDB = errors.New("no database in this test")

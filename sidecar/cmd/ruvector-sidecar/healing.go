@@ -19,6 +19,7 @@ import (
 	"github.com/ruvector/ruvector-healing/sidecar/integrity"
 	"github.com/ruvector/ruvector-healing/sidecar/metrics"
 	"github.com/ruvector/ruvector-healing/sidecar/monitor"
+	"github.com/ruvector/ruvector-healing/sidecar/remedy"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
@@ -92,6 +93,7 @@ func (o engineObserver) RemediationFinished(collection, strategy string, out hea
 
 type healingOptions struct {
 	key           *audit.Key
+	scale         *remedy.ScaleReplicas
 	holder        string
 	leaderTTL     time.Duration
 	degradedEvery time.Duration
@@ -119,7 +121,7 @@ func superviseHealing(ctx context.Context, dial func(context.Context) (*pgx.Conn
 
 func runHealingOnce(ctx context.Context, dial func(context.Context) (*pgx.Conn, error), seg *shmproto.Segment,
 	dbOID uint32, hub *healHub, m *metrics.Healing, key *audit.Key, opts healingOptions, log zerolog.Logger) error {
-	reg, cleanup, err := buildStrategies(ctx, strategyDeps{Segment: seg, DatabaseOID: dbOID, Dial: dial})
+	reg, cleanup, err := buildStrategies(ctx, strategyDeps{Segment: seg, DatabaseOID: dbOID, Dial: dial, Scale: opts.scale})
 	if err != nil {
 		return err
 	}

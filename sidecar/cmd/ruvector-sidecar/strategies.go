@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
+	"github.com/ruvector/ruvector-healing/sidecar/remedy"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
@@ -16,6 +18,10 @@ type strategyDeps struct {
 	DatabaseOID uint32
 	// Dial opens a connection a strategy owns from then on.
 	Dial func(ctx context.Context) (*pgx.Conn, error)
+	// Scale is scale_replicas, built once from the --k8s-* flags (it holds
+	// the Kubernetes client); it reports itself unavailable without a
+	// cluster or a configured workload.
+	Scale *remedy.ScaleReplicas
 }
 
 // buildStrategies is the one place the daemon's strategy registry is
@@ -27,13 +33,70 @@ func buildStrategies(ctx context.Context, d strategyDeps) (*strategy.Registry, f
 		return nil, nil, fmt.Errorf("pause_maintenance connection: %w", err)
 	}
 	cleanup := func() { pmConn.Close(context.Background()) }
-	reg, err := strategy.NewRegistry(
+	// The remedy strategies open a connection per call (a cancelled
+	// REINDEX may leave its connection unusable).
+	dial := remedy.Dialer(d.Dial)
+	list := []strategy.Strategy{
 		healing.ThrottleIngestion{Segment: d.Segment, DatabaseOID: d.DatabaseOID},
 		healing.NewPauseMaintenance(pmConn),
-	)
+		&remedy.CompactIndexes{Dial: dial},
+		&remedy.EvictColdData{Dial: dial},
+		&remedy.DrainHotPartition{Dial: dial},
+		&remedy.RebalancePartitions{Dial: dial},
+		&remedy.RebuildCentroids{Dial: dial},
+	}
+	if d.Scale != nil {
+		list = append(list, d.Scale)
+	}
+	reg, err := strategy.NewRegistry(list...)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
 	return reg, cleanup, nil
+}
+
+// scaleFlags are run's scale_replicas flags (also in
+// deploy/kubernetes/statefulset.yaml).
+type scaleFlags struct {
+	namespace   string
+	workload    string
+	maxReplicas int
+}
+
+func (f *scaleFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.namespace, "k8s-namespace", "",
+		"namespace of the read-replica workload scale_replicas scales (required with --k8s-replicas)")
+	fs.StringVar(&f.workload, "k8s-replicas", "",
+		"read-replica workload for scale_replicas, statefulset/NAME or deployment/NAME; empty: scale_replicas is unavailable")
+	fs.IntVar(&f.maxReplicas, "max-replicas", 0, "the most replicas scale_replicas scales the workload to (required with --k8s-replicas)")
+}
+
+// build validates the flags and makes scale_replicas. Without
+// --k8s-replicas, or outside a Kubernetes cluster, the strategy is still
+// registered and reports itself unavailable (with the reason) to selection.
+func (f *scaleFlags) build() (*remedy.ScaleReplicas, error) {
+	cfg := remedy.ScaleConfig{Namespace: f.namespace}
+	if f.workload == "" {
+		if f.namespace != "" || f.maxReplicas != 0 {
+			return nil, fmt.Errorf("--k8s-namespace and --max-replicas configure scale_replicas, which needs --k8s-replicas kind/name too")
+		}
+		return remedy.NewScaleReplicas(cfg)
+	}
+	kind, name, err := remedy.ParseWorkload(f.workload)
+	if err != nil {
+		return nil, fmt.Errorf("--k8s-replicas: %w", err)
+	}
+	if f.maxReplicas < 1 || f.maxReplicas > 1<<20 {
+		return nil, fmt.Errorf("--max-replicas %d: scale_replicas needs a ceiling of at least 1 with --k8s-replicas", f.maxReplicas)
+	}
+	if f.namespace == "" {
+		return nil, fmt.Errorf("--k8s-replicas %s needs --k8s-namespace (in a pod: $(POD_NAMESPACE) from the downward API)", f.workload)
+	}
+	cfg.Kind, cfg.Name, cfg.MaxReplicas = kind, name, int32(f.maxReplicas)
+	s, err := remedy.NewScaleReplicas(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--k8s-namespace/--k8s-replicas/--max-replicas: %w", err)
+	}
+	return s, nil
 }
