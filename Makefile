@@ -114,7 +114,7 @@ unit:
 CHAOS_FAULTS ?= 100
 CHAOS_SEED ?= 1
 chaos: build install-ext
-	$(GO) test -count=1 -run TestChaosCampaign -v -timeout 90m ./internal/chaos -args -chaos.faults=$(CHAOS_FAULTS) -chaos.seed=$(CHAOS_SEED)
+	$(GO) test -count=1 -run TestChaosCampaign -v -timeout 90m ./internal/chaos -args -chaos.faults=$(CHAOS_FAULTS) -chaos.seed=$(CHAOS_SEED) -chaos.results=$(CURDIR)/bench/RESULTS.md
 
 # One shell holding a lock: the regression cluster has a fixed port and
 # directory, so two runs in one checkout would collide.

@@ -1,11 +1,13 @@
 // Package chaos is the seeded fault campaign of the product: under a steady
 // write workload it kills the sidecar (SIGKILL), kills backends, restarts
 // PostgreSQL (fast and immediate), corrupts the segment's header, blocks the
-// collectors behind a lock, floods the job queue and fires conflicting SQL,
-// and after every fault checks the invariants and times the recovery.
+// collectors behind a lock, makes their queries fail, floods the job queue,
+// fires conflicting SQL and pauses a streaming standby, and after every
+// fault checks the invariants and times the recovery.
 //
-// `make test` runs a short campaign (-chaos.faults default); `make chaos`
-// runs at least 100 faults and prints the table.
+// `make test` runs a short campaign (-chaos.faults default: the first eight
+// kinds of allFaults, no standby); `make chaos` runs at least 100 faults,
+// prints the table and writes it into bench/RESULTS.md (-chaos.results).
 package chaos
 
 import (
@@ -13,7 +15,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +34,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/ruvector/ruvector-healing/bench/workload"
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
 	"github.com/ruvector/ruvector-healing/internal/sensortest"
 	"github.com/ruvector/ruvector-healing/shmproto"
@@ -36,8 +42,10 @@ import (
 )
 
 var (
-	faults = flag.Int("chaos.faults", 8, "number of faults to inject")
-	seed   = flag.Uint64("chaos.seed", 1, "campaign seed (the same seed replays the same campaign)")
+	faults      = flag.Int("chaos.faults", 8, "number of faults to inject")
+	seed        = flag.Uint64("chaos.seed", 1, "campaign seed (the same seed replays the same campaign)")
+	only        = flag.String("chaos.only", "", "comma-separated fault kinds to draw from (default: all)")
+	resultsFile = flag.String("chaos.results", "", "write the recovery table into this markdown file, between <!-- chaos:begin --> and <!-- chaos:end -->")
 )
 
 // sidecarTimeout is ruvector.sidecar_timeout for the campaign: short, so a
@@ -170,6 +178,8 @@ func (l *ledger) check(ctx context.Context, conn *pgx.Conn) []string {
 type daemon struct {
 	bin, log string
 	env      []string
+	metrics  string // host:port of its /metrics
+	auditKey string
 	mu       sync.Mutex
 	cmd      *exec.Cmd
 	diedAt   time.Time
@@ -196,7 +206,7 @@ func (d *daemon) supervise(t *testing.T) {
 				return
 			}
 			cmd := exec.Command(d.bin, "run", "--heartbeat-interval", "200ms", "--sample-interval", "500ms",
-				"--collections-refresh", "2s", "--metrics-listen", "")
+				"--collections-refresh", "2s", "--metrics-listen", d.metrics, "--audit-key", d.auditKey)
 			cmd.Env = d.env
 			cmd.Stdout, cmd.Stderr = f, f
 			err = cmd.Start()
@@ -265,6 +275,9 @@ type campaign struct {
 	d       *daemon
 	rng     *rand.Rand
 	hot     atomic.Bool // the writer sends every row to shard 0
+	// standby is made on the first pause_replica fault (a base backup
+	// costs seconds, and the short campaign has no such fault).
+	standby *workload.Standby
 }
 
 // hotspot makes shard 0 hot for d, so that the healer acts; kill, if set,
@@ -365,15 +378,18 @@ func (c *campaign) sidecarThrottles() ([]string, error) {
 
 type fault struct {
 	name string
+	// prepare, when set, readies what the fault acts on; its time is not
+	// part of the recovery time.
+	prepare func(c *campaign) error
 	// inject causes the fault and returns when it is over (the thing that
 	// was broken is allowed to come back).
 	inject func(c *campaign) error
 }
 
 var allFaults = []fault{
-	{"hotspot", func(c *campaign) error { return c.hotspot(12*time.Second, false) }},
-	{"hotspot_sigkill_mid_remediation", func(c *campaign) error { return c.hotspot(15*time.Second, true) }},
-	{"sigkill_sidecar", func(c *campaign) error {
+	{name: "hotspot", inject: func(c *campaign) error { return c.hotspot(12*time.Second, false) }},
+	{name: "hotspot_sigkill_mid_remediation", inject: func(c *campaign) error { return c.hotspot(15*time.Second, true) }},
+	{name: "sigkill_sidecar", inject: func(c *campaign) error {
 		c.d.kill()
 		// The watchdog must release whatever the dead sidecar set within
 		// its timeout; check it before the supervisor restarts it.
@@ -385,14 +401,14 @@ var allFaults = []fault{
 		}
 		return nil
 	}},
-	{"kill_backends", func(c *campaign) error {
+	{name: "kill_backends", inject: func(c *campaign) error {
 		_, err := c.exec(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 			WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
 		return err
 	}},
-	{"restart_fast", func(c *campaign) error { c.cluster.Restart("fast"); return nil }},
-	{"restart_immediate", func(c *campaign) error { c.cluster.Restart("immediate"); return nil }},
-	{"corrupt_segment_header", func(c *campaign) error {
+	{name: "restart_fast", inject: func(c *campaign) error { c.cluster.Restart("fast"); return nil }},
+	{name: "restart_immediate", inject: func(c *campaign) error { c.cluster.Restart("immediate"); return nil }},
+	{name: "corrupt_segment_header", inject: func(c *campaign) error {
 		// A sidecar that starts on a corrupt segment must refuse it; a
 		// restart of the server writes a fresh one, and the sidecar attaches.
 		c.d.kill()
@@ -416,7 +432,7 @@ var allFaults = []fault{
 		c.cluster.Restart("fast")
 		return nil
 	}},
-	{"collector_blocked", func(c *campaign) error {
+	{name: "collector_blocked", inject: func(c *campaign) error {
 		// Collectors read the catalog of collections; hold it locked for a
 		// while: they time out, the state goes unknown, the loop survives.
 		conn, err := pgx.Connect(c.ctx, c.cluster.DSN("postgres"))
@@ -435,13 +451,14 @@ var allFaults = []fault{
 		sleep(c.ctx, 4*time.Second)
 		return nil
 	}},
-	{"flood_job_queue", func(c *campaign) error {
+	{name: "collector_failing", inject: (*campaign).collectorsFailing},
+	{name: "flood_job_queue", inject: func(c *campaign) error {
 		_, err := c.exec(`INSERT INTO ruvector.maintenance_jobs (collection_id, kind, priority, params)
 			SELECT (SELECT collection_id FROM ruvector.collections WHERE name = 'vecs'), 'analyze', 1 + g % 20, '{}'
 			FROM generate_series(1, 500) g`)
 		return err
 	}},
-	{"conflicting_sql", func(c *campaign) error {
+	{name: "conflicting_sql", inject: func(c *campaign) error {
 		// Many sessions set and clear the same manual throttles at once;
 		// afterwards the catalog and the segment must agree.
 		var wg sync.WaitGroup
@@ -506,6 +523,233 @@ var allFaults = []fault{
 		_, err = c.exec(`SELECT ruvector_throttle_clear('vecs')`)
 		return err
 	}},
+	{name: "pause_replica", prepare: (*campaign).standbyStreaming, inject: (*campaign).pauseReplica},
+}
+
+// collectorQueries match the statements of the daemon's collectors
+// (partitions, replicas, maintenance, memory, indexes), which all run on
+// one connection: a backend whose last statement is one of these is the
+// collectors' and nobody else's.
+const collectorQueries = `(query LIKE '%pg_stat_user_tables%' OR query LIKE '%pg_stat_replication%'
+	OR query LIKE '%pg_stat_progress_vacuum%' OR query LIKE '%''shared_buffers''%'
+	OR query LIKE '%pg_extension e JOIN pg_namespace%')`
+
+// collectorsFailing terminates the collectors' backend every 50 ms for
+// 12 s (their SQL runs every 5 s): their queries fail (unlike
+// collector_blocked, where they hang) and they redial. The sidecar must count the failures (collector_errors_total
+// rises), stay up (same process) and publish again afterwards.
+func (c *campaign) collectorsFailing() error {
+	pid := c.d.pid()
+	before, err := c.collectorErrors()
+	if err != nil {
+		return fmt.Errorf("scrape before: %w", err)
+	}
+	conn, err := pgx.Connect(c.ctx, c.cluster.DSN("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	killed := 0
+	for end := time.Now().Add(12 * time.Second); time.Now().Before(end); {
+		var n int
+		if err := conn.QueryRow(c.ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE application_name = 'ruvector-sidecar' AND pid <> pg_backend_pid() AND `+collectorQueries).Scan(&n); err != nil {
+			return err
+		}
+		killed += n
+		sleep(c.ctx, 50*time.Millisecond)
+	}
+	if killed == 0 {
+		return errors.New("no collector backend found to terminate: the fault did not happen")
+	}
+	// The failed calls are counted once they end; give the runner a cadence.
+	var after float64
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if after, err = c.collectorErrors(); err != nil {
+			return fmt.Errorf("scrape after: %w", err)
+		}
+		if after > before || time.Now().After(deadline) {
+			break
+		}
+		sleep(c.ctx, 200*time.Millisecond)
+	}
+	if p := c.d.pid(); p != pid {
+		return fmt.Errorf("the sidecar did not survive failing collectors: pid %d, now %d", pid, p)
+	}
+	if after <= before {
+		return fmt.Errorf("collector backend terminated %d times, but ruvector_collector_errors_total stayed at %v", killed, after)
+	}
+	c.t.Logf("terminated the collectors' backend %d times; collector errors %v → %v", killed, before, after)
+	return nil
+}
+
+// collectorErrors is the sum of the running daemon's
+// ruvector_collector_errors_total over its collectors.
+func (c *campaign) collectorErrors() (float64, error) {
+	req, err := http.NewRequestWithContext(c.ctx, http.MethodGet, "http://"+c.d.metrics+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	var sum float64
+	found := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "ruvector_collector_errors_total{") {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
+			return 0, fmt.Errorf("metric line %q: %w", line, err)
+		}
+		sum += v
+		found = true
+	}
+	if !found {
+		return 0, errors.New("no ruvector_collector_errors_total in /metrics")
+	}
+	return sum, nil
+}
+
+// standbyName is the standby's cluster_name, the application_name it
+// streams as and the replica's name in the sidecar's graph.
+const standbyName = "chaos_standby"
+
+// replicaEdge is the standby's replication edge in the sidecar's last
+// published graph of vecs.
+type replicaEdge struct {
+	found    bool
+	capacity float64 // 1 − lag/budget
+	at       time.Time
+}
+
+func (c *campaign) replicaEdge() (replicaEdge, error) {
+	var e replicaEdge
+	var capacity *float64
+	var unknown bool
+	err := c.queryRow(`SELECT g.updated_at,
+			coalesce(g.graph->'unknown_kinds' ? 'replicas', false),
+			(SELECT (x->>'capacity')::float8 FROM jsonb_array_elements(g.graph->'edges') x
+			 WHERE x->>'edge_type' = 'replication' AND x->'target'->>'name' = '`+standbyName+`' LIMIT 1)
+		FROM ruvector.contracted_graph g JOIN ruvector.collections c USING (collection_id) WHERE c.name = 'vecs'`,
+		&e.at, &unknown, &capacity)
+	if err != nil || unknown || capacity == nil {
+		return e, err
+	}
+	e.found, e.capacity = true, *capacity
+	return e, nil
+}
+
+// standbyStreaming makes the standby on first use and waits until the
+// sidecar's graph shows it streaming and caught up (after a restart of the
+// primary it reconnects within wal_retrieve_retry_interval).
+func (c *campaign) standbyStreaming() error {
+	if c.standby == nil {
+		t0 := time.Now()
+		sb, err := workload.StartStandby(c.ctx, workload.StandbySpec{PrimaryHost: c.cluster.SocketDir(), PrimaryPort: c.cluster.Port,
+			Dir: filepath.Join(c.cluster.Dir, "standby"), Name: standbyName})
+		if err != nil {
+			return err
+		}
+		c.standby = sb
+		c.t.Cleanup(func() { _ = sb.Stop(context.Background()) })
+		c.t.Logf("standby %s made in %v", standbyName, time.Since(t0).Round(10*time.Millisecond))
+	}
+	t0 := time.Now()
+	var e replicaEdge
+	var err error
+	for deadline := t0.Add(60 * time.Second); time.Now().Before(deadline); sleep(c.ctx, 250*time.Millisecond) {
+		if e, err = c.replicaEdge(); err == nil && e.found && e.capacity >= 0.99 && e.at.After(t0) {
+			return nil
+		}
+	}
+	return fmt.Errorf("the sidecar's graph did not show the standby streaming within 60 s: %+v %v", e, err)
+}
+
+// pauseReplica pauses WAL replay on the standby until the sidecar's graph
+// shows its lag (capacity 1 − lag/60 s below 0.95, i.e. over 3 s of lag,
+// and at least 5 s of pause), then resumes it: meanwhile the sidecar must
+// keep publishing λ, and afterwards its graph must show the replica caught
+// up again.
+func (c *campaign) pauseReplica() error {
+	resume, err := workload.LaggingReplica(c.ctx, c.standby.DSN)
+	if err != nil {
+		return err
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = resume(context.Background())
+		}
+	}()
+	t0 := time.Now()
+	var bad []error
+	var e replicaEdge
+	shown := false
+	for deadline := t0.Add(40 * time.Second); time.Now().Before(deadline); sleep(c.ctx, 250*time.Millisecond) {
+		if e, err = c.replicaEdge(); err == nil && e.found && e.capacity < 0.95 && e.at.After(t0) && time.Since(t0) > 5*time.Second {
+			shown = true
+			break
+		}
+	}
+	if !shown {
+		bad = append(bad, fmt.Errorf("the sidecar's graph did not show the paused standby's lag within 40 s: %+v %v", e, err))
+	} else {
+		c.t.Logf("paused standby: the sidecar showed %.1f s of lag after %v", (1-e.capacity)*60, time.Since(t0).Round(10*time.Millisecond))
+	}
+	// The sidecar kept publishing λ while the standby lagged.
+	if updated, err := c.lambdaUpdated(); err != nil {
+		bad = append(bad, err)
+	} else if !updated.After(t0) {
+		bad = append(bad, fmt.Errorf("λ last published %v, before the standby was paused at %v", updated.Format(time.RFC3339Nano), t0.Format(time.RFC3339Nano)))
+	}
+	if err := resume(c.ctx); err != nil {
+		return errors.Join(append(bad, err)...)
+	}
+	resumed = true
+	t1 := time.Now()
+	recovered := false
+	for deadline := t1.Add(40 * time.Second); time.Now().Before(deadline); sleep(c.ctx, 250*time.Millisecond) {
+		if e, err = c.replicaEdge(); err == nil && e.found && e.capacity >= 0.99 && e.at.After(t1) {
+			recovered = true
+			break
+		}
+	}
+	if !recovered {
+		bad = append(bad, fmt.Errorf("the sidecar's graph did not show the standby caught up within 40 s of resuming: %+v %v", e, err))
+	} else {
+		c.t.Logf("resumed standby: the sidecar showed it caught up after %v", time.Since(t1).Round(10*time.Millisecond))
+	}
+	return errors.Join(bad...)
+}
+
+// lambdaUpdated is when the sidecar last published vecs' λ in the segment.
+func (c *campaign) lambdaUpdated() (time.Time, error) {
+	seg, err := c.segment()
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer seg.Close()
+	col, err := seg.Find("vecs", 0)
+	if err != nil {
+		return time.Time{}, err
+	}
+	st, err := seg.ReadIntegrity(col.Slot)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return st.Updated, nil
 }
 
 func (c *campaign) exec(q string) (pgconn.CommandTag, error) {
@@ -598,7 +842,17 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 10, "stabili
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build sidecar: %v\n%s", err, out)
 	}
-	d := &daemon{bin: bin, log: filepath.Join(t.TempDir(), "sidecar.log"), env: cluster.Env()}
+	// Its metrics on a fixed loopback port, the same across restarts.
+	ml, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := ml.Addr().String()
+	ml.Close()
+	d := &daemon{bin: bin, log: filepath.Join(t.TempDir(), "sidecar.log"), env: cluster.Env(), metrics: metricsAddr,
+		// Not in the data directory: this sidecar runs as root, and a
+		// root-owned 0600 file there makes pg_basebackup fail.
+		auditKey: filepath.Join(t.TempDir(), "audit.key")}
 	d.supervise(t)
 	t.Cleanup(func() {
 		d.stop()
@@ -610,6 +864,7 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 10, "stabili
 		}
 	})
 
+	began := time.Now()
 	c := &campaign{t: t, ctx: ctx, cluster: cluster, d: d, rng: rand.New(rand.NewPCG(*seed, *seed^0x9e3779b97f4a7c15))}
 	pgtest.WaitFor(t, 60*time.Second, "the sidecar to attach and the state to be known", c.recovered)
 
@@ -627,14 +882,18 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 10, "stabili
 	for _, f := range allFaults {
 		results[f.name] = &result{}
 	}
+	kinds, err := pickFaults(*only)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Every kind at least once when the campaign is long enough; the rest
 	// drawn with the seed.
 	order := make([]fault, 0, *faults)
 	for i := range *faults {
-		if i < len(allFaults) {
-			order = append(order, allFaults[i])
+		if i < len(kinds) {
+			order = append(order, kinds[i])
 		} else {
-			order = append(order, allFaults[c.rng.IntN(len(allFaults))])
+			order = append(order, kinds[c.rng.IntN(len(kinds))])
 		}
 	}
 	c.rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
@@ -642,6 +901,13 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 10, "stabili
 	for i, f := range order {
 		sleep(ctx, time.Duration(200+c.rng.IntN(1500))*time.Millisecond)
 		r := results[f.name]
+		if f.prepare != nil {
+			if err := f.prepare(c); err != nil {
+				r.violations = append(r.violations, "prepare: "+err.Error())
+				t.Logf("fault %d/%d %s: not injected: %v", i+1, len(order), f.name, err)
+				continue
+			}
+		}
 		start := time.Now()
 		if err := f.inject(c); err != nil {
 			r.violations = append(r.violations, err.Error())
@@ -680,8 +946,13 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 10, "stabili
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nchaos campaign: seed %d, %d faults, %d rows committed, %d failed (%d throttled), %d unknown\n",
 		*seed, len(order), len(l.committed), len(l.failed), l.throttled, len(l.unknown))
-	fmt.Fprintf(&b, "%-24s %6s %12s %12s %s\n", "fault", "count", "recover p50", "recover max", "violations")
-	total := 0
+	width := len("fault")
+	for _, n := range names {
+		width = max(width, len(n))
+	}
+	fmt.Fprintf(&b, "%-*s %6s %12s %12s %s\n", width, "fault", "count", "recover p50", "recover max", "violations")
+	var md strings.Builder
+	md.WriteString("| fault | count | recover p50 | recover max | violations |\n|---|---:|---:|---:|---:|\n")
 	for _, n := range names {
 		r := results[n]
 		slices.Sort(r.recover)
@@ -689,8 +960,10 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 10, "stabili
 		if len(r.recover) > 0 {
 			p50, mx = r.recover[len(r.recover)/2], r.recover[len(r.recover)-1]
 		}
-		fmt.Fprintf(&b, "%-24s %6d %12v %12v %d\n", n, len(r.recover)+countFailed(r.violations), p50.Round(10*time.Millisecond), mx.Round(10*time.Millisecond), len(r.violations))
-		total += len(r.violations)
+		count := len(r.recover) + countFailed(r.violations)
+		p50, mx = p50.Round(10*time.Millisecond), mx.Round(10*time.Millisecond)
+		fmt.Fprintf(&b, "%-*s %6d %12v %12v %d\n", width, n, count, p50, mx, len(r.violations))
+		fmt.Fprintf(&md, "| %s | %d | %v | %v | %d |\n", n, count, p50, mx, len(r.violations))
 	}
 	fmt.Fprintf(&b, "ledger (no row lost or duplicated): %d violations\n", len(ledgerBad))
 	var outcomes, verified, rolledBack, failed, running int
@@ -706,6 +979,21 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 10, "stabili
 	t.Log(b.String())
 	if os.Getenv("CHAOS_REPORT") != "" {
 		_ = os.WriteFile(os.Getenv("CHAOS_REPORT"), []byte(b.String()), 0o644)
+	}
+	if *resultsFile != "" {
+		var violations []string
+		for _, n := range names {
+			for _, v := range results[n].violations {
+				violations = append(violations, n+": "+v)
+			}
+		}
+		violations = append(violations, ledgerBad...)
+		sec := resultsSection(b.String(), md.String(), violations, len(order), time.Since(began))
+		if err := replaceSection(*resultsFile, sec); err != nil {
+			t.Errorf("write %s: %v", *resultsFile, err)
+		} else {
+			t.Logf("recovery table written to %s", *resultsFile)
+		}
 	}
 	for _, n := range names {
 		for _, v := range results[n].violations {
@@ -730,4 +1018,82 @@ func countFailed(v []string) int {
 		}
 	}
 	return n
+}
+
+// pickFaults returns the fault kinds named in list (comma-separated), in
+// allFaults' order, or all of them for "".
+func pickFaults(list string) ([]fault, error) {
+	if strings.TrimSpace(list) == "" {
+		return allFaults, nil
+	}
+	var out []fault
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		i := slices.IndexFunc(allFaults, func(f fault) bool { return f.name == name })
+		if i < 0 {
+			known := make([]string, len(allFaults))
+			for j, f := range allFaults {
+				known[j] = f.name
+			}
+			return nil, fmt.Errorf("-chaos.only: unknown fault %q; kinds: %s", name, strings.Join(known, ", "))
+		}
+		out = append(out, allFaults[i])
+	}
+	return out, nil
+}
+
+// resultsSection is the campaign's section of bench/RESULTS.md.
+func resultsSection(text, table string, violations []string, n int, took time.Duration) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Chaos campaign: recovery time per fault class\n\n")
+	fmt.Fprintf(&b, "**Command:** `make chaos CHAOS_FAULTS=%d CHAOS_SEED=%d` (%s, %s UTC, %v). ", n, *seed,
+		"internal/chaos, TestChaosCampaign", time.Now().UTC().Format("2006-01-02 15:04"), took.Round(time.Second))
+	b.WriteString("A real PostgreSQL 15 server under a steady ledgered insert workload, the real sidecar binary under a " +
+		"supervisor that restarts it 3.5 s after it exits, and a streaming standby made with pg_basebackup on the first " +
+		"pause_replica fault. Recovery is the time from the fault's start until the running sidecar heartbeats into the " +
+		"current segment, the collection's state is known and λ was published after the fault began; for faults that " +
+		"last (hotspot, collector_blocked, collector_failing, pause_replica) it includes the fault itself.\n\n")
+	b.WriteString(table)
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "chaos campaign:") || strings.HasPrefix(line, "ledger") || strings.HasPrefix(line, "healing during") {
+			fmt.Fprintf(&b, "\n- %s", strings.TrimSpace(line))
+		}
+	}
+	b.WriteString("\n")
+	if len(violations) == 0 {
+		b.WriteString("\nNo invariant was violated.\n")
+	} else {
+		fmt.Fprintf(&b, "\n%d invariant violations:\n\n", len(violations))
+		for i, v := range violations {
+			if i == 20 {
+				fmt.Fprintf(&b, "- … and %d more\n", len(violations)-20)
+				break
+			}
+			fmt.Fprintf(&b, "- %s\n", strings.ReplaceAll(v, "\n", " "))
+		}
+	}
+	return b.String()
+}
+
+// replaceSection rewrites only the text between the chaos markers of the
+// results file (appending the section when the file has none), re-reading
+// the file right before writing because other sections are edited by
+// others.
+func replaceSection(path, body string) error {
+	const begin, end = "<!-- chaos:begin -->", "<!-- chaos:end -->"
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(old)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	switch {
+	case i < 0 && j < 0:
+		s = strings.TrimRight(s, "\n") + "\n\n" + begin + "\n" + strings.TrimSpace(body) + "\n" + end + "\n"
+	case i < 0 || j < i:
+		return fmt.Errorf("%s: markers %s ... %s are broken", path, begin, end)
+	default:
+		s = s[:i+len(begin)] + "\n" + strings.TrimSpace(body) + "\n" + s[j:]
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
 }
