@@ -82,10 +82,62 @@ func background(ctx context.Context, fn func(ctx context.Context) error) func(co
 func injectHotspot(ctx context.Context, h *harness) (func(context.Context) error, error) {
 	shard := h.rng.IntN(h.w.Partitions)
 	h.note("hot shard %d at %.0f rows/s", shard, h.hotRate)
-	return background(ctx, func(ctx context.Context) error {
-		_, err := h.w.HotPartition(ctx, shard, h.hotRate, time.Hour)
-		return err
-	}), nil
+	stop := background(ctx, func(ctx context.Context) error {
+		for {
+			_, err := h.w.HotPartition(ctx, shard, h.hotRate, time.Hour)
+			if ctx.Err() != nil {
+				return nil
+			}
+			// A throttled COPY is refused (53000): the writer keeps
+			// trying, as an application would, so the fault stays.
+			if Classify(err) != ResultThrottled {
+				return err
+			}
+			sleepCtx(ctx, 100*time.Millisecond)
+		}
+	})
+	return func(ctx context.Context) error {
+		return errors.Join(stop(ctx), h.trimShard(ctx, shard))
+	}, nil
+}
+
+// trimShard deletes the rows a hot partition holds beyond the median
+// partition (recorded in the ledger). Searches read every list in every
+// partition, so a partition twice the size of the others stays twice as
+// read, and the health graph reads it as hot, long after its writer
+// stopped: the harness restores the baseline before the next episode.
+func (h *harness) trimShard(ctx context.Context, shard int) error {
+	counts := map[int]int64{}
+	var sizes []float64
+	for s, tally := range h.w.Ledger.Shards() {
+		counts[s] = tally.Count
+		if s != shard {
+			sizes = append(sizes, float64(tally.Count))
+		}
+	}
+	excess := counts[shard] - int64(median(sizes))
+	if excess <= 0 {
+		return nil
+	}
+	rows, err := h.pool.Query(ctx, fmt.Sprintf(`DELETE FROM %s WHERE shard = $1 AND id IN
+  (SELECT id FROM %s WHERE shard = $1 ORDER BY id DESC LIMIT $2) RETURNING shard, embedding::text`, h.w.Table, h.w.Table), shard, excess)
+	if err != nil {
+		return fmt.Errorf("trim hot shard %d: %w", shard, err)
+	}
+	n := 0
+	for rows.Next() {
+		var s int
+		var text string
+		if err := rows.Scan(&s, &text); err != nil {
+			rows.Close()
+			return err
+		}
+		h.w.Ledger.RemoveText(s, text)
+		n++
+	}
+	rows.Close()
+	h.note("trimmed %d rows of hot shard %d", n, shard)
+	return rows.Err()
 }
 
 func signalLoadRatio(_ context.Context, h *harness) (string, bool, error) {
@@ -263,13 +315,37 @@ func injectMemory(ctx context.Context, h *harness) (func(context.Context) error,
 	if h.memLimit == 0 {
 		return nil, errors.New("no memory cgroup: memory pressure cannot be injected on this machine")
 	}
-	mb := int(h.memLimit>>20) * 3 / 4
-	hold, err := h.w.MemoryPressure(ctx, h.dsn, mb)
-	if err != nil {
-		return nil, err
+	// A sort holds more than the workload's estimate of it, and a hold past
+	// the limit is OOM-killed (a crash restart of the whole server): grow
+	// the pressure in small holds until the collector reads 85%.
+	var holds []*workload.MemoryHold
+	release := func(ctx context.Context) error {
+		var errs []error
+		for _, m := range holds {
+			errs = append(errs, m.Release(ctx))
+		}
+		holds = nil
+		return errors.Join(errs...)
 	}
-	h.note("backend %d holds ~%d MiB of a %d MiB cgroup", hold.PID, mb, h.memLimit>>20)
-	return hold.Release, nil
+	step := max(32, int(h.memLimit>>20)/16)
+	usage := 0.0
+	for len(holds) < 32 {
+		s, err := h.collect(ctx, collect.NewMemory())
+		if err != nil {
+			return nil, errors.Join(err, release(ctx))
+		}
+		usage = s.Memory.UsagePct
+		if usage >= 85 {
+			break
+		}
+		m, err := h.w.MemoryPressure(ctx, h.dsn, step)
+		if err != nil {
+			return nil, errors.Join(err, release(ctx))
+		}
+		holds = append(holds, m)
+	}
+	h.note("%d backends hold ~%d MiB each: %.0f%% of a %d MiB cgroup", len(holds), step, usage, h.memLimit>>20)
+	return release, nil
 }
 
 func signalMemory(ctx context.Context, h *harness) (string, bool, error) {
