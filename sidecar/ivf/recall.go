@@ -73,41 +73,64 @@ type RecallReport struct {
 // Recall measures recall@k of ruvector_ivf_search(collection, q, k,
 // probes) against an exact scan (ORDER BY ruvector._l2(embedding, q), id)
 // on opts.Queries query vectors drawn from the collection's own rows plus
-// small noise. Each query's two searches run in one REPEATABLE READ READ
-// ONLY transaction, so concurrent writes cannot make them disagree, and no
+// small noise. Each query's searches run in one REPEATABLE READ READ ONLY
+// transaction, so concurrent writes cannot make them disagree, and no
 // snapshot is held across queries (vacuum is not held back for the whole
 // measurement). The exact scans read every row: on a large collection this
 // costs Queries sequential scans.
+//
+// Comparing two centroid versions at the same probes is not comparing
+// like with like: a skewed version's big lists hold more candidates, so
+// it often has the higher recall at the higher cost (Scanned). Use
+// RecallCurve and MatchedCost to compare at equal cost.
 func Recall(ctx context.Context, conn *pgx.Conn, collection string, opts RecallOptions) (RecallReport, error) {
 	o := opts.withDefaults()
-	r := RecallReport{K: o.K, Probes: o.Probes}
+	rs, err := RecallCurve(ctx, conn, collection, o, []int{o.Probes})
+	if err != nil {
+		return RecallReport{K: o.K, Probes: o.Probes}, err
+	}
+	return rs[0], nil
+}
+
+// RecallCurve is Recall at each probes value (opts.Probes is ignored) on
+// the same query vectors and the same exact answers: one exact scan per
+// query however many probes values, so a curve costs little more than one
+// point. The reports are in the order of probes.
+func RecallCurve(ctx context.Context, conn *pgx.Conn, collection string, opts RecallOptions, probes []int) ([]RecallReport, error) {
+	o := opts.withDefaults()
+	if len(probes) == 0 {
+		return nil, fmt.Errorf("ivf: recall curve: no probes values")
+	}
+	for _, p := range probes {
+		if p < 1 {
+			return nil, fmt.Errorf("ivf: recall probes = %d, want at least 1", p)
+		}
+	}
 	if o.Queries < 1 || o.Queries > 100000 {
-		return r, fmt.Errorf("ivf: recall queries = %d, want 1..100000", o.Queries)
+		return nil, fmt.Errorf("ivf: recall queries = %d, want 1..100000", o.Queries)
 	}
 	if o.K < 1 || o.K > 10000 {
-		return r, fmt.Errorf("ivf: recall k = %d, want 1..10000", o.K)
-	}
-	if o.Probes < 1 {
-		return r, fmt.Errorf("ivf: recall probes = %d, want at least 1", o.Probes)
+		return nil, fmt.Errorf("ivf: recall k = %d, want 1..10000", o.K)
 	}
 	if math.IsNaN(o.Noise) || math.IsInf(o.Noise, 0) {
-		return r, fmt.Errorf("ivf: recall noise = %v, want a finite fraction", o.Noise)
+		return nil, fmt.Errorf("ivf: recall noise = %v, want a finite fraction", o.Noise)
 	}
 	c, err := LoadCollection(ctx, conn, collection)
 	if err != nil {
-		return r, err
+		return nil, err
 	}
-	if r.Version, err = ActiveVersion(ctx, conn, c.ID); err != nil {
-		return r, err
+	version, err := ActiveVersion(ctx, conn, c.ID)
+	if err != nil {
+		return nil, err
 	}
 	// A seed distinct from a training run's with the same Seed, so the
 	// queries are not the very rows the centroids were fitted on.
 	queries, err := ReadSample(ctx, conn, c, o.Queries, o.Seed^0x9e3779b97f4a7c15)
 	if err != nil {
-		return r, err
+		return nil, err
 	}
 	if len(queries) == 0 {
-		return r, fmt.Errorf("%w: %q is empty", ErrNoQueries, collection)
+		return nil, fmt.Errorf("%w: %q is empty", ErrNoQueries, collection)
 	}
 	addNoise(queries, o.Noise, o.Seed)
 
@@ -116,54 +139,83 @@ func Recall(ctx context.Context, conn *pgx.Conn, collection string, opts RecallO
 	scannedSQL := fmt.Sprintf(`SELECT count(*) FROM %s t WHERE t.ivf_list = ANY (ARRAY(
     SELECT c.list_id FROM ruvector.centroids c WHERE c.collection_id = $1 AND c.version = $2
     ORDER BY ruvector._l2(c.centroid, $3), c.list_id LIMIT $4)) OR t.ivf_list IS NULL`, c.Table)
-	if r.Version == 0 {
+	if version == 0 {
 		scannedSQL = fmt.Sprintf(`SELECT count(*) FROM %s`, c.Table)
 	}
-	var scanned int64
-	var ivfLat, exactLat []time.Duration
-	r.MinRecall = 1
-	var sum float64
+	type acc struct {
+		sum, minRec float64
+		scanned     int64
+		lat         []time.Duration
+	}
+	accs := make([]acc, len(probes))
+	for i := range accs {
+		accs[i].minRec = 1
+	}
+	var exactLat []time.Duration
 	for i, q := range queries {
-		var got, want []int64
-		var dIVF, dExact time.Duration
 		err := pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-			var err error
 			t0 := time.Now()
-			if got, err = ids(ctx, tx, `SELECT id FROM ruvector_ivf_search($1, $2, $3, $4)`, collection, q, o.K, o.Probes); err != nil {
-				return fmt.Errorf("ruvector_ivf_search: %w", err)
-			}
-			dIVF = time.Since(t0)
-			t0 = time.Now()
-			if want, err = ids(ctx, tx, exactSQL, q, o.K); err != nil {
+			want, err := ids(ctx, tx, exactSQL, q, o.K)
+			if err != nil {
 				return fmt.Errorf("exact scan: %w", err)
 			}
-			dExact = time.Since(t0)
-			var n int64
-			args := []any{c.ID, r.Version, q, o.Probes}
-			if r.Version == 0 {
-				args = nil
+			exactLat = append(exactLat, time.Since(t0))
+			for j, p := range probes {
+				t0 := time.Now()
+				got, err := ids(ctx, tx, `SELECT id FROM ruvector.ruvector_ivf_search($1, $2, $3, $4)`, collection, q, o.K, p)
+				if err != nil {
+					return fmt.Errorf("ruvector_ivf_search probes %d: %w", p, err)
+				}
+				a := &accs[j]
+				a.lat = append(a.lat, time.Since(t0))
+				rec := overlap(got, want)
+				a.sum += rec
+				a.minRec = min(a.minRec, rec)
+				var n int64
+				args := []any{c.ID, version, q, p}
+				if version == 0 {
+					args = nil
+				}
+				if err := tx.QueryRow(ctx, scannedSQL, args...).Scan(&n); err != nil {
+					return fmt.Errorf("count probed rows: %w", err)
+				}
+				a.scanned += n
 			}
-			if err := tx.QueryRow(ctx, scannedSQL, args...).Scan(&n); err != nil {
-				return fmt.Errorf("count probed rows: %w", err)
-			}
-			scanned += n
 			return nil
 		})
 		if err != nil {
-			return r, fmt.Errorf("ivf: recall of %q, query %d: %w", collection, i, err)
+			return nil, fmt.Errorf("ivf: recall of %q, query %d: %w", collection, i, err)
 		}
-		rec := overlap(got, want)
-		sum += rec
-		r.MinRecall = min(r.MinRecall, rec)
-		ivfLat = append(ivfLat, dIVF)
-		exactLat = append(exactLat, dExact)
 	}
-	r.Queries = len(queries)
-	r.RecallAtK = sum / float64(r.Queries)
-	r.Scanned = float64(scanned) / float64(r.Queries)
-	r.P50, r.P99 = Percentile(ivfLat, 0.50), Percentile(ivfLat, 0.99)
-	r.ExactP50, r.ExactP99 = Percentile(exactLat, 0.50), Percentile(exactLat, 0.99)
-	return r, nil
+	out := make([]RecallReport, len(probes))
+	n := float64(len(queries))
+	for j, a := range accs {
+		out[j] = RecallReport{
+			RecallAtK: a.sum / n, MinRecall: a.minRec, Queries: len(queries), K: o.K, Probes: probes[j],
+			Version: version, Scanned: float64(a.scanned) / n,
+			P50: Percentile(a.lat, 0.50), P99: Percentile(a.lat, 0.99),
+			ExactP50: Percentile(exactLat, 0.50), ExactP99: Percentile(exactLat, 0.99),
+		}
+	}
+	return out, nil
+}
+
+// MatchedCost picks from curve (a RecallCurve, probes ascending) the
+// first report that scans at least scanned rows per search (ok), or the
+// last when none does (not ok: the curve stops short of that cost): the point of comparison, at equal cost, for a report of
+// another version that scanned that many rows. A rebuild whose matched
+// recall is not lower than the old version's recall did not hurt search
+// quality, even when its recall at the old probes is lower.
+func MatchedCost(curve []RecallReport, scanned float64) (RecallReport, bool) {
+	if len(curve) == 0 {
+		return RecallReport{}, false
+	}
+	for _, r := range curve {
+		if r.Scanned >= scanned {
+			return r, true
+		}
+	}
+	return curve[len(curve)-1], false
 }
 
 func ids(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]int64, error) {

@@ -86,6 +86,29 @@ func TestRecallStaleListsRecoverAfterRebuild(t *testing.T) {
 	if rebuilt.Scanned > 0.7*drifted.Scanned {
 		t.Fatalf("after rebuild a search scans %.0f rows, %.0f when skewed: want 30%% fewer", rebuilt.Scanned, drifted.Scanned)
 	}
+
+	// The curve: the same queries and exact answers at several probes.
+	curve, err := ivf.RecallCurve(ctx, env.Conn, "rec", ivf.RecallOptions{Queries: 60, K: 10, Seed: 3}, []int{2, 4, 8, 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range curve {
+		t.Logf("curve: %+v", r)
+		if i > 0 && (r.Scanned < curve[i-1].Scanned || r.RecallAtK < curve[i-1].RecallAtK) {
+			t.Fatalf("more probes, fewer rows or less recall: %+v after %+v", r, curve[i-1])
+		}
+	}
+	if curve[0].RecallAtK != rebuilt.RecallAtK || curve[0].Scanned != rebuilt.Scanned || curve[3].RecallAtK != 1 {
+		t.Fatalf("curve %+v disagrees with Recall %+v or is not exact at probes = lists", curve, rebuilt)
+	}
+	// At the skewed version's cost the rebuilt one is at least as good.
+	m, ok := ivf.MatchedCost(curve, drifted.Scanned)
+	if !ok || m.Scanned < drifted.Scanned || m.RecallAtK < drifted.RecallAtK {
+		t.Fatalf("matched cost %v: %+v, skewed %+v: want at least the skewed recall at its cost", ok, m, drifted)
+	}
+	if _, ok := ivf.MatchedCost(curve, 1e9); ok {
+		t.Fatal("MatchedCost reached a cost no search has")
+	}
 }
 
 func TestRecallErrors(t *testing.T) {
@@ -100,6 +123,11 @@ func TestRecallErrors(t *testing.T) {
 	for _, o := range []ivf.RecallOptions{{K: -1}, {Queries: -5}, {Probes: -1}} {
 		if _, err := ivf.Recall(ctx, env.Conn, "rec", o); err == nil {
 			t.Fatalf("%+v accepted", o)
+		}
+	}
+	for _, probes := range [][]int{nil, {4, 0}} {
+		if _, err := ivf.RecallCurve(ctx, env.Conn, "rec", ivf.RecallOptions{}, probes); err == nil {
+			t.Fatalf("probes %v accepted", probes)
 		}
 	}
 }
