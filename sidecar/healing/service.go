@@ -400,6 +400,16 @@ func (s *Service) serveRequests(ctx context.Context, withCtl func(func(*pgx.Conn
 			s.finishRequest(ctx, r.id, 0, res, rerr)
 			continue
 		}
+		if r.kind == "plan" {
+			// A dry run takes no lease and changes nothing, so it is not
+			// queued behind the collection's running attempt.
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.servePlan(ctx, r)
+			}()
+			continue
+		}
 		s.spawn(ctx, r.collID, func(ctx context.Context) { s.serve(ctx, r) })
 	}
 }
@@ -484,6 +494,17 @@ func (s *Service) serve(ctx context.Context, r request) {
 	s.finishRequest(ctx, r.id, oid, map[string]any{"status": out.Status, "reason": out.Reason,
 		"verified": out.Verified, "rolled_back": out.RolledBack, "strategy": out.Strategy}, err)
 	s.noteCooldown(ctx, tr.Collection, out)
+}
+
+// servePlan answers a dry-run request with the strategy's plan (see
+// Engine.Plan); the plan is the request's result.
+func (s *Service) servePlan(ctx context.Context, r request) {
+	var params json.RawMessage
+	if len(r.params) > 0 && string(r.params) != "{}" {
+		params = r.params
+	}
+	doc, err := s.cfg.Engine.Plan(ctx, s.current(ctx, r.coll, r.collID), r.strategy, params)
+	s.finishRequest(ctx, r.id, 0, doc, err)
 }
 
 func (s *Service) noteCooldown(ctx context.Context, collection string, out Outcome) {

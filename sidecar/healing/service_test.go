@@ -310,8 +310,9 @@ ruvector_healing_enabled 1
 		var after, reqsAfter int
 		v.db.QueryRow(ctx, `SELECT count(*) FROM ruvector.healing_outcomes`).Scan(&after)
 		v.db.QueryRow(ctx, `SELECT count(*) FROM ruvector.healing_requests`).Scan(&reqsAfter)
-		if after != before || reqsAfter != reqsBefore {
-			t.Fatalf("dry run wrote: outcomes %d→%d requests %d→%d", before, after, reqsBefore, reqsAfter)
+		// One request: the plan the sidecar answers (plan_test.go).
+		if after != before || reqsAfter != reqsBefore+1 || doc["kind"] != "plan" {
+			t.Fatalf("dry run wrote: outcomes %d→%d requests %d→%d (want one plan request): %v", before, after, reqsBefore, reqsAfter, doc)
 		}
 		if th := v.throttle(t, v.coll.Slot, shmproto.OpInsert); th.Pct != 0 {
 			t.Fatalf("dry run throttled %+v", th)

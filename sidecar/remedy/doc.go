@@ -27,33 +27,16 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/ruvector/ruvector-healing/sidecar/strategy"
+	"github.com/ruvector/ruvector-healing/sidecar/remedy/plan"
 )
 
 // Dialer opens a connection the caller owns (and closes).
 type Dialer func(ctx context.Context) (*pgx.Conn, error)
 
-// Planner is implemented by strategies that can say what they would do.
-// Plan must not change anything: no SQL that writes, no system call that
-// alters state, nothing recorded.
-type Planner interface {
-	Plan(ctx context.Context, rc *strategy.Context) (Plan, error)
-}
-
-// Plan is what a strategy would do now.
-type Plan struct {
-	Strategy string `json:"strategy"`
-	// Noop is set when there is nothing to do; Reason says why.
-	Noop   bool   `json:"noop"`
-	Reason string `json:"reason,omitempty"`
-	Steps  []Step `json:"steps"`
-}
-
-// Step is one planned action.
-type Step struct {
-	// Action is a short verb ("reindex", "evict", "scale").
-	Action string `json:"action"`
-	// Target is what it acts on (an index, a partition, a workload).
-	Target string         `json:"target"`
-	Detail map[string]any `json:"detail,omitempty"`
-}
+// Planner, Plan and Step live in package plan, which the healing engine
+// imports to serve dry runs without depending on this package.
+type (
+	Planner = plan.Planner
+	Plan    = plan.Plan
+	Step    = plan.Step
+)

@@ -15,7 +15,8 @@
 
 CREATE TABLE ruvector.healing_requests (
     id            BIGSERIAL PRIMARY KEY,
-    kind          TEXT NOT NULL CHECK (kind IN ('trigger', 'approve', 'abort', 'execute', 'rollback')),
+    -- plan: a dry run of execute; the result is the strategy's plan.
+    kind          TEXT NOT NULL CHECK (kind IN ('trigger', 'approve', 'abort', 'execute', 'rollback', 'plan')),
     collection_id INTEGER,
     -- approve/abort: the healing_outcomes row acted on; rollback: the
     -- outcome being rolled back.
@@ -512,7 +513,10 @@ BEGIN
     IF NOT dry THEN
         RETURN ruvector._healing_request('execute', id, NULL, strategy, p);
     END IF;
-    -- The plan: what would run and what stands in its way. Nothing is written.
+    -- A dry run: the static outline below at once, and a 'plan' request
+    -- that the sidecar answers with the strategy's own plan, measured on the
+    -- live system (ruvector_healing_request_status(request_id)->'result').
+    -- Neither takes the lease nor writes a healing outcome.
     SELECT format('held by %s until %s', l.holder, l.expires_at) INTO holder
         FROM ruvector.healing_leases l WHERE l.collection_id = id AND l.expires_at > clock_timestamp();
     IF holder IS NOT NULL THEN
@@ -542,7 +546,14 @@ BEGIN
         'manual_execution_note', 'a manual execution skips the automatic gate (cooldown, attempts per hour, max_auto_heal_impact, approval) but not the lease',
         'blockers', blockers,
         'would_run', jsonb_array_length(blockers) = 0,
-        'changed', 'nothing: this was a dry run');
+        'changed', 'nothing: this was a dry run')
+        || (SELECT (req - 'params' - 'strategy' - 'collection') || jsonb_build_object('note',
+                CASE WHEN (req->>'sidecar_alive')::boolean
+                THEN 'the sidecar answers with the strategy''s plan for the collection as it is now: '
+                     || 'ruvector_healing_request_status(request_id)->''result'''
+                ELSE 'sidecar not running: the strategy''s plan is made when it starts (ruvector_healing_request_status(request_id)->''result''), '
+                     || 'or the request expires at expires_at' END)
+            FROM ruvector._healing_request('plan', id, NULL, strategy, p) req);
 END
 $$;
 
