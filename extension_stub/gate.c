@@ -374,6 +374,8 @@ ruv_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	Node	   *parsetree = pstmt->utilityStmt;
 	int			slot = -1;
 	bool		throttled = false;
+	int			stale[16];
+	int			nstale = ruv_lists_utility_slots(parsetree, stale, lengthof(stale));
 
 	if (ruv_hdr != NULL && IsA(parsetree, CopyStmt))
 	{
@@ -400,6 +402,9 @@ ruv_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 
 	if (slot >= 0)
 		ruv_gate_charge(slot, RUV_OP_BULK_INSERT, qc ? qc->nprocessed : 0, throttled);
+	/* Rows came or went without row triggers: the list counts need a new baseline. */
+	for (int i = 0; i < nstale; i++)
+		ruv_lists_invalidate_at_commit(stale[i]);
 }
 
 static void

@@ -150,6 +150,7 @@ ruv_reset_slot_state(RuvShmSlot *slot)
 		pg_atomic_write_u32(&slot->routing_weights[i], 0);
 	pg_atomic_write_u32(&slot->centroid_version, 0);
 	pg_atomic_fetch_add_u32(&slot->routing_seq, 1);
+	ruv_lists_reset((int) (((char *) slot - (char *) ruv_slot(0)) / ruv_hdr->slot_size));
 }
 
 static bool

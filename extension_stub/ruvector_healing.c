@@ -22,6 +22,7 @@ PG_MODULE_MAGIC;
 
 int			ruv_max_collections = 64;
 int			ruv_max_relations = 4096;
+int			ruv_max_lists = RUV_DEFAULT_LISTS_PER_SLOT;
 int			ruv_sidecar_timeout_ms = 5000;
 int			ruv_throttle_max_wait_ms = 10000;
 int			ruv_throttle_burst_ms = 100;
@@ -57,6 +58,11 @@ _PG_init(void)
 	DefineCustomIntVariable("ruvector.max_relations",
 							"Number of relations (collection tables and their partitions) the write gate can track.",
 							NULL, &ruv_max_relations, 4096, 16, 1 << 20,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ruvector.max_lists",
+							"IVF lists per collection whose row counts the shared segment keeps (8 bytes each per collection slot; 0: none).",
+							"Collections with more lists are counted by a scan instead.",
+							&ruv_max_lists, RUV_DEFAULT_LISTS_PER_SLOT, 0, 4096,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("ruvector.sidecar_timeout",
 							"Heartbeat age after which the watchdog releases the sidecar's throttles.",

@@ -12,11 +12,14 @@
 #ifndef RUVECTOR_HEALING_H
 #define RUVECTOR_HEALING_H
 
+#include "nodes/nodes.h"
+
 #include "ruvector_shm_layout.h"
 
 /* GUCs (ruvector_healing.c) */
 extern int	ruv_max_collections;
 extern int	ruv_max_relations;
+extern int	ruv_max_lists;
 extern int	ruv_sidecar_timeout_ms;
 extern int	ruv_throttle_max_wait_ms;
 extern int	ruv_throttle_burst_ms;
@@ -65,6 +68,12 @@ extern void ruv_routing_apply(int slot, int shard, uint32 word, bool transaction
 extern void ruv_routing_init(int slot, int nshards, bool transactional);
 extern void ruv_centroid_publish_at_commit(uint32 collection_id, uint32 version);
 extern bool ruv_centroid_pending(uint32 collection_id, uint32 *version);
+
+/* listcounts.c: exact per-IVF-list row counters */
+extern void ruv_lists_reset(int slot);
+extern void ruv_lists_invalidate(int slot);
+extern void ruv_lists_invalidate_at_commit(int slot);
+extern int	ruv_lists_utility_slots(Node *parsetree, int *slots, int max);
 
 /* gate.c */
 extern void ruv_gate_install_hooks(void);

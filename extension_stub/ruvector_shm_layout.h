@@ -19,7 +19,7 @@
 #endif
 
 #define RUV_SHM_MAGIC                    UINT64CONST(0x314c414548565552)
-#define RUV_SHM_LAYOUT_VERSION           UINT64CONST(0x3)
+#define RUV_SHM_LAYOUT_VERSION           UINT64CONST(0x4)
 #define RUV_SHM_NAME_LEN                 UINT64CONST(0x40)
 #define RUV_SHM_CACHE_LINE               UINT64CONST(0x40)
 #define RUV_SHM_SEQLOCK_READ_RETRIES     UINT64CONST(0x3e8)
@@ -43,6 +43,8 @@
 #define RUV_ROUTING_MILLI_MASK           UINT64CONST(0xffffff)
 #define RUV_ROUTING_SETBY_SHIFT          UINT64CONST(0x18)
 #define RUV_ROUTING_DEFAULT_MILLI        UINT64CONST(0x3e8)
+#define RUV_LIST_COUNTER_SIZE            UINT64CONST(0x8)
+#define RUV_DEFAULT_LISTS_PER_SLOT       UINT64CONST(0x1000)
 #define RUV_SIZEOF_SHM_HEADER            UINT64CONST(0x100)
 #define RUV_SIZEOF_SHM_OP_STATE          UINT64CONST(0x80)
 #define RUV_SIZEOF_SHM_SLOT              UINT64CONST(0x5c0)
@@ -75,7 +77,9 @@ typedef struct RuvShmHeader
 	uint32 pad2;
 	pg_atomic_uint64 sidecar_heartbeat_us;
 	pg_atomic_uint64 registry_seq;
-	char pad3[136];
+	uint32 lists_offset;
+	uint32 lists_per_slot;
+	char pad3[128];
 } RuvShmHeader;
 
 StaticAssertDecl(sizeof(RuvShmHeader) == 256, "RuvShmHeader size differs from Go");
@@ -101,7 +105,9 @@ StaticAssertDecl(offsetof(RuvShmHeader, sidecar_pid) == 96, "RuvShmHeader.sideca
 StaticAssertDecl(offsetof(RuvShmHeader, pad2) == 100, "RuvShmHeader.pad2 offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmHeader, sidecar_heartbeat_us) == 104, "RuvShmHeader.sidecar_heartbeat_us offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmHeader, registry_seq) == 112, "RuvShmHeader.registry_seq offset differs from Go");
-StaticAssertDecl(offsetof(RuvShmHeader, pad3) == 120, "RuvShmHeader.pad3 offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmHeader, lists_offset) == 120, "RuvShmHeader.lists_offset offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmHeader, lists_per_slot) == 124, "RuvShmHeader.lists_per_slot offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmHeader, pad3) == 128, "RuvShmHeader.pad3 offset differs from Go");
 
 typedef struct RuvShmOpState
 {
@@ -159,8 +165,12 @@ typedef struct RuvShmSlot
 	pg_atomic_uint32 routing_seq;
 	pg_atomic_uint32 routing_shards;
 	pg_atomic_uint32 centroid_version;
-	uint32 pad2;
-	char pad3[48];
+	pg_atomic_uint32 lists_version;
+	pg_atomic_uint64 lists_epoch;
+	pg_atomic_uint64 lists_unassigned;
+	pg_atomic_uint64 lists_other;
+	pg_atomic_uint64 lists_baseline_us;
+	char pad2[16];
 	pg_atomic_uint32 routing_weights[256];
 } RuvShmSlot;
 
@@ -181,8 +191,12 @@ StaticAssertDecl(offsetof(RuvShmSlot, ops) == 128, "RuvShmSlot.ops offset differ
 StaticAssertDecl(offsetof(RuvShmSlot, routing_seq) == 384, "RuvShmSlot.routing_seq offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, routing_shards) == 388, "RuvShmSlot.routing_shards offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, centroid_version) == 392, "RuvShmSlot.centroid_version offset differs from Go");
-StaticAssertDecl(offsetof(RuvShmSlot, pad2) == 396, "RuvShmSlot.pad2 offset differs from Go");
-StaticAssertDecl(offsetof(RuvShmSlot, pad3) == 400, "RuvShmSlot.pad3 offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, lists_version) == 396, "RuvShmSlot.lists_version offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, lists_epoch) == 400, "RuvShmSlot.lists_epoch offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, lists_unassigned) == 408, "RuvShmSlot.lists_unassigned offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, lists_other) == 416, "RuvShmSlot.lists_other offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, lists_baseline_us) == 424, "RuvShmSlot.lists_baseline_us offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, pad2) == 432, "RuvShmSlot.pad2 offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, routing_weights) == 448, "RuvShmSlot.routing_weights offset differs from Go");
 
 typedef struct RuvShmRelmapEntry

@@ -122,7 +122,8 @@ ruv_segment_startup(void)
 
 	size = (Size) RUV_SIZEOF_SHM_HEADER +
 		(Size) ruv_max_collections * RUV_SIZEOF_SHM_SLOT +
-		(Size) ruv_max_relations * RUV_SIZEOF_SHM_RELMAP_ENTRY;
+		(Size) ruv_max_relations * RUV_SIZEOF_SHM_RELMAP_ENTRY +
+		(Size) ruv_max_collections * ruv_max_lists * RUV_LIST_COUNTER_SIZE;
 
 	(void) unlink(tmppath);
 	fd = open(tmppath, O_RDWR | O_CREAT | O_EXCL | PG_BINARY, pg_file_create_mode);
@@ -154,6 +155,8 @@ ruv_segment_startup(void)
 	hdr->slot_count = ruv_max_collections;
 	hdr->relmap_offset = RUV_SIZEOF_SHM_HEADER + ruv_max_collections * RUV_SIZEOF_SHM_SLOT;
 	hdr->relmap_count = ruv_max_relations;
+	hdr->lists_offset = hdr->relmap_offset + ruv_max_relations * RUV_SIZEOF_SHM_RELMAP_ENTRY;
+	hdr->lists_per_slot = ruv_max_lists;
 	hdr->system_identifier = GetSystemIdentifier();
 	hdr->postmaster_pid = PostmasterPid;
 	start_us = PgStartTime != 0
@@ -191,8 +194,8 @@ ruv_segment_startup(void)
 						tmppath, path)));
 
 	ereport(LOG,
-			(errmsg("ruvector_healing: segment %s ready (generation " UINT64_FORMAT ", %d collection slots, %d relations, %zu bytes)",
-					path, generation, ruv_max_collections, ruv_max_relations, size)));
+			(errmsg("ruvector_healing: segment %s ready (generation " UINT64_FORMAT ", %d collection slots, %d relations, %d list counters per slot, %zu bytes)",
+					path, generation, ruv_max_collections, ruv_max_relations, ruv_max_lists, size)));
 }
 
 /*

@@ -28,7 +28,7 @@ const (
 	// Magic spells "RUVHEAL1"; it is written last, after a write barrier,
 	// so a reader that sees it sees a fully initialised header.
 	Magic         uint64 = 0x314C414548565552
-	LayoutVersion uint32 = 3
+	LayoutVersion uint32 = 4
 
 	CacheLine = 64
 	NameLen   = 64 // NAMEDATALEN: a collection name is an identifier
@@ -94,6 +94,16 @@ const (
 	RoutingDefaultMilli = 1000 // weight 1: what a shard without a routing_weights row gets
 )
 
+// IVF list counters: every slot has ListsPerSlot (a header field, from
+// ruvector.max_lists) atomic row counters, one per ivf_list value
+// 0..ListsPerSlot-1, in a region after the relation map. ListsEpoch in the
+// slot says whether they hold an exact baseline: 0 never taken (server
+// start, new slot), odd stale or being rewritten, even (>= 2) valid.
+const (
+	ListCounterSize  = 8 // one atomic int64 per list
+	DefaultListsSlot = 4096
+)
+
 // Throttle word: one atomic 32-bit value per op so that the percentage, who
 // set it and a change counter move together. The counter defeats ABA: the
 // watchdog expiring a manual throttle cannot clear a fresh one that happens
@@ -142,7 +152,13 @@ type Header struct {
 	// map. Only the extension writes it (serialised by a table lock).
 	RegistrySeq atomic.Uint64
 
-	_ [136]byte
+	// ListsOffset and ListsPerSlot locate the IVF list counters: slot i's
+	// counters are ListsPerSlot int64s at ListsOffset + i*ListsPerSlot*8,
+	// right after the relation map.
+	ListsOffset  uint32
+	ListsPerSlot uint32
+
+	_ [128]byte
 }
 
 // OpState is one op's throttle, token bucket and counters in a slot.
@@ -208,8 +224,22 @@ type Slot struct {
 	RoutingSeq      atomic.Uint32
 	RoutingShards   atomic.Uint32
 	CentroidVersion atomic.Uint32
-	_               uint32
-	_               [48]byte
+	// ListsVersion is the centroid version active when the list counters'
+	// baseline was taken (information only: the counters count ivf_list
+	// values, which only row writes change, so a version change does not
+	// make them stale).
+	ListsVersion atomic.Uint32
+	// ListsEpoch: 0 no baseline, odd stale or being rewritten, even valid;
+	// it moves at every baseline and invalidation, so a reader that sees
+	// the same even value before and after copying has a consistent view.
+	ListsEpoch atomic.Uint64
+	// ListsUnassigned counts rows with ivf_list NULL, ListsOther rows with
+	// an ivf_list outside 0..ListsPerSlot-1 (set by hand): with the per-list
+	// counters they add up to the collection's row count.
+	ListsUnassigned atomic.Int64
+	ListsOther      atomic.Int64
+	ListsBaselineUs atomic.Int64 // when the current baseline was taken
+	_               [16]byte
 	// RoutingWeights are setby<<RoutingSetByShift | milli-weight, per shard.
 	RoutingWeights [MaxShards]atomic.Uint32
 }
@@ -232,8 +262,14 @@ const (
 )
 
 // SegmentSize is the file size for the given counts; slots start at
-// HeaderSize and the relation map follows them.
-func SegmentSize(slots, relmap int) int {
+// HeaderSize, the relation map follows them and the list counters follow
+// the relation map.
+func SegmentSize(slots, relmap, listsPerSlot int) int {
+	return ListsOffset(slots, relmap) + slots*listsPerSlot*ListCounterSize
+}
+
+// ListsOffset is where the list counters start.
+func ListsOffset(slots, relmap int) int {
 	return HeaderSize + slots*SlotSize + relmap*RelmapEntrySize
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -135,7 +136,10 @@ func validate(path string, mem []byte, opts Options) error {
 	if want := uint32(HeaderSize) + h.SlotCount*uint32(SlotSize); h.RelmapOffset != want {
 		return &ValidationError{Path: path, Field: "relation map offset", Got: h.RelmapOffset, Want: want}
 	}
-	if want := SegmentSize(int(h.SlotCount), int(h.RelmapCount)); len(mem) != want {
+	if want := uint32(ListsOffset(int(h.SlotCount), int(h.RelmapCount))); h.ListsOffset != want {
+		return &ValidationError{Path: path, Field: "list counters offset", Got: h.ListsOffset, Want: want}
+	}
+	if want := SegmentSize(int(h.SlotCount), int(h.RelmapCount), int(h.ListsPerSlot)); len(mem) != want {
 		return &ValidationError{Path: path, Field: "file size", Got: len(mem), Want: want}
 	}
 	if opts.SystemIdentifier != 0 && h.SystemIdentifier != opts.SystemIdentifier {
@@ -187,6 +191,12 @@ func (s *Segment) Refresh() (bool, error) {
 
 // view runs fn with the header and slots of the current mapping.
 func (s *Segment) view(fn func(h *Header, slot func(int) *Slot) error) error {
+	return s.viewMem(func(_ []byte, h *Header, slot func(int) *Slot) error { return fn(h, slot) })
+}
+
+// viewMem is view that also hands fn the mapping itself, for the regions
+// after the slots.
+func (s *Segment) viewMem(fn func(mem []byte, h *Header, slot func(int) *Slot) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.mem == nil {
@@ -194,7 +204,7 @@ func (s *Segment) view(fn func(h *Header, slot func(int) *Slot) error) error {
 	}
 	mem := s.mem
 	h := (*Header)(unsafe.Pointer(&mem[0]))
-	return fn(h, func(i int) *Slot {
+	return fn(mem, h, func(i int) *Slot {
 		return (*Slot)(unsafe.Pointer(&mem[HeaderSize+i*SlotSize]))
 	})
 }
@@ -642,4 +652,71 @@ func (s *Segment) ReadCentroidVersion(i int) (uint32, error) {
 		return nil
 	})
 	return v, err
+}
+
+// ErrListsUncounted says the segment has fewer list counters per slot than
+// the collection has lists (ruvector.max_lists is below its lists): its
+// sizes must be counted by a scan.
+var ErrListsUncounted = errors.New("shmproto: more lists than the segment counts")
+
+// ListCounts is a copy of a slot's IVF list counters.
+type ListCounts struct {
+	// Valid is false until a baseline is taken (server start, new slot)
+	// and after an invalidation (TRUNCATE, partition attach or detach):
+	// then the numbers are meaningless and the caller must rebaseline
+	// (ruvector._list_counts_rebaseline).
+	Valid bool
+	// Epoch is even and moves at every baseline and invalidation; two
+	// copies with the same Epoch share a baseline.
+	Epoch uint64
+	// Counts[l] is the number of rows with ivf_list = l.
+	Counts []int64
+	// Unassigned counts rows with ivf_list NULL, Other rows with ivf_list
+	// outside 0..ListsPerSlot-1.
+	Unassigned int64
+	Other      int64
+	// Version is the centroid version active at the baseline.
+	Version    uint32
+	BaselineAt time.Time
+}
+
+// ReadListCounts copies the counters of lists 0..n-1 of slot i. The copy
+// is consistent with respect to baselines (a baseline published while
+// copying makes it copy again); committed row changes keep moving the
+// counters while it copies, each counter exact at the moment it is read,
+// so a copy taken under concurrent writes may show a row that moved
+// between lists in both or neither.
+func (s *Segment) ReadListCounts(i, n int) (ListCounts, error) {
+	var lc ListCounts
+	err := s.viewMem(func(mem []byte, h *Header, slot func(int) *Slot) error {
+		if i < 0 || i >= int(h.SlotCount) {
+			return fmt.Errorf("shmproto: slot %d out of range [0,%d)", i, h.SlotCount)
+		}
+		if n < 0 || n > int(h.ListsPerSlot) {
+			return fmt.Errorf("%w: %d lists, %d counters per slot", ErrListsUncounted, n, h.ListsPerSlot)
+		}
+		sl := slot(i)
+		base := int(h.ListsOffset) + i*int(h.ListsPerSlot)*ListCounterSize
+		for try := 0; try < SeqlockReadRetries; try++ {
+			e := sl.ListsEpoch.Load()
+			if e == 0 || e&1 != 0 {
+				lc = ListCounts{Epoch: e}
+				return nil
+			}
+			lc = ListCounts{Valid: true, Epoch: e, Counts: make([]int64, n)}
+			for l := 0; l < n; l++ {
+				lc.Counts[l] = (*atomic.Int64)(unsafe.Pointer(&mem[base+l*ListCounterSize])).Load()
+			}
+			lc.Unassigned = sl.ListsUnassigned.Load()
+			lc.Other = sl.ListsOther.Load()
+			lc.Version = sl.ListsVersion.Load()
+			lc.BaselineAt = fromUs(sl.ListsBaselineUs.Load())
+			if sl.ListsEpoch.Load() == e {
+				return nil
+			}
+			spin(try)
+		}
+		return fmt.Errorf("%w: slot %d list counters", ErrSeqlockBusy, i)
+	})
+	return lc, err
 }

@@ -13,6 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// testListsPerSlot is the list counters per slot of unit-test segments.
+const testListsPerSlot = 8
+
 // formatSegment writes a segment file the way the extension does (fresh
 // file, zeroes, header, magic last, rename) so unit tests need no server.
 func formatSegment(t *testing.T, path string, slots, relmap int, sysid, gen uint64, names ...string) {
@@ -22,7 +25,7 @@ func formatSegment(t *testing.T, path string, slots, relmap int, sysid, gen uint
 	if err != nil {
 		t.Fatal(err)
 	}
-	size := SegmentSize(slots, relmap)
+	size := SegmentSize(slots, relmap, testListsPerSlot)
 	if err := f.Truncate(int64(size)); err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +42,8 @@ func formatSegment(t *testing.T, path string, slots, relmap int, sysid, gen uint
 	h.SlotCount = uint32(slots)
 	h.RelmapOffset = uint32(HeaderSize + slots*SlotSize)
 	h.RelmapCount = uint32(relmap)
+	h.ListsOffset = uint32(ListsOffset(slots, relmap))
+	h.ListsPerSlot = testListsPerSlot
 	h.SystemIdentifier = sysid
 	h.Generation = gen
 	h.SidecarTimeoutMs.Store(5000)
@@ -96,7 +101,7 @@ func TestOpenValidates(t *testing.T) {
 		{"slot size", "slot size", corrupt("", func(h *Header) { h.SlotSize = 64 }), Options{OwnerUID: -1}},
 		{"slot count", "relation map offset", corrupt("", func(h *Header) { h.SlotCount = 5 }), Options{OwnerUID: -1}},
 		{"file size", "file size", func(t *testing.T, path string) {
-			if err := os.Truncate(path, int64(SegmentSize(4, 16)+64)); err != nil {
+			if err := os.Truncate(path, int64(SegmentSize(4, 16, testListsPerSlot)+64)); err != nil {
 				t.Fatal(err)
 			}
 		}, Options{OwnerUID: -1}},

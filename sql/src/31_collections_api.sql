@@ -42,6 +42,27 @@ GRANT EXECUTE ON FUNCTION ruvector._routing_init(integer, integer),
 GRANT EXECUTE ON FUNCTION ruvector._routing_read(integer), ruvector._centroid_version(integer)
     TO ruvector_monitor, pg_monitor;
 
+-- Exact IVF list sizes kept in the shared segment (extension_stub/listcounts.c):
+-- AFTER row triggers count rows in and out of lists, committed deltas reach
+-- the segment at commit, and a baseline counts the table once when the
+-- counters are stale (server start, new slot, TRUNCATE, partition attach or
+-- detach, PREPARE TRANSACTION).
+CREATE FUNCTION ruvector._list_count()
+RETURNS trigger AS 'MODULE_PATHNAME', 'ruvector_list_count_trigger' LANGUAGE C;
+COMMENT ON FUNCTION ruvector._list_count() IS
+    'AFTER row trigger of a collection table, argument (collection_id): counts each row in or out of its ivf_list in the shared segment at commit.';
+CREATE FUNCTION ruvector._list_counts_publish(collection_id integer, tbl oid, list_ids integer[], counts bigint[])
+RETURNS bigint AS 'MODULE_PATHNAME', 'ruvector_list_counts_publish' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION ruvector._list_counts_read(collection_id integer, OUT valid boolean, OUT epoch bigint,
+                                           OUT counts bigint[], OUT unassigned bigint, OUT other bigint,
+                                           OUT centroid_version integer, OUT baseline_at timestamptz)
+RETURNS record AS 'MODULE_PATHNAME', 'ruvector_list_counts_read' LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION ruvector._list_counts_read(integer) IS
+    'The shared segment''s list counters of a collection: counts[l+1] rows have ivf_list l (up to the last non-empty list), unassigned have NULL, other an ivf_list beyond ruvector.max_lists or negative; all NULL unless valid.';
+REVOKE ALL ON FUNCTION ruvector._list_counts_publish(integer, oid, integer[], bigint[]),
+    ruvector._list_counts_read(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector._list_counts_read(integer) TO ruvector_monitor, pg_monitor;
+
 -- Raises invalid_name (42602) unless name is a plain identifier that a
 -- collection and its partitions can be named after.
 CREATE FUNCTION ruvector._check_collection_name(name text, suffix_len integer DEFAULT 0)
@@ -100,6 +121,25 @@ BEGIN
 END
 $$;
 
+-- The list counting triggers: one for inserts and deletes, one for updates
+-- that change ivf_list (the WHEN clause keeps other updates off the after-
+-- trigger queue). ENABLE ALWAYS: a row written by logical replication apply
+-- or under session_replication_role = replica is still counted.
+CREATE FUNCTION ruvector._list_count_install(tbl regclass, cid integer)
+RETURNS void LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER ruvector_list_count AFTER INSERT OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION ruvector._list_count(%L)', tbl, cid);
+    EXECUTE format('CREATE TRIGGER ruvector_list_count_update AFTER UPDATE ON %s FOR EACH ROW '
+                   'WHEN (OLD.ivf_list IS DISTINCT FROM NEW.ivf_list) '
+                   'EXECUTE FUNCTION ruvector._list_count(%L)', tbl, cid);
+    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER ruvector_list_count', tbl);
+    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER ruvector_list_count_update', tbl);
+END
+$$;
+REVOKE ALL ON FUNCTION ruvector._list_count_install(regclass, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector._list_count_install(regclass, integer) TO ruvector_admin;
+
 -- Shared by create and adopt: the routing default, the row trigger, the
 -- vector_collections row and the segment's routing. Assumes a registered
 -- collection and an admin caller.
@@ -111,6 +151,7 @@ BEGIN
     EXECUTE format('CREATE TRIGGER ruvector_vector_check BEFORE INSERT OR UPDATE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION ruvector._vector_check(%L, %L, %L)',
                    tbl, cid, dim, name);
+    PERFORM ruvector._list_count_install(tbl, cid);
     INSERT INTO ruvector.vector_collections (collection_id, dim, partitions, lists, owned)
     VALUES (cid, dim, partitions, lists, owned);
     PERFORM ruvector._routing_init(cid, partitions);
@@ -265,6 +306,8 @@ BEGIN
         EXECUTE format('DROP TABLE %s', tbl);
     ELSE
         EXECUTE format('DROP TRIGGER IF EXISTS ruvector_vector_check ON %s', tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS ruvector_list_count ON %s', tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS ruvector_list_count_update ON %s', tbl);
         EXECUTE format('ALTER TABLE %s ALTER COLUMN shard DROP DEFAULT', tbl);
     END IF;
 END
@@ -517,3 +560,82 @@ COMMENT ON FUNCTION ruvector_maintenance_status() IS
 
 REVOKE ALL ON FUNCTION ruvector_maintenance_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ruvector_maintenance_status() TO ruvector_monitor, pg_monitor;
+
+-- ---------------------------------------------------------------------------
+-- List sizes.
+-- ---------------------------------------------------------------------------
+
+-- Counts a collection's rows by ivf_list once and publishes the counts as
+-- the segment's baseline, from which the triggers keep them exact. SHARE ROW
+-- EXCLUSIVE waits for every writing transaction to finish (they apply their
+-- deltas before releasing their locks), blocks new writers until this
+-- transaction ends, and excludes a concurrent rebaseline; the count's
+-- snapshot is taken after the lock. So: call it in its own short READ
+-- COMMITTED transaction, and only when the counters are not valid (the
+-- sidecar does). Set lock_timeout to bound the wait behind long writers.
+-- Returns the new epoch. SECURITY DEFINER: the caller (ruvector_admin) may
+-- not own an adopted table.
+CREATE FUNCTION ruvector._list_counts_rebaseline(collection text)
+RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    vc ruvector.vector_collections;
+    tbl regclass;
+    ids integer[];
+    ns bigint[];
+BEGIN
+    vc := ruvector._vector_collection(collection);
+    SELECT c.relid INTO tbl FROM ruvector.collections c WHERE c.collection_id = vc.collection_id;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'list counts of "%" can only be rebaselined at READ COMMITTED, not %', collection,
+            upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'active_sql_transaction',
+                  HINT = 'The count must see every transaction that committed before the table lock; run it in its own READ COMMITTED transaction.';
+    END IF;
+    IF (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgenabled = 'A'
+        AND t.tgname IN ('ruvector_list_count', 'ruvector_list_count_update')) <> 2 THEN
+        RAISE EXCEPTION 'table % of collection "%" lacks the list counting triggers (or they are not ENABLE ALWAYS)',
+            tbl, collection
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('SELECT ruvector._list_count_install(%L, %s); installs them (drop leftovers first).',
+                                tbl::text, vc.collection_id);
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', tbl);
+    EXECUTE format('SELECT array_agg(ivf_list), array_agg(n) FROM (SELECT ivf_list, count(*) AS n FROM %s GROUP BY 1) g',
+                   tbl) INTO ids, ns;
+    RETURN ruvector._list_counts_publish(vc.collection_id, tbl, coalesce(ids, '{}'), coalesce(ns, '{}'));
+END
+$$;
+REVOKE ALL ON FUNCTION ruvector._list_counts_rebaseline(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector._list_counts_rebaseline(text) TO ruvector_admin;
+COMMENT ON FUNCTION ruvector._list_counts_rebaseline(text) IS
+    'Counts a collection''s rows by ivf_list under SHARE ROW EXCLUSIVE (writers wait) and publishes the counts to the shared segment, where triggers keep them exact; returns the new epoch.';
+
+-- A collection's list sizes from the shared segment: one row per list of
+-- the active centroid version (or vector_collections.lists without one),
+-- empty lists included, plus a NULL list_id row for unassigned rows. Raises
+-- object_not_in_prerequisite_state while the counters are stale.
+CREATE FUNCTION ruvector_list_sizes(collection text)
+RETURNS TABLE (list_id integer, row_count bigint) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    vc ruvector.vector_collections;
+    r record;
+    n integer;
+BEGIN
+    vc := ruvector._vector_collection(collection);
+    SELECT * INTO r FROM ruvector._list_counts_read(vc.collection_id);
+    IF NOT r.valid THEN
+        RAISE EXCEPTION 'list sizes of collection "%" are not known yet', collection
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('A baseline is taken after a server start and after TRUNCATE or a partition change: SELECT ruvector._list_counts_rebaseline(%L);', collection);
+    END IF;
+    SELECT coalesce((SELECT v.lists FROM ruvector.centroid_versions v
+                     WHERE v.collection_id = vc.collection_id AND v.state = 'active'), vc.lists) INTO n;
+    RETURN QUERY SELECT l, coalesce(r.counts[l + 1], 0) FROM generate_series(0, n - 1) l
+                 UNION ALL SELECT NULL::integer, r.unassigned;
+END
+$$;
+COMMENT ON FUNCTION ruvector_list_sizes(text) IS
+    'Rows per IVF list of a collection (NULL list_id: unassigned), kept exact in the shared segment without a scan.';
+REVOKE ALL ON FUNCTION ruvector_list_sizes(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector_list_sizes(text) TO ruvector_monitor, pg_monitor;

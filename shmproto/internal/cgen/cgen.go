@@ -97,6 +97,8 @@ func Constants() []Constant {
 		{"RUV_ROUTING_MILLI_MASK", shmproto.RoutingMilliMask},
 		{"RUV_ROUTING_SETBY_SHIFT", shmproto.RoutingSetByShift},
 		{"RUV_ROUTING_DEFAULT_MILLI", shmproto.RoutingDefaultMilli},
+		{"RUV_LIST_COUNTER_SIZE", shmproto.ListCounterSize},
+		{"RUV_DEFAULT_LISTS_PER_SLOT", shmproto.DefaultListsSlot},
 	}
 	for _, s := range Structs() {
 		c = append(c, Constant{"RUV_SIZEOF_" + strings.ToUpper(snake(strings.TrimPrefix(s.CName, "Ruv"))), uint64(s.GoType.Size())})
