@@ -1,0 +1,194 @@
+package remedy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
+	"github.com/ruvector/ruvector-healing/sidecar/audit"
+	"github.com/ruvector/ruvector-healing/sidecar/classify"
+	"github.com/ruvector/ruvector-healing/sidecar/collect"
+	"github.com/ruvector/ruvector-healing/sidecar/healing"
+	"github.com/ruvector/ruvector-healing/sidecar/health"
+	"github.com/ruvector/ruvector-healing/sidecar/instance"
+	"github.com/ruvector/ruvector-healing/sidecar/integrity"
+	"github.com/ruvector/ruvector-healing/sidecar/monitor"
+	"github.com/ruvector/ruvector-healing/sidecar/strategy"
+)
+
+// rebalance_partitions through the real engine, judged by the real
+// integrity monitor's λ rather than a stand-in: a size imbalance (one shard
+// bulk-loaded with most of the rows) read by steady searches makes that
+// shard's partition the hot one (the partitions collector counts the rows
+// each scan reads), the monitor publishes λ in the segment, the engine
+// executes rebalance_partitions with the trigger the daemon would build
+// (snapshot λ and witness, metrics from the same collectors), and verifies
+// with healing.SegmentSampler after the stabilisation wait.
+func TestRebalanceVerifiedByMonitorLambda(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a minute of real load")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	env := workloadtest.Start(t, workloadtest.Spec{Name: "vec", Dim: 8, Partitions: 4, Lists: 4, Seed: 21})
+	const hot = 2
+	if err := env.W.CopyInsert(ctx, 1200, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.W.CopyInsert(ctx, 12000, func(int) int { return hot }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Conn.Exec(ctx, `ANALYZE `+env.W.Table); err != nil {
+		t.Fatal(err)
+	}
+
+	srv, err := instance.Discover(ctx, env.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg, err := instance.OpenSegment(srv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seg.Close()
+	target, err := collect.LoadTarget(ctx, env.Conn, "vec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	defer func() { stopLoops(); loops.Wait() }()
+	loops.Add(1)
+	go func() {
+		defer loops.Done()
+		_ = (&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(loopCtx)
+	}()
+
+	parts := collect.NewPartitions()
+	parts.Interval = time.Second
+	runner := collect.NewRunner(env.Cluster.Connect(ctx, "postgres"), []collect.Target{target},
+		[]collect.Collector{parts, collect.NewGateway(seg)}, collect.RunnerOptions{})
+	var (
+		mu   sync.Mutex
+		snap monitor.Snapshot
+	)
+	mon, err := monitor.New(monitor.Config{Sample: 250 * time.Millisecond, Warmup: 3 * time.Second, PolicyEvery: time.Second,
+		OnSample: func(ss []monitor.Snapshot) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range ss {
+				if s.Collection == "vec" && s.State != integrity.Unknown {
+					snap = s
+				}
+			}
+		}}, env.Cluster.Connect(ctx, "postgres"), seg, runner, srv.DatabaseOID, []collect.Target{target}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	loops.Add(2)
+	go func() { defer loops.Done(); _ = runner.Run(loopCtx) }()
+	go func() { defer loops.Done(); mon.Run(loopCtx) }()
+
+	// Steady searches over every list: each reads the rows of every
+	// partition, so a partition's read rate follows its size.
+	loops.Add(2)
+	for range 2 {
+		go func() {
+			defer loops.Done()
+			for loopCtx.Err() == nil {
+				if _, _, err := env.W.Search(loopCtx, 10, 4); err != nil && loopCtx.Err() == nil {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		}()
+	}
+
+	current := func() (monitor.Snapshot, health.Signals) {
+		mu.Lock()
+		s := snap
+		mu.Unlock()
+		sig, _ := runner.Signals(target.ID)
+		return s, sig
+	}
+	loads := func(sig health.Signals) string {
+		out := ""
+		for _, p := range sig.Partitions {
+			out += fmt.Sprintf(" shard %d: %.0f rows/s read, %.0f written, %d live;", p.Shard, p.ReadRowsPerSec, p.WriteRowsPerSec, p.LiveRows)
+		}
+		return out
+	}
+	// Let the rates settle: λ over a few seconds of searches.
+	time.Sleep(12 * time.Second)
+	var s monitor.Snapshot
+	var sig health.Signals
+	for i := 0; i < 40; i++ {
+		s, sig = current()
+		if len(sig.Partitions) == 4 && s.LambdaNorm > 0 {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("before: state %s λ %.3f, witness %d edges;%s", integrity.StateName(s.State), s.LambdaNorm, len(s.Cut.Witness), loads(sig))
+	tr := healing.Trigger{Collection: "vec", CollectionID: int64(env.W.ID), State: strategy.IntegrityState(integrity.StateName(s.State)),
+		Lambda: s.LambdaNorm, Witness: s.Cut.Witness, Metrics: health.MetricsFrom(sig)}
+
+	key, _, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := strategy.NewRegistry(&RebalancePartitions{Dial: vecDialer(env), BatchSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := healing.New(ctx, env.Cluster.Connect(ctx, "postgres"), reg,
+		healing.SegmentSampler{Segment: seg, DatabaseOID: srv.DatabaseOID}, key,
+		healing.Options{Holder: "lambda-test", Stabilization: 12 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The problem names the hot shard when the cut classifies as a
+	// hotspot; otherwise the operator's shard parameter does.
+	var params json.RawMessage
+	if !namesHotspot(tr) {
+		params = json.RawMessage(fmt.Sprintf(`{"shard": %d}`, hot))
+		t.Logf("the cut does not classify as a hotspot naming a partition; executing with %s", params)
+	}
+	out, err := e.Execute(ctx, tr, "rebalance_partitions", params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sig = current()
+	counts, err := shardCounts(ctx, env.Conn, int64(env.W.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("outcome %d: %s (%s) class %s λ %.3f → %.3f verified=%v rolled_back=%v result %v; rows per shard %v; after:%s",
+		out.ID, out.Status, out.Reason, out.Decision.Problem.Class, out.InitialLambda, out.FinalLambda, out.Verified, out.RolledBack,
+		out.Result.Metadata, counts, loads(sig))
+	if out.Status != healing.StatusVerified || out.FinalLambda < 1.1*out.InitialLambda || out.RolledBack {
+		t.Fatalf("want verified with λ up ≥ 10%%: %s, λ %.3f → %.3f, error %q", out.Status, out.InitialLambda, out.FinalLambda, out.Error)
+	}
+	var sealed, verified bool
+	if err := env.Conn.QueryRow(ctx, `SELECT signature IS NOT NULL, coalesce(verified, false) FROM ruvector.healing_outcomes WHERE id = $1`,
+		out.ID).Scan(&sealed, &verified); err != nil || !sealed || !verified {
+		t.Fatalf("outcome row %d: sealed %v verified %v (%v)", out.ID, sealed, verified, err)
+	}
+	check, err := env.W.Ledger.Verify(ctx, env.Pool, env.W.Table)
+	if err != nil || !check.TotalOK() {
+		t.Fatalf("ledger after the move: %v %v", check, err)
+	}
+}
+
+// namesHotspot reports whether tr classifies (default thresholds) as a
+// hotspot naming at least one partition.
+func namesHotspot(tr healing.Trigger) bool {
+	p := classify.Classify(tr.Witness, tr.Metrics, classify.DefaultThresholds()).Problem
+	return p.HotspotCongestion != nil && len(p.HotspotCongestion.PartitionIDs) > 0
+}
