@@ -37,6 +37,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	refresh := fs.Duration("collections-refresh", 10*time.Second, "how often the list of registered collections is re-read")
 	metricsAddr := fs.String("metrics-listen", metrics.DefaultListen,
 		"address of the Prometheus endpoint (/metrics, /healthz); empty disables it")
+	jobsOn := fs.Bool("jobs", true, "run the product's maintenance jobs (ruvector.maintenance_jobs: centroid rebuilds, rebalances, compactions, vacuums)")
 	healOn := fs.Bool("healing", true, "run the healing engine (this sidecar contends to be the one active sidecar of the database)")
 	keyPath := fs.String("audit-key", "",
 		"Ed25519 key that signs healing records and integrity events, created at first start (default: $data_directory/ruvector_healing_audit.key)")
@@ -118,6 +119,11 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	errc := make(chan error, 3)
 	hb := &instance.Heartbeat{Segment: seg, Interval: *interval, Log: log}
 	go func() { errc <- hb.Run(ctx) }()
+
+	if *jobsOn {
+		go superviseJobs(ctx, func(ctx context.Context) (*pgx.Conn, error) { return dialSidecar(ctx, sf.dsn) },
+			defaultHolder(), time.Second, log.With().Str("loop", "jobs").Logger())
+	}
 
 	var feed *changefeed.Feed
 	if *feedOn {
@@ -213,7 +219,7 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 	}
 	collectors := []collect.Collector{
 		collect.NewGateway(seg), collect.NewPartitions(), collect.NewReplicas(),
-		collect.NewMaintenance(), collect.NewIndexes(), collect.NewMemory(),
+		collect.NewMaintenance(), collect.NewIndexes(), collect.NewMemory(), collect.NewLists(),
 	}
 	runner := collect.NewRunner(collConn, targets, collectors, collect.RunnerOptions{
 		Redial: func(ctx context.Context) (collect.Querier, error) { return dial(ctx) },

@@ -46,7 +46,7 @@ import (
 // pendingFlags are named in deploy/kubernetes/statefulset.yaml for the
 // scale_replicas strategy before the sidecar accepts them. The check
 // tolerates their absence (and says so); nothing else gets this pass.
-var pendingFlags = map[string]bool{"k8s-namespace": true, "k8s-replicas": true, "max-replicas": true}
+var pendingFlags = map[string]bool{}
 
 const (
 	// The postgres image's data directory and uid, which the sidecar
