@@ -570,12 +570,14 @@ GRANT EXECUTE ON FUNCTION ruvector_maintenance_status() TO ruvector_monitor, pg_
 -- EXCLUSIVE waits for every writing transaction to finish (they apply their
 -- deltas before releasing their locks), blocks new writers until this
 -- transaction ends, and excludes a concurrent rebaseline; the count's
--- snapshot is taken after the lock. So: call it in its own short READ
--- COMMITTED transaction, and only when the counters are not valid (the
--- sidecar does). Set lock_timeout to bound the wait behind long writers.
--- Returns the new epoch. SECURITY DEFINER: the caller (ruvector_admin) may
--- not own an adopted table.
-CREATE FUNCTION ruvector._list_counts_rebaseline(collection text)
+-- snapshot is taken after the lock. While it waits for the lock, new writers
+-- queue behind it: lock_wait bounds that (lock_not_available, 55P03, after
+-- it; 0 waits forever). Call it in its own short READ COMMITTED transaction,
+-- and only when the counters are not valid (the sidecar does). Returns the
+-- new epoch. SECURITY DEFINER: the caller (ruvector_admin) may not own an
+-- adopted table; the function's SET clause also confines the lock_timeout
+-- it sets to the function.
+CREATE FUNCTION ruvector._list_counts_rebaseline(collection text, lock_wait interval DEFAULT '1 s')
 RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -586,6 +588,11 @@ DECLARE
 BEGIN
     vc := ruvector._vector_collection(collection);
     SELECT c.relid INTO tbl FROM ruvector.collections c WHERE c.collection_id = vc.collection_id;
+    IF lock_wait IS NULL OR lock_wait < interval '0' OR lock_wait > interval '1 hour' THEN
+        RAISE EXCEPTION 'lock_wait % is out of range', coalesce(lock_wait::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Writers queue behind the waiting lock: pass a short wait such as ''1 s'' (0 waits forever, at most 1 hour).';
+    END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'list counts of "%" can only be rebaselined at READ COMMITTED, not %', collection,
             upper(current_setting('transaction_isolation'))
@@ -600,16 +607,17 @@ BEGIN
                   HINT = format('SELECT ruvector._list_count_install(%L, %s); installs them (drop leftovers first).',
                                 tbl::text, vc.collection_id);
     END IF;
+    PERFORM set_config('lock_timeout', (extract(epoch FROM lock_wait) * 1000)::bigint::text, true);
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', tbl);
     EXECUTE format('SELECT array_agg(ivf_list), array_agg(n) FROM (SELECT ivf_list, count(*) AS n FROM %s GROUP BY 1) g',
                    tbl) INTO ids, ns;
     RETURN ruvector._list_counts_publish(vc.collection_id, tbl, coalesce(ids, '{}'), coalesce(ns, '{}'));
 END
 $$;
-REVOKE ALL ON FUNCTION ruvector._list_counts_rebaseline(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION ruvector._list_counts_rebaseline(text) TO ruvector_admin;
-COMMENT ON FUNCTION ruvector._list_counts_rebaseline(text) IS
-    'Counts a collection''s rows by ivf_list under SHARE ROW EXCLUSIVE (writers wait) and publishes the counts to the shared segment, where triggers keep them exact; returns the new epoch.';
+REVOKE ALL ON FUNCTION ruvector._list_counts_rebaseline(text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector._list_counts_rebaseline(text, interval) TO ruvector_admin;
+COMMENT ON FUNCTION ruvector._list_counts_rebaseline(text, interval) IS
+    'Counts a collection''s rows by ivf_list under SHARE ROW EXCLUSIVE (writers wait; lock_wait bounds the wait for the lock) and publishes the counts to the shared segment, where triggers keep them exact; returns the new epoch.';
 
 -- A collection's list sizes from the shared segment: one row per list of
 -- the active centroid version (or vector_collections.lists without one),

@@ -160,6 +160,8 @@ SELECT * FROM ruvector_list_sizes('lc');
 
 -- Bad input and misuse change nothing.
 SELECT lc_try($$SELECT ruvector._list_counts_rebaseline('nope')$$);
+SELECT lc_try($$SELECT ruvector._list_counts_rebaseline('lc', '-1 s')$$);
+SELECT lc_try($$SELECT ruvector._list_counts_rebaseline('lc', NULL)$$);
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT lc_try($$SELECT ruvector._list_counts_rebaseline('lc')$$);
 ROLLBACK;
