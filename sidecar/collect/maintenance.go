@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,10 +26,16 @@ const (
 
 // Maintenance lists the maintenance jobs touching a collection's relations:
 // autovacuum/autoanalyze workers and manual VACUUM, ANALYZE, CREATE INDEX,
-// REINDEX, CLUSTER / VACUUM FULL, with their progress and lock waits.
+// REINDEX, CLUSTER / VACUUM FULL, with their progress and lock waits; and
+// the product's own queue (ruvector.maintenance_jobs of the collection),
+// see productJobs.
 type Maintenance struct {
 	// Interval is the cadence (default 5 s).
 	Interval time.Duration
+	// FloodQueued is the number of queued product jobs of one kind from
+	// which they count as a flood: their node is marked waiting (degraded
+	// capacity) instead of only adding to the queue depth (default 10).
+	FloodQueued int
 }
 
 // NewMaintenance returns the maintenance collector.
@@ -131,8 +138,173 @@ func (m *Maintenance) Collect(ctx context.Context, q Querier, t Target, s *healt
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("maintenance: read rows: %w", err)
 	}
+	rows.Close()
+	out, err = m.productJobs(ctx, q, t, out)
+	if err != nil {
+		return err
+	}
 	s.Maintenance = out
 	return nil
+}
+
+// JobAppNamePrefix is the application_name prefix of a jobs.Runner's
+// session while it works on a job ("ruvector job 42"): how the collector
+// finds the backend of a running product job. It must equal
+// jobs.AppNamePrefix (a test checks it; collect does not import jobs).
+const JobAppNamePrefix = "ruvector job "
+
+// Running product jobs one row each, with the backend of the runner
+// working on it; queued and paused jobs one row per kind and state (a
+// flood of thousands of queued jobs is one node per kind, not thousands).
+// 'autovacuum' rows are markers of autovacuum paused by pause_maintenance:
+// never claimed, so they are neither queued work nor running, only paused.
+const productJobsSQL = `
+WITH tbl AS (SELECT relid::regclass::text AS name FROM ruvector.collections WHERE collection_id = $1)
+SELECT j.job_id, j.kind, j.state, 1::bigint, j.priority, j.progress::float8,
+       a.pid, coalesce(a.wait_event_type, ''), coalesce(a.wait_event, ''), (SELECT name FROM tbl)
+FROM ruvector.maintenance_jobs j
+LEFT JOIN LATERAL (SELECT pid, wait_event_type, wait_event FROM pg_stat_activity
+                   WHERE application_name = $2 || j.job_id
+                     AND datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   ORDER BY pid LIMIT 1) a ON true
+WHERE j.collection_id = $1 AND j.state = 'running' AND j.kind <> 'autovacuum'
+UNION ALL
+SELECT min(j.job_id), j.kind, j.state, count(*), max(j.priority), 0::float8,
+       NULL::int, '', '', (SELECT name FROM tbl)
+FROM ruvector.maintenance_jobs j
+WHERE j.collection_id = $1
+  AND (j.state = 'paused' OR (j.state = 'queued' AND j.kind <> 'autovacuum'))
+GROUP BY j.kind, j.state
+ORDER BY 3, 2, 1`
+
+// productKinds fixes the node ids of the per-kind aggregates.
+var productKinds = []string{"centroid_rebuild", "compaction", "rebalance", "vacuum", "analyze", "autovacuum"}
+
+// Node ids of product jobs are negative, apart from the backend pids of
+// PostgreSQL's jobs: a running job is RunningJobID(job_id) = -1 - job_id
+// (never -1, the maintenance hub's id, which the classifier would merge
+// with it); the queued and paused aggregates of a kind sit below -2^40
+// (job ids do not get there).
+func RunningJobID(jobID int64) int64 { return -1 - jobID }
+
+func aggregateID(kind, state string) int64 {
+	k := slices.Index(productKinds, kind)
+	if k < 0 {
+		k = len(productKinds)
+	}
+	id := -(int64(1)<<40 + 2*int64(k))
+	if state == "paused" {
+		id--
+	}
+	return id
+}
+
+// productPriority maps the queue's priority (0..1000, default 100) onto
+// the signal's scale: at most an index build's, never a wraparound
+// vacuum's.
+func productPriority(p int) int { return min(max(p, 0), 1000) * PriorityIndexBuild / 1000 }
+
+// productJobs adds the collection's product jobs to the PostgreSQL jobs in
+// pg:
+//   - a running job whose runner's backend is among pg (a product vacuum,
+//     analyze or compaction runs as a real VACUUM, ANALYZE or REINDEX) is
+//     that entry, retyped "product:<kind>", so it is not counted twice;
+//   - another running job (a centroid rebuild or rebalance: UPDATEs across
+//     every partition, no progress view) is its own node, RunningJobID.
+//     It works on the
+//     whole collection, so it contends with any other maintenance running
+//     there; the graph pairs contending jobs by relation (two running on
+//     one relation are both degraded), so it takes the relation of the
+//     first other running job, or the collection table when none runs.
+//     A runner waiting for a lock is waiting, as a PostgreSQL job is;
+//   - the queued jobs of a kind are one node whose Queued is their count
+//     (the classifier's queue depth); FloodQueued or more are a flood and
+//     the node is marked waiting ("Queue: ..."), which degrades it;
+//   - the paused jobs of a kind are one node, neither running nor queued
+//     (no load: pausing is what pause_maintenance does to relieve the
+//     queue), named "product:<kind> (paused)".
+func (m *Maintenance) productJobs(ctx context.Context, q Querier, t Target, pg []health.JobSignal) ([]health.JobSignal, error) {
+	rows, err := q.Query(ctx, productJobsSQL, t.ID, JobAppNamePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("maintenance: query ruvector.maintenance_jobs: %w", err)
+	}
+	defer rows.Close()
+	type productRow struct {
+		id                  int64
+		kind, state         string
+		n                   int64
+		priority            int
+		progress            float64
+		pid                 *int32
+		waitType, waitEvent string
+		table               *string
+	}
+	var prs []productRow
+	for rows.Next() {
+		var r productRow
+		if err := rows.Scan(&r.id, &r.kind, &r.state, &r.n, &r.priority, &r.progress,
+			&r.pid, &r.waitType, &r.waitEvent, &r.table); err != nil {
+			return nil, fmt.Errorf("maintenance: scan product job: %w", err)
+		}
+		prs = append(prs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("maintenance: read product jobs: %w", err)
+	}
+	out := slices.Clone(pg)
+	byPid := make(map[int64]int, len(out))
+	for i, j := range out {
+		byPid[j.ID] = i
+	}
+	flood := m.FloodQueued
+	if flood <= 0 {
+		flood = 10
+	}
+	var own []health.JobSignal // running jobs without a backend among pg
+	for _, r := range prs {
+		typ := "product:" + r.kind
+		table := ""
+		if r.table != nil {
+			table = *r.table
+		}
+		switch r.state {
+		case "running":
+			if r.pid != nil {
+				if i, ok := byPid[int64(*r.pid)]; ok {
+					out[i].Type = typ
+					continue
+				}
+			}
+			j := health.JobSignal{ID: RunningJobID(r.id), Type: typ, Relation: table, Running: true,
+				Progress: min(max(r.progress, 0), 1), Priority: productPriority(r.priority)}
+			if r.waitType == "Lock" {
+				j.WaitingFor = "Lock:" + r.waitEvent
+				j.Running = false
+			}
+			own = append(own, j)
+		case "queued":
+			j := health.JobSignal{ID: aggregateID(r.kind, r.state), Type: typ, Relation: table,
+				Queued: int(r.n), Priority: productPriority(r.priority)}
+			if r.n >= int64(flood) {
+				j.WaitingFor = fmt.Sprintf("Queue: %d queued %s jobs", r.n, r.kind)
+			}
+			out = append(out, j)
+		case "paused":
+			out = append(out, health.JobSignal{ID: aggregateID(r.kind, r.state), Type: typ + " (paused)",
+				Relation: table, Priority: productPriority(r.priority)})
+		}
+	}
+	for i := range own {
+		if own[i].Running {
+			for _, j := range pg {
+				if j.Running && j.Relation != "" {
+					own[i].Relation = j.Relation
+					break
+				}
+			}
+		}
+	}
+	return append(out, own...), nil
 }
 
 // job classifies a backend; ok is false for sessions that are not

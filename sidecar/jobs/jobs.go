@@ -65,7 +65,15 @@ type Runner struct {
 	AfterStep func(ctx context.Context, job Job, step int)
 	// Logf, when set, receives one line per job event.
 	Logf func(format string, args ...any)
+
+	appName *string // the session's application_name before any job
 }
+
+// AppNamePrefix + the job id is the application_name of a runner's
+// session while it works on a job, so that the maintenance collector can
+// tell the runner's VACUUM or REINDEX from anyone else's (and count it
+// once). collect.JobAppNamePrefix must equal it.
+const AppNamePrefix = "ruvector job "
 
 // errStopped is returned by a step's checkpoint when the job is no longer
 // running for this owner.
@@ -88,8 +96,8 @@ WHERE j.job_id = (SELECT q.job_id FROM ruvector.maintenance_jobs q
                   WHERE q.state = 'queued' AND q.kind <> 'autovacuum'
                   ORDER BY q.priority DESC, q.job_id LIMIT 1 FOR UPDATE SKIP LOCKED)
 RETURNING j.job_id, j.collection_id, coalesce((SELECT c.name FROM ruvector.collections c WHERE c.collection_id = j.collection_id), ''),
-          j.kind, j.priority, j.progress, j.params`, r.Owner).
-		Scan(&j.ID, &j.CollectionID, &j.Collection, &j.Kind, &j.Priority, &j.Progress, &j.Params)
+          j.kind, j.priority, j.progress, j.params, set_config('application_name', $2 || j.job_id, false)`, r.Owner, AppNamePrefix).
+		Scan(&j.ID, &j.CollectionID, &j.Collection, &j.Kind, &j.Priority, &j.Progress, &j.Params, new(string))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return j, false, nil
 	}
@@ -142,10 +150,24 @@ func (r *Runner) Run(ctx context.Context) error {
 // error is about the runner's own database work (claim, checkpoints); a
 // job that fails is recorded as failed and is not an error here.
 func (r *Runner) RunOne(ctx context.Context) (Job, Outcome, error) {
+	if r.appName == nil {
+		var name string
+		if err := r.Conn.QueryRow(ctx, `SELECT current_setting('application_name')`).Scan(&name); err != nil {
+			return Job{}, None, fmt.Errorf("jobs: read application_name: %w", err)
+		}
+		r.appName = &name
+	}
 	j, ok, err := r.Claim(ctx)
 	if err != nil || !ok {
 		return j, None, err
 	}
+	defer func() {
+		// The session's own name back, so that pg_stat_activity does not
+		// show a finished job as the session's work.
+		if _, err := r.Conn.Exec(ctx, `SELECT set_config('application_name', $1, false)`, *r.appName); err != nil && ctx.Err() == nil {
+			r.logf("jobs: restore application_name after job %d: %v", j.ID, err)
+		}
+	}()
 	r.logf("jobs: job %d (%s, priority %d) claimed by %s at progress %.2f", j.ID, j.Kind, j.Priority, r.Owner, j.Progress)
 	err = r.run(ctx, j)
 	switch {
