@@ -315,7 +315,7 @@ func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, r
 		Sample: func(ctx context.Context) (float64, error) {
 			return e.sampler.Sample(ctx, tr.Collection, tr.CollectionID)
 		},
-		Recorder: rec, Started: started, Timeout: timeout,
+		Recorder: rec, OutcomeID: id, Started: started, Timeout: timeout,
 	}
 
 	res, execErr := e.execute(actx, s, rc, timeout, rec)

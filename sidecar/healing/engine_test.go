@@ -206,11 +206,11 @@ func TestEngineOnRealServer(t *testing.T) {
 		if out.Status != healing.StatusVerified || out.Strategy != "throttle_ingestion" || out.RolledBack {
 			t.Fatalf("outcome %+v", out)
 		}
-		if th := v.throttle(t, coll.Slot, shmproto.OpInsert); th.Pct != 50 || th.SetBy != shmproto.SetBySidecar {
-			t.Fatalf("insert throttle %+v, want 50 by the sidecar", th)
+		if th := v.throttle(t, coll.Slot, shmproto.OpInsert); th.Pct != 50 || th.SetBy != shmproto.SetBySidecar || th.OutcomeID != out.ID {
+			t.Fatalf("insert throttle %+v, want 50 by the sidecar for outcome %d", th, out.ID)
 		}
-		if th := v.throttle(t, coll.Slot, shmproto.OpBulkInsert); th.Pct != 60 {
-			t.Fatalf("bulk_insert throttle %+v, want 60", th)
+		if th := v.throttle(t, coll.Slot, shmproto.OpBulkInsert); th.Pct != 60 || th.OutcomeID != out.ID {
+			t.Fatalf("bulk_insert throttle %+v, want 60 for outcome %d", th, out.ID)
 		}
 		state, success, verified, rolledBack, sealed := v.row(ctx, t, out.ID)
 		if state != "done" || !success || verified == nil || !*verified || rolledBack || !sealed {
@@ -237,13 +237,15 @@ func TestEngineOnRealServer(t *testing.T) {
 	})
 
 	t.Run("throttle not improving is rolled back to the previous value", func(t *testing.T) {
-		if err := v.seg.SetSidecarThrottle(coll.Slot, shmproto.OpInsert, 20, time.Now()); err != nil {
+		// The previous sidecar value belongs to an earlier remediation
+		// (outcome 777): rollback gives it back its value and its id.
+		if err := v.seg.SetSidecarThrottleFor(coll.Slot, shmproto.OpInsert, 20, time.Now(), 777); err != nil {
 			t.Fatal(err)
 		}
 		s := &sampler{}
 		e := v.engine(ctx, t, s, throttle)
-		var during uint32
-		s.set(0.52, func() { during = v.throttle(t, coll.Slot, shmproto.OpInsert).Pct }) // +4%: not enough
+		var during shmproto.Throttle
+		s.set(0.52, func() { during = v.throttle(t, coll.Slot, shmproto.OpInsert) }) // +4%: not enough
 		out, err := e.Heal(ctx, memoryPressure("emb", embID, 0.5))
 		if err != nil {
 			t.Fatal(err)
@@ -251,13 +253,13 @@ func TestEngineOnRealServer(t *testing.T) {
 		if out.Status != healing.StatusUnverified || !out.RolledBack {
 			t.Fatalf("outcome %+v", out)
 		}
-		if during != 50 {
-			t.Fatalf("throttle during verification %d, want 50", during)
+		if during.Pct != 50 || during.OutcomeID != out.ID {
+			t.Fatalf("throttle during verification %+v, want 50 for outcome %d", during, out.ID)
 		}
-		if th := v.throttle(t, coll.Slot, shmproto.OpInsert); th.Pct != 20 || th.SetBy != shmproto.SetBySidecar {
-			t.Fatalf("insert throttle after rollback %+v, want the previous 20", th)
+		if th := v.throttle(t, coll.Slot, shmproto.OpInsert); th.Pct != 20 || th.SetBy != shmproto.SetBySidecar || th.OutcomeID != 777 {
+			t.Fatalf("insert throttle after rollback %+v, want the previous 20 of outcome 777", th)
 		}
-		if th := v.throttle(t, coll.Slot, shmproto.OpBulkInsert); th.Pct != 0 {
+		if th := v.throttle(t, coll.Slot, shmproto.OpBulkInsert); th.Pct != 0 || th.OutcomeID != 0 {
 			t.Fatalf("bulk_insert throttle after rollback %+v, want released", th)
 		}
 		_, _, verified, rolledBack, sealed := v.row(ctx, t, out.ID)

@@ -17,7 +17,7 @@ import (
 type Segment interface {
 	Find(name string, dbOID uint32) (shmproto.Collection, error)
 	ReadThrottle(i int, op shmproto.Op) (shmproto.Throttle, error)
-	SetSidecarThrottle(i int, op shmproto.Op, pct uint32, now time.Time) error
+	SetSidecarThrottleFor(i int, op shmproto.Op, pct uint32, now time.Time, outcomeID int64) error
 	ReadIntegrity(i int) (shmproto.Integrity, error)
 }
 
@@ -58,7 +58,9 @@ func findSlot(seg Segment, name string, id int64, dbOID uint32) (shmproto.Collec
 
 // ThrottleIngestion is the design's throttle_ingestion: insert throttle 50%
 // in stress, 90% in critical, bulk_insert 10 points more (capped at 100),
-// through the segment. It never overrides a manual throttle.
+// through the segment, naming the attempt's outcome id so that the write
+// gate's errors for refused writes point at it. It never overrides a manual
+// throttle.
 //
 // It also handles replication_lag (the design names no strategy for it):
 // ingestion is what produces the WAL a lagging replica has to replay, so
@@ -77,7 +79,10 @@ type throttleAction struct {
 	// PreviousBy is who set the previous value; only a sidecar value is
 	// restored, since a manual one is the watchdog's and the table's to keep.
 	PreviousBy string `json:"previous_by"`
-	NewPct     uint32 `json:"new_pct"`
+	// PreviousOutcome is the outcome that set a previous sidecar value,
+	// restored with it.
+	PreviousOutcome int64  `json:"previous_outcome_id,omitempty"`
+	NewPct          uint32 `json:"new_pct"`
 }
 
 func (ThrottleIngestion) Name() string { return "throttle_ingestion" }
@@ -128,10 +133,11 @@ func (t ThrottleIngestion) Execute(ctx context.Context, rc *strategy.Context) (s
 			return strategy.Result{ActionsTaken: done}, err
 		}
 		if err := rc.Record(throttleAction{CollectionID: rc.CollectionID, Op: shmproto.OpNames[tg.op],
-			PreviousPct: prev[i].Pct, PreviousBy: shmproto.SetByNames[prev[i].SetBy], NewPct: tg.pct}); err != nil {
+			PreviousPct: prev[i].Pct, PreviousBy: shmproto.SetByNames[prev[i].SetBy], PreviousOutcome: prev[i].OutcomeID,
+			NewPct: tg.pct}); err != nil {
 			return strategy.Result{ActionsTaken: done}, err
 		}
-		if err := t.Segment.SetSidecarThrottle(c.Slot, tg.op, tg.pct, time.Now()); err != nil {
+		if err := t.Segment.SetSidecarThrottleFor(c.Slot, tg.op, tg.pct, time.Now(), rc.OutcomeID); err != nil {
 			return strategy.Result{ActionsTaken: done}, fmt.Errorf("set %s throttle: %w", shmproto.OpNames[tg.op], err)
 		}
 		done++
@@ -163,11 +169,11 @@ func (t ThrottleIngestion) Rollback(ctx context.Context, rc *strategy.Context) e
 			errs = append(errs, fmt.Errorf("action %d: unknown op %q", i, a.Op))
 			continue
 		}
-		restore := uint32(0)
+		restore, outcome := uint32(0), int64(0)
 		if a.PreviousBy == shmproto.SetByNames[shmproto.SetBySidecar] {
-			restore = a.PreviousPct
+			restore, outcome = a.PreviousPct, a.PreviousOutcome
 		}
-		err := t.Segment.SetSidecarThrottle(c.Slot, op, restore, time.Now())
+		err := t.Segment.SetSidecarThrottleFor(c.Slot, op, restore, time.Now(), outcome)
 		if err != nil && !errors.Is(err, shmproto.ErrManualPinned) {
 			errs = append(errs, fmt.Errorf("restore %s throttle to %d%%: %w", a.Op, restore, err))
 		}

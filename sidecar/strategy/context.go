@@ -94,6 +94,10 @@ type Context struct {
 	Sample SampleFunc
 	// Recorder persists rollback records. Injected by the engine.
 	Recorder Recorder
+	// OutcomeID is the healing_outcomes row of this attempt (0 outside the
+	// engine, e.g. a dry run): strategies leave it where the system shows
+	// who acted (the write gate's errors, paused_by, routing outcome_id).
+	OutcomeID int64
 	// Started and Timeout bound the attempt; the engine also enforces the
 	// timeout through ctx, these let a strategy budget its steps.
 	Started time.Time

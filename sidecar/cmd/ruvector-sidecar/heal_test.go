@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
 	"github.com/ruvector/ruvector-healing/internal/sensortest"
@@ -81,6 +82,35 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 0, "max_atte
 	pgtest.WaitFor(t, 60*time.Second, "normal under a balanced load", func() (bool, error) { return state() == "normal", nil })
 
 	hot <- true
+	// While the throttle is in force, a write the gate refuses names the
+	// remediation's outcome id (detail) and how to ask why (hint).
+	probe := c.Connect(ctx, "postgres")
+	if _, err := probe.Exec(ctx, `SET ruvector.throttle_max_wait = 0`); err != nil {
+		t.Fatal(err)
+	}
+	var gateErr *pgconn.PgError
+	var throttling int64
+	pgtest.WaitFor(t, 90*time.Second, "a write refused by the remediation's throttle", func() (bool, error) {
+		if err := conn.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM ruvector.healing_outcomes
+			WHERE state = 'running' AND strategy_name = 'throttle_ingestion'`).Scan(&throttling); err != nil || throttling == 0 {
+			return false, err
+		}
+		for range 5 {
+			_, err := probe.Exec(ctx, "INSERT INTO emb (embedding, shard) SELECT '{1,2}', g % 8 FROM generate_series(1, 400) g")
+			if errors.As(err, &gateErr) && gateErr.Code == "53000" {
+				return true, nil
+			}
+			if err != nil {
+				return false, err
+			}
+		}
+		return false, nil
+	})
+	if !regexp.MustCompile(fmt.Sprintf(`remediation outcome %d\b`, throttling)).MatchString(gateErr.Detail) ||
+		!strings.Contains(gateErr.Hint, fmt.Sprintf("ruvector_healing_explain(%d)", throttling)) {
+		t.Fatalf("the gate's error does not name outcome %d: %s / %s / %s", throttling, gateErr.Message, gateErr.Detail, gateErr.Hint)
+	}
+	t.Logf("refused while outcome %d throttles: %s (%s)", throttling, gateErr.Detail, gateErr.Hint)
 	var id int64
 	pgtest.WaitFor(t, 90*time.Second, "a finished remediation of the hotspot", func() (bool, error) {
 		err := conn.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM ruvector.healing_outcomes
