@@ -22,7 +22,9 @@
  *
  * The counters are stale (ListsEpoch odd or 0) after a server start, for a
  * new slot, after TRUNCATE, partition ATTACH/DETACH or DROP of a partition
- * (rows come or go without row triggers), and after PREPARE TRANSACTION
+ * (rows come or go without row triggers), after a trigger of the table is
+ * dropped, enabled or disabled (the rebaseline refuses while the counting
+ * triggers are not ENABLE ALWAYS), and after PREPARE TRANSACTION
  * (the deltas of a prepared transaction cannot be applied by whoever runs
  * COMMIT PREPARED). The sidecar rebaselines when it finds them stale.
  *
@@ -554,7 +556,8 @@ ruvector_list_counts_read(PG_FUNCTION_ARGS)
 /*
  * Slots whose rows a utility statement adds or removes without row
  * triggers: TRUNCATE, ALTER TABLE ... ATTACH/DETACH PARTITION, DROP TABLE
- * of a partition. Looked up before the statement runs (a dropped table
+ * of a partition; and slots whose counting may stop: ALTER TABLE ...
+ * ENABLE/DISABLE TRIGGER, DROP TRIGGER. Looked up before the statement runs (a dropped table
  * cannot be looked up after); the caller marks them stale once it
  * succeeded. Returns how many it put in slots (at most max).
  */
@@ -577,8 +580,13 @@ ruv_lists_utility_slots(Node *parsetree, int *slots, int max)
 		{
 			AlterTableCmd *cmd = (AlterTableCmd *) lfirst(lc);
 
+			/* Any trigger switched on or off may be the counting one. */
 			if (cmd->subtype == AT_AttachPartition || cmd->subtype == AT_DetachPartition ||
-				cmd->subtype == AT_DetachPartitionFinalize)
+				cmd->subtype == AT_DetachPartitionFinalize ||
+				cmd->subtype == AT_EnableTrig || cmd->subtype == AT_EnableAlwaysTrig ||
+				cmd->subtype == AT_EnableReplicaTrig || cmd->subtype == AT_DisableTrig ||
+				cmd->subtype == AT_EnableTrigAll || cmd->subtype == AT_DisableTrigAll ||
+				cmd->subtype == AT_EnableTrigUser || cmd->subtype == AT_DisableTrigUser)
 			{
 				rvs = list_make1(as->relation);
 				break;
@@ -589,6 +597,18 @@ ruv_lists_utility_slots(Node *parsetree, int *slots, int max)
 	{
 		foreach(lc, ((DropStmt *) parsetree)->objects)
 			rvs = lappend(rvs, makeRangeVarFromNameList((List *) lfirst(lc)));
+	}
+	else if (IsA(parsetree, DropStmt) && ((DropStmt *) parsetree)->removeType == OBJECT_TRIGGER)
+	{
+		/* [schema.]table.trigger: the table is all but the last name. */
+		foreach(lc, ((DropStmt *) parsetree)->objects)
+		{
+			List	   *names = (List *) lfirst(lc);
+
+			if (list_length(names) >= 2)
+				rvs = lappend(rvs, makeRangeVarFromNameList(list_truncate(list_copy(names),
+																		  list_length(names) - 1)));
+		}
 	}
 	foreach(lc, rvs)
 	{

@@ -37,7 +37,8 @@ BEGIN
              UNION ALL SELECT -1, r.other),
     want AS (SELECT CASE WHEN l IS NULL THEN -2 WHEN l < 0 OR l >= 4096 THEN -1 ELSE l END AS l, sum(n) AS n
              FROM exact GROUP BY 1)
-    SELECT string_agg(format('%s=%s/%s', coalesce(k.l, e.l), coalesce(k.n, 0), coalesce(e.n, 0)), ' ')
+    SELECT string_agg(format('%s=%s/%s', coalesce(k.l, e.l), coalesce(k.n, 0), coalesce(e.n, 0)), ' '
+                      ORDER BY coalesce(k.l, e.l))
     INTO bad
     FROM kept k FULL JOIN want e ON k.l = e.l
     WHERE coalesce(k.n, 0) <> coalesce(e.n, 0);
@@ -178,11 +179,36 @@ SELECT lc_try($$SELECT ruvector._list_counts_rebaseline('lc')$$);
 SELECT count(*) AS lists FROM ruvector_list_sizes('lc');
 RESET ROLE;
 DROP ROLE lc_monitor;
-DROP TRIGGER ruvector_list_count_update ON lc;
-SELECT lc_try($$SELECT ruvector._list_counts_rebaseline('lc')$$);
+-- lc_check sees wrong counters (published by hand under the lock).
+BEGIN;
+LOCK TABLE lc IN SHARE ROW EXCLUSIVE MODE;
+SELECT ruvector._list_counts_publish(collection_id, 'lc'::regclass, '{0,NULL}', '{99,1}') AS epoch
+FROM ruvector.collections WHERE name = 'lc';
+COMMIT;
 SELECT lc_check();
--- Without the update trigger list changes go uncounted, and lc_check sees it.
-UPDATE lc SET ivf_list = 0 WHERE ivf_list = 2;
+SELECT ruvector._list_counts_rebaseline('lc') AS epoch;
+SELECT lc_check();
+
+-- Switching a trigger off or dropping one makes them stale, and the
+-- rebaseline refuses while the counting triggers are not ENABLE ALWAYS.
+ALTER TABLE lc DISABLE TRIGGER ruvector_list_count;
+SELECT lc_check();
+SELECT lc_try($$SELECT ruvector._list_counts_rebaseline('lc')$$);
+ALTER TABLE lc ENABLE ALWAYS TRIGGER ruvector_list_count;
+SELECT ruvector._list_counts_rebaseline('lc') AS epoch;
+SELECT lc_check();
+DROP TRIGGER ruvector_list_count_update ON lc;
+SELECT lc_check();
+SELECT lc_try($$SELECT ruvector._list_counts_rebaseline('lc')$$);
+DROP TRIGGER ruvector_list_count ON lc;
+SELECT ruvector._list_count_install('lc', collection_id) FROM ruvector.collections WHERE name = 'lc';
+SELECT ruvector._list_counts_rebaseline('lc') AS epoch;
+SELECT lc_check();
+
+-- Dropping a partition removes its rows without row triggers.
+DROP TABLE lc_p1;
+SELECT lc_check();
+SELECT ruvector._list_counts_rebaseline('lc') AS epoch;
 SELECT lc_check();
 
 SELECT ruvector_collection_drop('lc');
