@@ -223,13 +223,14 @@ ruvector_segment_status(PG_FUNCTION_ARGS)
 	appendStringInfo(&buf,
 					 "{\"layout_version\": %u, \"generation\": " UINT64_FORMAT
 					 ", \"system_identifier\": \"" UINT64_FORMAT "\", \"postmaster_pid\": %u"
-					 ", \"slots\": %u, \"slots_in_use\": %d, \"relations\": %u"
+					 ", \"slots\": %u, \"slots_in_use\": %d, \"relations\": %u, \"lists_per_slot\": %u"
 					 ", \"watchdog_pid\": %u, \"watchdog_heartbeat_age_ms\": %s"
 					 ", \"sidecar_pid\": %u, \"sidecar_heartbeat_age_ms\": %s"
 					 ", \"sidecar_timeout_ms\": %u, \"sidecar_alive\": %s"
 					 ", \"sidecar_outages\": " UINT64_FORMAT "}",
 					 ruv_hdr->version, ruv_hdr->generation, ruv_hdr->system_identifier,
 					 ruv_hdr->postmaster_pid, ruv_hdr->slot_count, used, ruv_hdr->relmap_count,
+					 ruv_hdr->lists_per_slot,
 					 pg_atomic_read_u32(&ruv_hdr->watchdog_pid),
 					 wd ? psprintf(INT64_FORMAT, (now - wd) / 1000) : "null",
 					 pg_atomic_read_u32(&ruv_hdr->sidecar_pid),

@@ -46,6 +46,7 @@ BEGIN
 END
 $$;
 
+SELECT (ruvector._segment_status()->>'lists_per_slot')::int AS lists_per_slot;
 SELECT ruvector_collection_create('lc', 2, 2, 3) > 0 AS created;
 SELECT tgrelid::regclass AS rel, tgname, tgenabled FROM pg_trigger
 WHERE tgname LIKE 'ruvector_list_count%' ORDER BY 1::text, 2;
