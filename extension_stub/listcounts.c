@@ -430,6 +430,17 @@ ruvector_list_counts_publish(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("list counts can only be rebaselined at READ COMMITTED"),
 				 errhint("The count must see every transaction that committed before the table lock; run it in its own READ COMMITTED transaction.")));
+	/*
+	 * The count sees this transaction's own writes, whose deltas are still
+	 * pending and would be applied again at commit (or, on abort, leave the
+	 * count with rows that never were).
+	 */
+	if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("list counts of collection %d cannot be rebaselined in a transaction that has written",
+						collection_id),
+				 errhint("Rebaseline in a transaction of its own, before any write.")));
 	rel = relation_open(relid, NoLock);
 	locked = CheckRelationLockedByMe(rel, ShareRowExclusiveLock, true);
 	if (!locked)
@@ -586,7 +597,8 @@ ruv_lists_utility_slots(Node *parsetree, int *slots, int max)
 				cmd->subtype == AT_EnableTrig || cmd->subtype == AT_EnableAlwaysTrig ||
 				cmd->subtype == AT_EnableReplicaTrig || cmd->subtype == AT_DisableTrig ||
 				cmd->subtype == AT_EnableTrigAll || cmd->subtype == AT_DisableTrigAll ||
-				cmd->subtype == AT_EnableTrigUser || cmd->subtype == AT_DisableTrigUser)
+				cmd->subtype == AT_EnableTrigUser || cmd->subtype == AT_DisableTrigUser ||
+				cmd->subtype == AT_AlterColumnType) /* USING may rewrite ivf_list */
 			{
 				rvs = list_make1(as->relation);
 				break;
