@@ -95,6 +95,9 @@ type Outcome struct {
 	InitialLambda float64       `json:"initial_lambda"`
 	FinalLambda   float64       `json:"final_lambda"`
 	Duration      time.Duration `json:"duration"`
+	// Signal is the problem's own measure before and after (nil for a
+	// problem class without one).
+	Signal *Signal `json:"signal,omitempty"`
 }
 
 // Sampler measures a collection's current λ for verification.
@@ -119,6 +122,11 @@ type Options struct {
 	Log zerolog.Logger
 	// Observer, if set, is told about every remediation (the metrics).
 	Observer Observer
+	// Current, if set, returns a collection's present state (the integrity
+	// loop's latest sample): after the stabilisation wait the engine
+	// measures the problem's own signal (load ratio, skew, lag, ...) from
+	// it, so the record shows the symptom before and after, not only λ.
+	Current func(collection string) (Trigger, bool)
 }
 
 // Observer is what the engine tells the metrics; it is called on the
@@ -262,7 +270,7 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	s := sel.Strategy
 	out.Strategy = s.Name()
 	decision, _ := json.Marshal(map[string]any{"classification": dec, "explanation": dec.Explain(),
-		"selection": sel, "selection_explanation": sel.Explain()})
+		"selection": sel, "selection_explanation": sel.Explain(), "limits": limitsDoc(cfg, weights)})
 
 	row := outcomeRow{collectionID: tr.CollectionID, tenant: tr.TenantID, problem: dec.Problem,
 		strategy: s.Name(), initial: tr.Lambda, witness: tr.Witness, metrics: tr.Metrics, decision: decision}
@@ -341,6 +349,16 @@ func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, r
 	if execErr == nil && !res.Success && !res.Noop {
 		execErr = errors.New("the strategy reported failure")
 	}
+	// The symptom itself, after the same wait as λ (before only when the
+	// strategy did nothing or failed before verification).
+	var after *classify.Metrics
+	var afterAt time.Time
+	if final != nil && e.opts.Current != nil {
+		if cur, ok := e.opts.Current(tr.Collection); ok {
+			after, afterAt = &cur.Metrics, time.Now()
+		}
+	}
+	out.Signal = measureSignal(row.problem, tr.Metrics, after, afterAt)
 
 	// Roll back whatever was done unless it verified. Failures included:
 	// a strategy that timed out or panicked may have acted half-way.
@@ -659,4 +677,17 @@ func (e *Engine) UpdateWeights(ctx context.Context, now time.Time) error {
 		return fmt.Errorf("healing: update weights: %w", err)
 	}
 	return nil
+}
+
+// limitsDoc is what selection was bound by, for the record: the
+// configuration's limits and the weights the candidates were ranked with.
+func limitsDoc(cfg healconfig.Config, weights map[string]float64) map[string]any {
+	return map[string]any{
+		"max_auto_heal_impact":        cfg.MaxAutoHealImpact,
+		"require_approval":            cfg.RequireApproval,
+		"require_approval_strategies": cfg.RequireApprovalStrategies,
+		"learning_enabled":            cfg.LearningEnabled,
+		"weights":                     weights,
+		"default_weight":              strategy.DefaultWeight,
+	}
 }

@@ -197,7 +197,10 @@ func TestEngineOnRealServer(t *testing.T) {
 
 	t.Run("throttle verified, recorded, weights learned", func(t *testing.T) {
 		s := &sampler{}
-		e := v.engine(ctx, t, s, throttle)
+		// The collection's state after the wait: memory usage down to 70%.
+		e := v.engineWith(ctx, t, healing.Options{Holder: t.Name(), Current: func(name string) (healing.Trigger, bool) {
+			return healing.Trigger{Collection: name, Metrics: classify.Metrics{MemoryUsagePct: 70}}, name == "emb"
+		}}, s, throttle)
 		s.set(0.7, nil) // from 0.5: +40%
 		out, err := e.Heal(ctx, memoryPressure("emb", embID, 0.5))
 		if err != nil {
@@ -220,6 +223,18 @@ func TestEngineOnRealServer(t *testing.T) {
 		if err := v.db.QueryRow(ctx, `SELECT metadata->'actions'->0->>'previous_by' FROM ruvector.healing_outcomes WHERE id = $1`,
 			out.ID).Scan(&prev); err != nil || prev != "none" {
 			t.Fatalf("recorded previous value: %q %v", prev, err)
+		}
+		// What explain needs beyond the decision: the symptom before and
+		// after, the verification bar, and the limits selection obeyed.
+		var signal, impact string
+		var target float64
+		if err := v.db.QueryRow(ctx, `SELECT metadata->'signal'->>'name' || ' ' || (metadata->'signal'->>'before') || ' ' || (metadata->'signal'->>'after'),
+				(metadata->'verification'->>'target_lambda')::float8, decision->'limits'->>'max_auto_heal_impact'
+			FROM ruvector.healing_outcomes WHERE id = $1`, out.ID).Scan(&signal, &target, &impact); err != nil {
+			t.Fatal(err)
+		}
+		if signal != "current_usage_pct 95 70" || math.Abs(target-0.55) > 1e-9 || impact != "0.5" {
+			t.Fatalf("recorded signal %q, target λ %v, max impact %q", signal, target, impact)
 		}
 		var w float32
 		if err := v.db.QueryRow(ctx, `SELECT weight FROM ruvector.healing_strategy_weights WHERE strategy_name = 'throttle_ingestion'`).Scan(&w); err != nil {

@@ -138,7 +138,13 @@ func (e *Engine) finish(ctx context.Context, id int64, out Outcome, verified *bo
 	if out.Error != "" {
 		errMsg = &out.Error
 	}
-	meta, _ := json.Marshal(map[string]any{"status": out.Status, "result": out.Result})
+	doc := map[string]any{"status": out.Status, "result": out.Result,
+		"verification": map[string]any{"target_lambda": finite(rc.TargetLambda), "improvement_factor": VerifyImprovement,
+			"sampled": final != nil}}
+	if out.Signal != nil {
+		doc["signal"] = out.Signal
+	}
+	meta, _ := json.Marshal(doc)
 	// The record must land even if the caller's context was cancelled
 	// mid-attempt: an abort is an outcome too.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -393,6 +394,52 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 0, "max_atte
 	if fmt.Sprint(verdicts) != fmt.Sprint(want) {
 		t.Fatalf("candidates %v\nwant %v", verdicts, want)
 	}
+	// Explainability: ruvector_healing_explain finds everything it looks
+	// for in what the engine recorded (nothing "not_recorded"): the witness
+	// edges, the rule that fired and its values, every candidate with its
+	// verdict and the limits, λ and the hotspot's load ratio before and
+	// after.
+	var raw []byte
+	if err := conn.QueryRow(ctx, `SELECT ruvector_healing_explain($1)::text`, id).Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	var ex struct {
+		NotRecorded []string `json:"not_recorded"`
+		Trigger     struct {
+			WitnessEdgeCount int `json:"witness_edge_count"`
+		} `json:"trigger"`
+		Classification struct {
+			Rule  string `json:"rule"`
+			Fired *struct {
+				Observed, Threshold float64
+			} `json:"fired"`
+		} `json:"classification"`
+		Selection struct {
+			Chosen     string           `json:"chosen"`
+			Limits     map[string]any   `json:"limits"`
+			Candidates []map[string]any `json:"candidates"`
+		} `json:"selection"`
+		Signal struct {
+			Name          string
+			Before, After *float64
+		} `json:"signal"`
+		Verification struct {
+			Passed *bool `json:"passed"`
+		} `json:"verification"`
+	}
+	if err := json.Unmarshal(raw, &ex); err != nil {
+		t.Fatal(err)
+	}
+	if len(ex.NotRecorded) != 0 || ex.Trigger.WitnessEdgeCount == 0 || ex.Classification.Rule != "hotspot_congestion" ||
+		ex.Classification.Fired == nil || ex.Classification.Fired.Observed <= ex.Classification.Fired.Threshold ||
+		ex.Selection.Chosen != "drain_hot_partition" || ex.Selection.Limits["max_auto_heal_impact"] != 0.5 ||
+		len(ex.Selection.Candidates) != len(want) || ex.Signal.Name != "load_ratio" ||
+		ex.Signal.Before == nil || ex.Signal.After == nil || *ex.Signal.Before < 1.5 || *ex.Signal.After >= *ex.Signal.Before ||
+		ex.Verification.Passed == nil || !*ex.Verification.Passed {
+		t.Fatalf("ruvector_healing_explain(%d):\n%s", id, raw)
+	}
+	t.Logf("explained: load ratio %.2f → %.2f", *ex.Signal.Before, *ex.Signal.After)
+
 	// The drain stays: shard 2 weight 0, set by the sidecar for this outcome,
 	// and routed rows avoid it.
 	var weight float32

@@ -131,7 +131,7 @@ func runHealingOnce(ctx context.Context, dial func(context.Context) (*pgx.Conn, 
 		return fmt.Errorf("engine connection: %w", err)
 	}
 	hlog := log.With().Str("loop", "healing").Logger()
-	eopts := healing.Options{Holder: opts.holder, Log: hlog, Stabilization: opts.stabilization}
+	eopts := healing.Options{Holder: opts.holder, Log: hlog, Stabilization: opts.stabilization, Current: hub.get}
 	if m != nil {
 		eopts.Observer = engineObserver{m}
 	}
