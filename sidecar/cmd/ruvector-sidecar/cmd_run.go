@@ -219,7 +219,7 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 	}
 	collectors := []collect.Collector{
 		collect.NewGateway(seg), collect.NewPartitions(), collect.NewReplicas(),
-		collect.NewMaintenance(), collect.NewIndexes(), collect.NewMemory(), collect.NewLists(),
+		collect.NewMaintenance(), collect.NewIndexes(), collect.NewMemory(), collect.NewListsFromSegment(seg),
 	}
 	runner := collect.NewRunner(collConn, targets, collectors, collect.RunnerOptions{
 		Redial: func(ctx context.Context) (collect.Querier, error) { return dial(ctx) },
