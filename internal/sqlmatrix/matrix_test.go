@@ -33,7 +33,7 @@ type fn struct {
 
 // Acting functions change state; ruvector_monitor must not be able to
 // call them successfully, and neither may a role with no ruvector grant.
-var acting = regexp.MustCompile(`_(set|clear|register|unregister|refresh|create|drop|adopt|configure|trigger|approve|abort|execute|rollback|override|enqueue|reset|activate|attach|detach|apply|install|request|init|publish|follow)$`)
+var acting = regexp.MustCompile(`_(set|clear|register|unregister|refresh|create|drop|adopt|configure|trigger|approve|abort|execute|rollback|override|enqueue|reset|activate|attach|detach|apply|install|request|init|publish|follow|rebaseline)$`)
 
 // Functions every role may execute, with why.
 var public = map[string]string{
@@ -132,6 +132,10 @@ func plausible(typ, name string) string {
 		return "'emb'::regclass::oid"
 	case "oid[]":
 		return "ARRAY['emb'::regclass::oid]"
+	case "integer[]":
+		return "ARRAY[0]"
+	case "bigint[]":
+		return "ARRAY[0]::bigint[]"
 	case "bytea":
 		return "'\\x00'::bytea"
 	}
