@@ -26,6 +26,11 @@ type Config struct {
 	K          int
 	Probes     []int
 	Seed       uint64
+	// Rounds > 1 switches back to the skewed version (ivf.RollbackTo: the
+	// same assignment as before) and forward again, measuring each time:
+	// before, after, before, after... so that a change in the machine's
+	// load between the two phases shows as a difference between rounds.
+	Rounds int
 }
 
 // Phase is the collection measured at one moment.
@@ -37,20 +42,28 @@ type Phase struct {
 	ByProbes []ivf.RecallReport `json:"by_probes"`
 }
 
+// Round is one before/after pair.
+type Round struct {
+	Before Phase `json:"before"`
+	After  Phase `json:"after"`
+}
+
 // Result is the whole run.
 type Result struct {
 	Config  Config        `json:"config"`
 	Total   int64         `json:"rows"`
-	Before  Phase         `json:"before"`
-	After   Phase         `json:"after"`
+	Rounds  []Round       `json:"rounds"`
 	Rebuild time.Duration `json:"rebuild_ns"`
+	// Switch is how long each later switch of version took (activate +
+	// reassign every row).
+	Switch []time.Duration `json:"switch_ns,omitempty"`
 }
 
 // run builds the skewed collection (train on the clustered rows, then
 // drift: the new rows all land in the lists nearest the blob), measures,
 // rebuilds (train + reassign), measures again. Both measurements use the
-// same query seed, so the query vectors are drawn the same way from the
-// same rows (the rebuild changes lists, not rows).
+// same query seed, so they search for the same vectors (ivf.Recall picks
+// rows by a hash of their ids; the rebuild changes lists, not rows).
 func run(ctx context.Context, pool *pgxpool.Pool, conn *pgx.Conn, cfg Config, log io.Writer) (Result, error) {
 	res := Result{Config: cfg}
 	step := func(format string, a ...any) {
@@ -82,17 +95,39 @@ func run(ctx context.Context, pool *pgxpool.Pool, conn *pgx.Conn, cfg Config, lo
 	if err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s`, w.Table)).Scan(&res.Total); err != nil {
 		return res, fmt.Errorf("count rows: %w", err)
 	}
-	if res.Before, err = measure(ctx, conn, cfg, w.Table, step); err != nil {
-		return res, err
-	}
-	step("rebuild (train + reassign)")
-	t0 := time.Now()
-	if _, err := ivf.Rebuild(ctx, conn, cfg.Collection, ivf.TrainOptions{Seed: cfg.Seed + 1}, 5000, nil); err != nil {
-		return res, err
-	}
-	res.Rebuild = time.Since(t0)
-	if res.After, err = measure(ctx, conn, cfg, w.Table, step); err != nil {
-		return res, err
+	var skewed, rebuilt int
+	for round := 0; round < max(cfg.Rounds, 1); round++ {
+		var rd Round
+		if round > 0 {
+			step("round %d: back to the skewed version %d", round+1, skewed)
+			t0 := time.Now()
+			if err := ivf.RollbackTo(ctx, conn, cfg.Collection, skewed, 5000, nil); err != nil {
+				return res, err
+			}
+			res.Switch = append(res.Switch, time.Since(t0))
+		}
+		if rd.Before, err = measure(ctx, conn, cfg, w.Table, step); err != nil {
+			return res, err
+		}
+		t0 := time.Now()
+		if round == 0 {
+			skewed = rd.Before.Version
+			step("rebuild (train + reassign)")
+			if rebuilt, err = ivf.Rebuild(ctx, conn, cfg.Collection, ivf.TrainOptions{Seed: cfg.Seed + 1}, 5000, nil); err != nil {
+				return res, err
+			}
+			res.Rebuild = time.Since(t0)
+		} else {
+			step("round %d: forward to the rebuilt version %d", round+1, rebuilt)
+			if err := ivf.RollbackTo(ctx, conn, cfg.Collection, rebuilt, 5000, nil); err != nil {
+				return res, err
+			}
+			res.Switch = append(res.Switch, time.Since(t0))
+		}
+		if rd.After, err = measure(ctx, conn, cfg, w.Table, step); err != nil {
+			return res, err
+		}
+		res.Rounds = append(res.Rounds, rd)
 	}
 	return res, nil
 }
@@ -139,26 +174,34 @@ func measure(ctx context.Context, conn *pgx.Conn, cfg Config, table string, step
 // markdown prints the result as the table bench/RESULTS.md takes.
 func markdown(w io.Writer, r Result) {
 	c := r.Config
-	fmt.Fprintf(w, "Collection: %d rows (%d clustered, then %d drifted into one blob), dim %d, %d partitions, %d lists; %d queries (own rows + 1%% noise), k = %d; rebuild (train + reassign) took %v.\n\n",
-		r.Total, c.Rows, c.Drift, c.Dim, c.Partitions, c.Lists, c.Queries, c.K, r.Rebuild.Round(time.Millisecond))
-	fmt.Fprintf(w, "| | version | skew factor | largest list |\n|---|---|---|---|\n")
-	fmt.Fprintf(w, "| before (skewed) | %d | %.1f | %.1f%% |\n", r.Before.Version, r.Before.SkewFactor, r.Before.LargestPct)
-	fmt.Fprintf(w, "| after rebuild | %d | %.1f | %.1f%% |\n\n", r.After.Version, r.After.SkewFactor, r.After.LargestPct)
-	fmt.Fprintf(w, "| probes | phase | recall@%d | worst query | search p50 | search p99 | rows scanned / search | exact scan p50 |\n|---|---|---|---|---|---|---|---|\n", c.K)
+	fmt.Fprintf(w, "Collection: %d rows (%d clustered, then %d drifted into one blob of spread %g), dim %d, %d partitions, %d lists; %d queries (own rows + 1%% noise), k = %d; %d round(s); rebuild (train + reassign) took %v",
+		r.Total, c.Rows, c.Drift, c.Spread, c.Dim, c.Partitions, c.Lists, c.Queries, c.K, len(r.Rounds), r.Rebuild.Round(time.Millisecond))
+	for _, d := range r.Switch {
+		fmt.Fprintf(w, ", a switch of version %v", d.Round(time.Millisecond))
+	}
+	fmt.Fprintf(w, ".\n\n")
+	b0, a0 := r.Rounds[0].Before, r.Rounds[0].After
+	fmt.Fprintf(w, "| | version | skew factor (max/median) | largest list |\n|---|---|---|---|\n")
+	fmt.Fprintf(w, "| before (skewed) | %d | %.1f | %.1f%% |\n", b0.Version, b0.SkewFactor, b0.LargestPct)
+	fmt.Fprintf(w, "| after rebuild | %d | %.1f | %.1f%% |\n\n", a0.Version, a0.SkewFactor, a0.LargestPct)
+	fmt.Fprintf(w, "Search p50/p99 is ruvector_ivf_search's round trip; \"/ exact\" divides its p50 by the p50 of the exact scan measured on the same queries in the same transactions (a gauge of the machine's load at that moment).\n\n")
+	fmt.Fprintf(w, "| probes | round | phase | recall@%d | worst query | search p50 | search p99 | rows scanned / search | exact scan p50 | p50 / exact |\n|---|---|---|---|---|---|---|---|---|---|\n", c.K)
 	for i, probes := range c.Probes {
-		for _, ph := range []struct {
-			name string
-			p    Phase
-		}{{"before", r.Before}, {"after", r.After}} {
-			m := ph.p.ByProbes[i]
-			fmt.Fprintf(w, "| %d | %s | %.3f | %.1f | %s | %s | %.0f | %s |\n", probes, ph.name, m.RecallAtK, m.MinRecall,
-				ms(m.P50), ms(m.P99), m.Scanned, ms(m.ExactP50))
+		for k, rd := range r.Rounds {
+			for _, ph := range []struct {
+				name string
+				p    Phase
+			}{{"before", rd.Before}, {"after", rd.After}} {
+				m := ph.p.ByProbes[i]
+				fmt.Fprintf(w, "| %d | %d | %s | %.3f | %.1f | %s | %s | %.0f | %s | %.2f |\n", probes, k+1, ph.name, m.RecallAtK, m.MinRecall,
+					ms(m.P50), ms(m.P99), m.Scanned, ms(m.ExactP50), float64(m.P50)/float64(max(m.ExactP50, 1)))
+			}
 		}
 	}
 	fmt.Fprintf(w, "\nAt equal cost (ivf.MatchedCost: the rebuilt version at the fewest probes that scan at least as many rows as the skewed one):\n\n")
 	fmt.Fprintf(w, "| skewed: probes, rows scanned, recall@%d | rebuilt: probes, rows scanned, recall@%d |\n|---|---|\n", c.K, c.K)
-	for _, b := range r.Before.ByProbes {
-		m, ok := ivf.MatchedCost(r.After.ByProbes, b.Scanned)
+	for _, b := range b0.ByProbes {
+		m, ok := ivf.MatchedCost(a0.ByProbes, b.Scanned)
 		note := ""
 		if !ok {
 			note = " (curve ends below that cost)"

@@ -72,8 +72,9 @@ type RecallReport struct {
 
 // Recall measures recall@k of ruvector_ivf_search(collection, q, k,
 // probes) against an exact scan (ORDER BY ruvector._l2(embedding, q), id)
-// on opts.Queries query vectors drawn from the collection's own rows plus
-// small noise. Each query's searches run in one REPEATABLE READ READ ONLY
+// on opts.Queries query vectors drawn from the collection's own rows (by a
+// seeded hash of their ids: the same rows before and after a
+// reassignment) plus small noise. Each query's searches run in one REPEATABLE READ READ ONLY
 // transaction, so concurrent writes cannot make them disagree, and no
 // snapshot is held across queries (vacuum is not held back for the whole
 // measurement). The exact scans read every row: on a large collection this
@@ -123,9 +124,7 @@ func RecallCurve(ctx context.Context, conn *pgx.Conn, collection string, opts Re
 	if err != nil {
 		return nil, err
 	}
-	// A seed distinct from a training run's with the same Seed, so the
-	// queries are not the very rows the centroids were fitted on.
-	queries, err := ReadSample(ctx, conn, c, o.Queries, o.Seed^0x9e3779b97f4a7c15)
+	queries, err := queryRows(ctx, conn, c, o.Queries, o.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -216,6 +215,29 @@ func MatchedCost(curve []RecallReport, scanned float64) (RecallReport, bool) {
 		}
 	}
 	return curve[len(curve)-1], false
+}
+
+// queryRows picks n rows by a seeded hash of their id, not by their
+// physical position (as TABLESAMPLE and ReadSample's reservoir do): a
+// reassignment rewrites every row, and the measurement before it and the
+// one after must search for the same vectors. One scan of the table with
+// a top-n sort.
+func queryRows(ctx context.Context, conn *pgx.Conn, c Collection, n int, seed uint64) ([][]float32, error) {
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT embedding FROM %s ORDER BY hashint8extended(id, $1), id LIMIT $2`, c.Table),
+		int64(seed), n)
+	if err != nil {
+		return nil, fmt.Errorf("ivf: recall queries of %s: %w", c.Table, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[[]float32])
+	if err != nil {
+		return nil, fmt.Errorf("ivf: recall queries of %s: %w", c.Table, err)
+	}
+	for _, v := range out {
+		if len(v) != c.Dim {
+			return nil, fmt.Errorf("ivf: %s holds a vector of dimension %d, want %d", c.Table, len(v), c.Dim)
+		}
+	}
+	return out, nil
 }
 
 func ids(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]int64, error) {
