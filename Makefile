@@ -143,6 +143,13 @@ bench-mincut:
 bench-monitor: build install-ext
 	bash bench/monitor/run.sh
 
+# Search latency p50/p99 and recall@10 on a drift-skewed collection before
+# and after a centroid rebuild (bench/search); SEARCH_ARGS takes its flags.
+SEARCH_ARGS ?=
+.PHONY: bench-search
+bench-search: install-ext
+	bash bench/search/run.sh "" $(SEARCH_ARGS)
+
 # The healer's scorecard (bench/scorecard): a seeded fault campaign of every
 # problem class under a steady workload with the real sidecar; SCORECARD_ARGS
 # takes e.g. -scorecard.quick. bench-recovery is the same campaign;
