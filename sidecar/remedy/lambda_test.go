@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -143,7 +144,10 @@ func TestRebalanceVerifiedByMonitorLambda(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := strategy.NewRegistry(&RebalancePartitions{Dial: vecDialer(env), BatchSize: 1000})
+	// The settle wait by the daemon's rule (DefaultRebalanceSettle) at this
+	// test's cadences: two partitions-collector periods and one sample.
+	settle := 2*parts.Interval + 250*time.Millisecond
+	reg, err := strategy.NewRegistry(&RebalancePartitions{Dial: vecDialer(env), BatchSize: 1000, Settle: settle})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,6 +178,14 @@ func TestRebalanceVerifiedByMonitorLambda(t *testing.T) {
 		out.Result.Metadata, counts, loads(sig))
 	if out.Status != healing.StatusVerified || out.FinalLambda < 1.1*out.InitialLambda || out.RolledBack {
 		t.Fatalf("want verified with λ up ≥ 10%%: %s, λ %.3f → %.3f, error %q", out.Status, out.InitialLambda, out.FinalLambda, out.Error)
+	}
+	// Judged on λ that saw each batch, the move stops once λ is 10% better
+	// instead of moving every planned row on λ that predates the batches.
+	m := out.Result.Metadata
+	if stopped := fmt.Sprint(m["stopped"]); !strings.Contains(stopped, "λ improved by 10%") ||
+		m["moved"].(int) >= m["planned_rows"].(int) || m["settle_ms"] != settle.Milliseconds() {
+		t.Fatalf("want an early stop at +10%% after %v of settling: stopped %q, moved %v of %v planned, λ after each batch %v",
+			settle, stopped, m["moved"], m["planned_rows"], m["lambda_after_batches"])
 	}
 	var sealed, verified bool
 	if err := env.Conn.QueryRow(ctx, `SELECT signature IS NOT NULL, coalesce(verified, false) FROM ruvector.healing_outcomes WHERE id = $1`,

@@ -22,6 +22,19 @@ import (
 // 10% over the initial λ (or reached the target). Without a sampler it
 // moves the planned rows.
 //
+// λ is judged after the batch has had time to show in it. The monitor
+// republishes λ every sample (1 s in the daemon), but the partition read
+// and write rates a hotspot's λ is made of are refreshed once per
+// partitions-collector period (5 s in the daemon), each rate a difference
+// over the last period: the first collection after a batch's commit still
+// mixes in the time before it (and the batch's own moves as writes), the
+// second is all after it. So before each decision the strategy waits
+// Settle (default DefaultRebalanceSettle = 2 × 5 s + 1 s; parameter
+// settle_ms in a manual execution). The sampler cannot say when its λ was
+// computed, so this is a wait, not a freshness check. To keep a move
+// within its estimated duration at that pace, batches are made large
+// enough that the planned rows take at most MaxBatches of them.
+//
 // How many rows: enough to bring the hot shard down to the mean row count
 // of the shards, at most MaxMoves (or {"max_moves": n} in a manual
 // execution's parameters).
@@ -34,16 +47,32 @@ type RebalancePartitions struct {
 	Dial Dialer
 	// MaxMoves caps the rows moved in one execution (default 20000).
 	MaxMoves int
-	// BatchSize is rows per journaled batch (default 500).
+	// BatchSize is the smallest batch (default 500); batches grow so the
+	// planned rows fit in MaxBatches of them.
 	BatchSize int
+	// MaxBatches caps the batches, each followed by a settle wait, of one
+	// execution (default 8).
+	MaxBatches int
+	// Settle is the wait after each batch before λ is sampled (0:
+	// DefaultRebalanceSettle; negative: none).
+	Settle time.Duration
 }
+
+// DefaultRebalanceSettle is two periods of the daemon's partitions
+// collector (collect.Partitions, 5 s) plus one integrity sample (1 s): the
+// time until λ is computed from partition rates measured entirely after a
+// batch committed.
+const DefaultRebalanceSettle = 2*5*time.Second + time.Second
 
 func (*RebalancePartitions) Name() string { return "rebalance_partitions" }
 func (*RebalancePartitions) Handles() []classify.Class {
 	return []classify.Class{classify.ClassHotspotCongestion}
 }
-func (*RebalancePartitions) Impact() float64                  { return 0.3 }
-func (*RebalancePartitions) EstimatedDuration() time.Duration { return time.Minute }
+func (*RebalancePartitions) Impact() float64 { return 0.3 }
+
+// EstimatedDuration: MaxBatches (8) batches, each judged after the
+// default settle wait of 11 s, and the moves themselves.
+func (*RebalancePartitions) EstimatedDuration() time.Duration { return 2 * time.Minute }
 func (*RebalancePartitions) Reversible() bool                 { return true }
 
 type rebalanceAction struct {
@@ -59,6 +88,7 @@ type rebalancePlan struct {
 	plan   rebalance.Plan
 	counts map[int]int64
 	noop   string
+	settle time.Duration
 }
 
 func shardCounts(ctx context.Context, conn *pgx.Conn, collectionID int64) (map[int]int64, error) {
@@ -101,9 +131,14 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 	if maxMoves <= 0 {
 		maxMoves = 20000
 	}
+	settle := r.Settle
+	if settle == 0 {
+		settle = DefaultRebalanceSettle
+	}
 	if len(rc.Params) > 0 {
 		var p struct {
 			MaxMoves *int `json:"max_moves"`
+			SettleMS *int `json:"settle_ms"`
 		}
 		if err := json.Unmarshal(rc.Params, &p); err != nil {
 			return rebalancePlan{}, fmt.Errorf("rebalance_partitions: parameters: %w", err)
@@ -114,7 +149,14 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 			}
 			maxMoves = *p.MaxMoves
 		}
+		if p.SettleMS != nil {
+			if *p.SettleMS < 0 || *p.SettleMS > 60_000 {
+				return rebalancePlan{}, fmt.Errorf("rebalance_partitions: parameter settle_ms %d is out of range 0..60000", *p.SettleMS)
+			}
+			settle = time.Duration(*p.SettleMS) * time.Millisecond
+		}
 	}
+	settle = max(settle, 0)
 	var meanLoad, total float64
 	for _, s := range shards {
 		meanLoad += s.Load
@@ -128,7 +170,7 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 			to = append(to, s.Shard)
 		}
 	}
-	p := rebalancePlan{counts: counts}
+	p := rebalancePlan{counts: counts, settle: settle}
 	if len(to) == 0 {
 		p.noop = fmt.Sprintf("no shard of %q is below the mean load to take rows", rc.Collection)
 		return p, nil
@@ -142,7 +184,16 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 	if err := conn.QueryRow(ctx, `SELECT name FROM ruvector.collections WHERE collection_id = $1`, rc.CollectionID).Scan(&name); err != nil {
 		return p, fmt.Errorf("rebalance_partitions: collection %d: %w", rc.CollectionID, err)
 	}
-	p.plan = rebalance.Plan{Collection: name, From: hot.Shard, To: to, Rows: rows, BatchSize: r.BatchSize}
+	batch := r.BatchSize
+	if batch <= 0 {
+		batch = 500
+	}
+	maxBatches := r.MaxBatches
+	if maxBatches <= 0 {
+		maxBatches = 8
+	}
+	batch = max(batch, (rows+maxBatches-1)/maxBatches)
+	p.plan = rebalance.Plan{Collection: name, From: hot.Shard, To: to, Rows: rows, BatchSize: batch}
 	return p, nil
 }
 
@@ -162,7 +213,8 @@ func (r *RebalancePartitions) Plan(ctx context.Context, rc *strategy.Context) (P
 	}
 	return Plan{Strategy: r.Name(), Steps: []Step{{Action: "move_rows", Target: fmt.Sprintf("%s shard %d", rc.Collection, p.plan.From),
 		Detail: map[string]any{"to_shards": p.plan.To, "rows": p.plan.Rows, "rows_per_shard": p.counts,
-			"stops": "λ worse by 10% (batch undone) or λ 10% better"}}}}, nil
+			"batch_size": p.plan.BatchSize, "settle_ms": p.settle.Milliseconds(),
+			"stops": "λ worse by 10% (batch undone) or λ 10% better, judged settle_ms after each batch"}}}}, nil
 }
 
 // Execute moves rows in batches, judging each by λ.
@@ -196,9 +248,19 @@ func (r *RebalancePartitions) Execute(ctx context.Context, rc *strategy.Context)
 	}
 	prev, last := initial, initial
 	stopped := "planned rows moved"
+	var lambdas []float64
 	var after rebalance.AfterBatch
 	if rc.Sample != nil {
 		after = func(ctx context.Context, b rebalance.Batch) (rebalance.Decision, error) {
+			if p.settle > 0 {
+				t := time.NewTimer(p.settle)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return rebalance.Decision{}, fmt.Errorf("settling after batch %d: %w", b.Number, ctx.Err())
+				}
+			}
 			l, err := rc.SampleIntegrity(ctx)
 			if err != nil {
 				return rebalance.Decision{}, err
@@ -219,13 +281,14 @@ func (r *RebalancePartitions) Execute(ctx context.Context, rc *strategy.Context)
 				prev = l
 			}
 			last = l
+			lambdas = append(lambdas, l)
 			return d, nil
 		}
 	}
 	mv, err := rebalance.Move(ctx, conn, p.plan, after)
 	meta := map[string]any{"from_shard": p.plan.From, "to_shards": p.plan.To, "planned_rows": p.plan.Rows,
 		"moved": mv.Moved, "undone": mv.Undone, "batches": len(mv.Batches), "rows_per_shard_before": p.counts,
-		"stopped": stopped}
+		"stopped": stopped, "batch_size": p.plan.BatchSize, "settle_ms": p.settle.Milliseconds(), "lambda_after_batches": lambdas}
 	if err != nil {
 		return strategy.Result{ActionsTaken: len(mv.Batches), Metadata: meta}, fmt.Errorf("rebalance_partitions: %w", err)
 	}

@@ -2,8 +2,10 @@ package remedy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,7 +54,9 @@ func TestRebalancePartitions(t *testing.T) {
 	if before[1] < 3*before[0] {
 		t.Fatalf("setup: shard 1 is not hot: %v", before)
 	}
-	s := &RebalancePartitions{Dial: vecDialer(env), BatchSize: 200}
+	// The stand-in λ (row balance) is computed at once from the rows, so
+	// there is nothing to settle; batches of exactly 200.
+	s := &RebalancePartitions{Dial: vecDialer(env), BatchSize: 200, MaxBatches: 1000, Settle: -1}
 	newRC := func(id int64) *strategy.Context {
 		l0, _ := balance(ctx)
 		return &strategy.Context{Collection: "vec", CollectionID: int64(env.W.ID), InitialLambda: l0,
@@ -95,6 +99,38 @@ func TestRebalancePartitions(t *testing.T) {
 		}
 		if fmt.Sprint(counts()) != fmt.Sprint(before) {
 			t.Fatalf("rows per shard %v, want %v", counts(), before)
+		}
+	})
+
+	t.Run("settle_ms waits before each judgement", func(t *testing.T) {
+		rc := newRC(103)
+		rc.Params = json.RawMessage(`{"settle_ms": 300, "max_moves": 400}`)
+		var at []time.Time
+		rc.InitialLambda = 0.5
+		rc.Sample = func(context.Context) (float64, error) { at = append(at, time.Now()); return 0.5, nil }
+		start := time.Now()
+		res, err := s.Execute(ctx, rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("result %v", res.Metadata)
+		if len(at) != 2 || at[0].Sub(start) < 300*time.Millisecond || at[1].Sub(at[0]) < 300*time.Millisecond ||
+			res.Metadata["settle_ms"] != int64(300) || res.Metadata["moved"] != 400 {
+			t.Fatalf("samples at %v after a start at %v: want 2, each ≥ 300 ms after the previous step; %v", at, start, res.Metadata)
+		}
+		if err := s.Rollback(ctx, rc); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(counts()) != fmt.Sprint(before) {
+			t.Fatalf("after rollback %v, want %v", counts(), before)
+		}
+		rc = newRC(104)
+		rc.Params = json.RawMessage(`{"settle_ms": -5}`)
+		if _, err := s.Execute(ctx, rc); err == nil || !strings.Contains(err.Error(), "settle_ms -5 is out of range") {
+			t.Fatalf("settle_ms -5: %v", err)
+		}
+		if fmt.Sprint(counts()) != fmt.Sprint(before) {
+			t.Fatalf("a refused execution moved rows: %v, want %v", counts(), before)
 		}
 	})
 
