@@ -988,7 +988,8 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 10, "stabili
 			}
 		}
 		violations = append(violations, ledgerBad...)
-		sec := resultsSection(b.String(), md.String(), violations, len(order), time.Since(began))
+		rev, _ := exec.Command("git", "-C", pgtest.RepoRoot(t), "describe", "--always", "--dirty").Output()
+		sec := resultsSection(b.String(), md.String(), violations, len(order), time.Since(began), strings.TrimSpace(string(rev)))
 		if err := replaceSection(*resultsFile, sec); err != nil {
 			t.Errorf("write %s: %v", *resultsFile, err)
 		} else {
@@ -1043,11 +1044,11 @@ func pickFaults(list string) ([]fault, error) {
 }
 
 // resultsSection is the campaign's section of bench/RESULTS.md.
-func resultsSection(text, table string, violations []string, n int, took time.Duration) string {
+func resultsSection(text, table string, violations []string, n int, took time.Duration, rev string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Chaos campaign: recovery time per fault class\n\n")
-	fmt.Fprintf(&b, "**Command:** `make chaos CHAOS_FAULTS=%d CHAOS_SEED=%d` (%s, %s UTC, %v). ", n, *seed,
-		"internal/chaos, TestChaosCampaign", time.Now().UTC().Format("2006-01-02 15:04"), took.Round(time.Second))
+	fmt.Fprintf(&b, "**Command:** `make chaos CHAOS_FAULTS=%d CHAOS_SEED=%d` (%s, tree %s, %s UTC, %v). ", n, *seed,
+		"internal/chaos, TestChaosCampaign", orUnknown(rev), time.Now().UTC().Format("2006-01-02 15:04"), took.Round(time.Second))
 	b.WriteString("A real PostgreSQL 15 server under a steady ledgered insert workload, the real sidecar binary under a " +
 		"supervisor that restarts it 3.5 s after it exits, and a streaming standby made with pg_basebackup on the first " +
 		"pause_replica fault. Recovery is the time from the fault's start until the running sidecar heartbeats into the " +
@@ -1096,4 +1097,11 @@ func replaceSection(path, body string) error {
 		s = s[:i+len(begin)] + "\n" + strings.TrimSpace(body) + "\n" + s[j:]
 	}
 	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
