@@ -98,6 +98,11 @@ type Outcome struct {
 	// Signal is the problem's own measure before and after (nil for a
 	// problem class without one).
 	Signal *Signal `json:"signal,omitempty"`
+	// Stabilization is the wait before verification; SignalRefresh the
+	// time the problem's measurements needed to reflect the change (0:
+	// unknown).
+	Stabilization time.Duration `json:"stabilization"`
+	SignalRefresh time.Duration `json:"signal_refresh"`
 }
 
 // Sampler measures a collection's current λ for verification.
@@ -127,6 +132,15 @@ type Options struct {
 	// measures the problem's own signal (load ratio, skew, lag, ...) from
 	// it, so the record shows the symptom before and after, not only λ.
 	Current func(collection string) (Trigger, bool)
+	// SignalRefresh, if set, is how long after a change the measurements
+	// behind a problem class reflect only the new state (a collector's
+	// rates cover its whole period, so: the first full period after the
+	// action, plus its publication). A configured stabilization_seconds
+	// shorter than that is raised to it, because λ sampled earlier still
+	// measures the system before the remediation. An explicit
+	// Options.Stabilization is taken as given (and the record says whether
+	// it covered the refresh).
+	SignalRefresh func(classify.Class) time.Duration
 }
 
 // Observer is what the engine tells the metrics; it is called on the
@@ -234,10 +248,7 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	if dec.Problem.Class == classify.ClassUnknown {
 		return deferred(out, "unknown problem: it needs human investigation"), nil
 	}
-	stab := cfg.Stabilization
-	if e.opts.Stabilization > 0 {
-		stab = e.opts.Stabilization
-	}
+	stab := e.stabilization(cfg, dec.Problem.Class)
 
 	l, holder, err := e.acquire(ctx, tr.CollectionID, e.leaseTTL(stab))
 	if err != nil {
@@ -292,6 +303,10 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, row outcomeRow, l *lease,
 	cfg healconfig.Config, stab time.Duration, out Outcome) (Outcome, error) {
 	out.Strategy = s.Name()
+	out.Stabilization = stab
+	if e.opts.SignalRefresh != nil {
+		out.SignalRefresh = e.opts.SignalRefresh(row.problem.Class)
+	}
 	id, started, err := e.insertRunning(ctx, row, l)
 	if err != nil {
 		return Outcome{}, err

@@ -548,6 +548,61 @@ func TestEngineOnRealServer(t *testing.T) {
 		}
 	})
 
+	t.Run("verification waits until the class's measurements show the change", func(t *testing.T) {
+		// stabilization_seconds is 0 here; the memory signal needs 1.5 s
+		// to reflect a change, so λ is sampled no earlier. (Execute: the
+		// automatic gate has stopped after the unverified attempts above.)
+		refresh := func(c classify.Class) time.Duration {
+			if c == classify.ClassMemoryPressure {
+				return 1500 * time.Millisecond
+			}
+			return 0
+		}
+		s := &sampler{}
+		var sampledAfter time.Duration
+		var start time.Time
+		s.set(0.9, func() { sampledAfter = time.Since(start) })
+		e := v.engineWith(ctx, t, healing.Options{Holder: t.Name(), SignalRefresh: refresh}, s, throttle)
+		start = time.Now()
+		out, err := e.Execute(ctx, memoryPressure("emb", embID, 0.5), "throttle_ingestion", nil)
+		if err != nil || out.Status != healing.StatusVerified {
+			t.Fatalf("outcome %+v %v", out, err)
+		}
+		if sampledAfter < 1500*time.Millisecond {
+			t.Fatalf("λ sampled %v after the start, before the 1.5 s the memory signal needs", sampledAfter)
+		}
+		var stab float64
+		var refreshed bool
+		if err := v.db.QueryRow(ctx, `SELECT (metadata->'verification'->>'stabilization_seconds')::float8,
+				(metadata->'verification'->>'signals_refreshed')::boolean FROM ruvector.healing_outcomes WHERE id = $1`,
+			out.ID).Scan(&stab, &refreshed); err != nil || stab != 1.5 || !refreshed {
+			t.Fatalf("recorded stabilization %v refreshed %v (%v)", stab, refreshed, err)
+		}
+		for _, op := range []shmproto.Op{shmproto.OpInsert, shmproto.OpBulkInsert} {
+			if err := v.seg.SetSidecarThrottle(coll.Slot, op, 0, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// An explicit override is taken as given, and the record says λ was
+		// sampled before the measurements could show the change.
+		s.set(0.9, func() { sampledAfter = time.Since(start) })
+		e = v.engineWith(ctx, t, healing.Options{Holder: t.Name(), SignalRefresh: refresh, Stabilization: 100 * time.Millisecond}, s, throttle)
+		start = time.Now()
+		out, err = e.Execute(ctx, memoryPressure("emb", embID, 0.5), "throttle_ingestion", nil)
+		if err != nil || out.Status != healing.StatusVerified || sampledAfter >= 1500*time.Millisecond {
+			t.Fatalf("outcome %+v %v, sampled after %v", out, err, sampledAfter)
+		}
+		if err := v.db.QueryRow(ctx, `SELECT (metadata->'verification'->>'signals_refreshed')::boolean
+			FROM ruvector.healing_outcomes WHERE id = $1`, out.ID).Scan(&refreshed); err != nil || refreshed {
+			t.Fatalf("an override shorter than the refresh recorded as refreshed=%v (%v)", refreshed, err)
+		}
+		for _, op := range []shmproto.Op{shmproto.OpInsert, shmproto.OpBulkInsert} {
+			if err := v.seg.SetSidecarThrottle(coll.Slot, op, 0, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
 	t.Run("the audit chain verifies and detects tampering", func(t *testing.T) {
 		rep, err := audit.Verify(ctx, v.db, 0)
 		if err != nil {

@@ -42,7 +42,7 @@ func (e *Engine) Execute(ctx context.Context, tr Trigger, name string, params js
 	}
 	dec := classify.Classify(tr.Witness, tr.Metrics, cfg.Classifier)
 	out := Outcome{Decision: dec, InitialLambda: tr.Lambda, Strategy: name}
-	stab := e.stabilization(cfg)
+	stab := e.stabilization(cfg, dec.Problem.Class)
 	l, holder, err := e.acquire(ctx, tr.CollectionID, e.leaseTTL(stab))
 	if err != nil {
 		return Outcome{}, err
@@ -99,7 +99,7 @@ func (e *Engine) Approve(ctx context.Context, tr Trigger, id int64) (Outcome, er
 	}
 	out := Outcome{InitialLambda: tr.Lambda, Strategy: name}
 	out.Decision.Problem = p
-	stab := e.stabilization(cfg)
+	stab := e.stabilization(cfg, p.Class)
 	l, holder, err := e.acquire(ctx, tr.CollectionID, e.leaseTTL(stab))
 	if err != nil {
 		return Outcome{}, err
@@ -117,11 +117,18 @@ func (e *Engine) Approve(ctx context.Context, tr Trigger, id int64) (Outcome, er
 	return e.attempt(ctx, tr, s, row, l, cfg, stab, out)
 }
 
-func (e *Engine) stabilization(cfg healconfig.Config) time.Duration {
+// stabilization is the wait before verification: Options.Stabilization
+// when set, else the configured stabilization_seconds raised to the time
+// the class's measurements need to reflect a change (Options.SignalRefresh).
+func (e *Engine) stabilization(cfg healconfig.Config, class classify.Class) time.Duration {
 	if e.opts.Stabilization > 0 {
 		return e.opts.Stabilization
 	}
-	return cfg.Stabilization
+	stab := cfg.Stabilization
+	if e.opts.SignalRefresh != nil {
+		stab = max(stab, e.opts.SignalRefresh(class))
+	}
+	return stab
 }
 
 // recordedActions is the Recorder of a finished attempt: its actions, read

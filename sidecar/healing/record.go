@@ -140,7 +140,14 @@ func (e *Engine) finish(ctx context.Context, id int64, out Outcome, verified *bo
 	}
 	doc := map[string]any{"status": out.Status, "result": out.Result,
 		"verification": map[string]any{"target_lambda": finite(rc.TargetLambda), "improvement_factor": VerifyImprovement,
-			"sampled": final != nil}}
+			"sampled": final != nil, "stabilization_seconds": out.Stabilization.Seconds()}}
+	if out.SignalRefresh > 0 {
+		v := doc["verification"].(map[string]any)
+		v["signal_refresh_seconds"] = out.SignalRefresh.Seconds()
+		// false: λ was sampled before the measurements could show the
+		// change (an explicit, shorter stabilization override).
+		v["signals_refreshed"] = out.Stabilization >= out.SignalRefresh
+	}
 	if out.Signal != nil {
 		doc["signal"] = out.Signal
 	}

@@ -141,6 +141,13 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 0, "max_atte
 		t.Fatalf("outcome %d: class %s actions %d sealed %v transition %v initial λ %v final %v", id, class, actions, sealed,
 			transitionRecorded, initial, final)
 	}
+	// --stabilization 3s is shorter than the partition rates need to show
+	// the throttle (about 10 s): the record says the verdict came early.
+	var refreshed bool
+	if err := conn.QueryRow(ctx, `SELECT (metadata->'verification'->>'signals_refreshed')::boolean
+		FROM ruvector.healing_outcomes WHERE id = $1`, id).Scan(&refreshed); err != nil || refreshed {
+		t.Fatalf("verification record of a 3 s stabilization: refreshed %v (%v)", refreshed, err)
+	}
 	// Verified or not, the record must be consistent with what the engine did.
 	if *verified != (*final > initial*1.1) || (*verified == rolled) {
 		t.Fatalf("verified=%v with λ %.3f → %.3f, rolled_back=%v", *verified, initial, *final, rolled)
@@ -371,6 +378,15 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 0, "max_atte
 	if class != "hotspot_congestion" || !success || !verified || rb || final < initial*1.1 || sig != "verified" || otherAttempts != 0 {
 		t.Fatalf("outcome %d: class %s success %v verified %v rolled_back %v λ %.3f → %.3f signature %s, %d earlier attempts",
 			id, class, success, verified, rb, initial, final, sig, otherAttempts)
+	}
+	// 12 s covers the partition rates' refresh (two 5 s collector periods
+	// and a 250 ms sample), and the record says so.
+	var refreshed bool
+	var refreshS float64
+	if err := conn.QueryRow(ctx, `SELECT (metadata->'verification'->>'signals_refreshed')::boolean,
+			(metadata->'verification'->>'signal_refresh_seconds')::float8 FROM ruvector.healing_outcomes WHERE id = $1`, id).
+		Scan(&refreshed, &refreshS); err != nil || !refreshed || refreshS < 10 || refreshS > 11.5 {
+		t.Fatalf("verification record: refreshed %v after %v s (%v)", refreshed, refreshS, err)
 	}
 	// Every strategy the daemon registers was considered; scale_replicas
 	// (no cluster here) as unavailable, the costlier hotspot strategies

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ruvector/ruvector-healing/shmproto"
 	"github.com/ruvector/ruvector-healing/sidecar/audit"
+	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
@@ -32,6 +33,10 @@ type healHub struct {
 
 	mu      sync.Mutex
 	current map[string]healing.Trigger
+	// lastSample and interval: when the integrity loop last sampled, and
+	// the time between its last two samples (how long λ takes to publish).
+	lastSample time.Time
+	interval   time.Duration
 }
 
 // signalSource is what the hub needs of the collectors (collect.Runner).
@@ -46,6 +51,12 @@ func (h *healHub) onSample(snaps []monitor.Snapshot, targets []collect.Target, s
 		byName[t.Name] = t
 	}
 	now := time.Now()
+	h.mu.Lock()
+	if !h.lastSample.IsZero() {
+		h.interval = now.Sub(h.lastSample)
+	}
+	h.lastSample = now
+	h.mu.Unlock()
 	svc := h.svc.Load()
 	for _, s := range snaps {
 		t, ok := byName[s.Collection]
@@ -67,6 +78,42 @@ func (h *healHub) onSample(snaps []monitor.Snapshot, targets []collect.Target, s
 			svc.Observe(tr, now)
 		}
 	}
+}
+
+// feedRateWindow is the change feed's rate window (enrichFromFeed).
+const feedRateWindow = 10 * time.Second
+
+// signalRefresh is how long after a change the measurements behind a
+// problem class show only the new state: two periods of the collector that
+// measures it (its rates and counts cover a whole period, and the change
+// can fall anywhere in the first), or the change feed's window for write
+// rates, plus one integrity sample to publish λ. It follows the collectors
+// startMonitor runs, at their default cadences.
+func (h *healHub) signalRefresh(class classify.Class) time.Duration {
+	var measured time.Duration
+	switch class {
+	case classify.ClassHotspotCongestion:
+		measured = max(2*collect.NewPartitions().Cadence(), feedRateWindow)
+	case classify.ClassCentroidSkew:
+		measured = 2 * collect.NewLists().Cadence()
+	case classify.ClassReplicationLag:
+		measured = 2 * collect.NewReplicas().Cadence()
+	case classify.ClassMaintenanceContention:
+		measured = 2 * collect.NewMaintenance().Cadence()
+	case classify.ClassIndexFragmentation:
+		measured = 2 * collect.NewIndexes().Cadence()
+	case classify.ClassMemoryPressure:
+		measured = 2 * collect.NewMemory().Cadence()
+	default:
+		return 0
+	}
+	h.mu.Lock()
+	publish := h.interval
+	h.mu.Unlock()
+	if publish <= 0 {
+		publish = time.Second // the default --sample-interval
+	}
+	return measured + publish
 }
 
 func (h *healHub) get(collection string) (healing.Trigger, bool) {
@@ -131,7 +178,8 @@ func runHealingOnce(ctx context.Context, dial func(context.Context) (*pgx.Conn, 
 		return fmt.Errorf("engine connection: %w", err)
 	}
 	hlog := log.With().Str("loop", "healing").Logger()
-	eopts := healing.Options{Holder: opts.holder, Log: hlog, Stabilization: opts.stabilization, Current: hub.get}
+	eopts := healing.Options{Holder: opts.holder, Log: hlog, Stabilization: opts.stabilization, Current: hub.get,
+		SignalRefresh: hub.signalRefresh}
 	if m != nil {
 		eopts.Observer = engineObserver{m}
 	}
