@@ -42,7 +42,10 @@ type Config struct {
 	RequireApprovalStrategies []string
 	// LearningEnabled: when false, strategy weights are frozen.
 	LearningEnabled bool
-	// Stabilization is how long verification waits before sampling λ.
+	// Stabilization is how long verification waits before sampling λ. The
+	// daemon raises it, per problem class, to the time the class's
+	// measurements need to reflect a change (healing.Options.SignalRefresh):
+	// λ sampled earlier still describes the system before the remediation.
 	Stabilization time.Duration
 	// MaintenancePausePriorityBelow is pause_maintenance's bar: queued or
 	// running maintenance jobs with a lower priority are paused (the
