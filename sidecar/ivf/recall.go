@@ -77,8 +77,9 @@ type RecallReport struct {
 // reassignment) plus small noise. Each query's searches run in one REPEATABLE READ READ ONLY
 // transaction, so concurrent writes cannot make them disagree, and no
 // snapshot is held across queries (vacuum is not held back for the whole
-// measurement). The exact scans read every row: on a large collection this
-// costs Queries sequential scans.
+// measurement); conn must not be inside a transaction. The exact scans
+// read every row: on a large collection this costs Queries sequential
+// scans (plus one to pick the queries), so keep Queries small there.
 //
 // Comparing two centroid versions at the same probes is not comparing
 // like with like: a skewed version's big lists hold more candidates, so
