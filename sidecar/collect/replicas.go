@@ -16,7 +16,10 @@ import (
 // A walsender that serves a slot is reported once, as the slot (its ID a
 // stable hash of the slot name, so it survives reconnects), with the
 // walsender's lag. Walsenders of base backups (state "backup") are not
-// replicas and are left out.
+// replicas and are left out, and so is the sidecar's own change feed
+// (slots named ruvector_healing_feed_*, sidecar/changefeed): it is not a
+// replica, and counting it made every sidecar start read as replication
+// lag (the feed's slot is inactive until it connects) and act on it.
 type Replicas struct {
 	// Interval is the cadence (default 5 s).
 	Interval time.Duration
@@ -43,13 +46,18 @@ SELECT w.pid, coalesce(nullif(w.application_name, ''), host(w.client_addr), 'wal
 FROM pg_stat_replication w
 LEFT JOIN pg_replication_slots sl ON sl.active_pid = w.pid
 WHERE w.state IS DISTINCT FROM 'backup'
+  AND (sl.slot_name IS NULL OR sl.slot_name NOT LIKE ` + ownFeedSlots + `)
 ORDER BY w.pid`
+
+// ownFeedSlots matches the change feed's slot names.
+const ownFeedSlots = `'ruvector\_healing\_feed\_%'`
 
 const slotsSQL = `
 SELECT slot_name, slot_type, active, coalesce(wal_status, ''),
        CASE WHEN slot_type = 'logical' THEN pg_wal_lsn_diff(` + curLSN + `, confirmed_flush_lsn)
             ELSE pg_wal_lsn_diff(` + curLSN + `, restart_lsn) END::bigint
 FROM pg_replication_slots
+WHERE slot_name NOT LIKE ` + ownFeedSlots + `
 ORDER BY slot_name`
 
 // Collect reads both views.
