@@ -47,9 +47,12 @@ FROM pg_stat_replication w
 LEFT JOIN pg_replication_slots sl ON sl.active_pid = w.pid
 WHERE w.state IS DISTINCT FROM 'backup'
   AND (sl.slot_name IS NULL OR sl.slot_name NOT LIKE ` + ownFeedSlots + `)
+  AND w.application_name IS DISTINCT FROM 'ruvector_healing_changefeed'
 ORDER BY w.pid`
 
-// ownFeedSlots matches the change feed's slot names.
+// ownFeedSlots matches the change feed's slot names. Its walsender is also
+// known by its application_name (sidecar/changefeed), which is there before
+// the walsender has taken the slot (startup), when the join finds no slot.
 const ownFeedSlots = `'ruvector\_healing\_feed\_%'`
 
 const slotsSQL = `

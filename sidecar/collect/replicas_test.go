@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
@@ -143,6 +144,11 @@ func TestReplicasRealStandby(t *testing.T) {
 	// The sidecar's own change feed is not a replica (an inactive slot of
 	// it at start read as replication lag).
 	mustExec(t, writer, "SELECT pg_create_logical_replication_slot('ruvector_healing_feed_5', 'pgoutput')")
+	feedConn, err := pgconn.Connect(ctx, c.DSN("postgres")+" replication=database application_name=ruvector_healing_changefeed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { feedConn.Close(context.Background()) })
 	mustExec(t, writer, "INSERT INTO emb (embedding, shard) SELECT '{1}', 1 FROM generate_series(1, 100)")
 	s, err := collectOnce(t, r, conn, tg)
 	if err != nil {
