@@ -106,7 +106,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	defer cancel()
 	obs := &loopObservers{stats: &metrics.RunnerStats{}, snaps: &metrics.SnapshotCache{}, heal: metrics.NewHealing()}
 	if *healOn {
-		obs.hub = &healHub{}
+		obs.hub = &healHub{periods: collectorPeriods(monitorCollectors(seg))}
 	}
 	if *metricsAddr != "" {
 		done, err := startMetrics(ctx, *metricsAddr, seg, srv.DatabaseOID, obs, *interval, log)
@@ -217,10 +217,7 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 		collConn.Close(ctx)
 		return fmt.Errorf("catalog connection: %w", err)
 	}
-	collectors := []collect.Collector{
-		collect.NewGateway(seg), collect.NewPartitions(), collect.NewReplicas(),
-		collect.NewMaintenance(), collect.NewIndexes(), collect.NewMemory(), collect.NewListsFromSegment(seg),
-	}
+	collectors := monitorCollectors(seg)
 	runner := collect.NewRunner(collConn, targets, collectors, collect.RunnerOptions{
 		Redial: func(ctx context.Context) (collect.Querier, error) { return dial(ctx) },
 	})
@@ -256,6 +253,15 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 		}
 	}()
 	return nil
+}
+
+// monitorCollectors are the collectors of the integrity loop (the healing
+// engine's verification wait follows their periods, see signalRefresh).
+func monitorCollectors(seg *shmproto.Segment) []collect.Collector {
+	return []collect.Collector{
+		collect.NewGateway(seg), collect.NewPartitions(), collect.NewReplicas(),
+		collect.NewMaintenance(), collect.NewIndexes(), collect.NewMemory(), collect.NewListsFromSegment(seg),
+	}
 }
 
 // loopObservers are what the metrics read of the collectors and the

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
 	"github.com/ruvector/ruvector-healing/internal/sensortest"
+	"github.com/ruvector/ruvector-healing/sidecar/classify"
 )
 
 // The whole loop through the daemon's own code path (runDaemon): a real
@@ -523,3 +524,32 @@ func TestRunScaleFlags(t *testing.T) {
 }
 
 var errNoDB = errors.New("no database in this test")
+
+// The verification wait follows the integrity loop's own collectors: two
+// periods of the one measuring the class (the change feed's window for
+// write rates), plus the interval the loop samples at.
+func TestSignalRefreshFollowsTheCollectors(t *testing.T) {
+	h := &healHub{periods: collectorPeriods(monitorCollectors(nil))}
+	want := map[classify.Class]time.Duration{
+		classify.ClassHotspotCongestion:     10 * time.Second, // max(2 × 5 s partitions, 10 s feed window)
+		classify.ClassReplicationLag:        10 * time.Second,
+		classify.ClassMaintenanceContention: 10 * time.Second,
+		classify.ClassMemoryPressure:        20 * time.Second,
+		classify.ClassIndexFragmentation:    10 * time.Minute,
+		classify.ClassCentroidSkew:          60 * time.Second, // no segment here: the scanning lists collector
+	}
+	for class, measured := range want {
+		if got := h.signalRefresh(class); got != measured+time.Second {
+			t.Errorf("%s before any sample: %v, want %v + the default 1 s sample", class, got, measured)
+		}
+	}
+	if got := h.signalRefresh(classify.ClassUnknown); got != 0 {
+		t.Errorf("unknown: %v", got)
+	}
+	h.onSample(nil, nil, nil)
+	time.Sleep(300 * time.Millisecond)
+	h.onSample(nil, nil, nil)
+	if got := h.signalRefresh(classify.ClassHotspotCongestion); got < 10300*time.Millisecond || got > 11*time.Second {
+		t.Errorf("hotspot after samples 300 ms apart: %v", got)
+	}
+}

@@ -31,6 +31,10 @@ import (
 type healHub struct {
 	svc atomic.Pointer[healing.Service]
 
+	// periods is the collection period of the measurements behind each
+	// problem class (collectorPeriods of the integrity loop's collectors).
+	periods map[classify.Class]time.Duration
+
 	mu      sync.Mutex
 	current map[string]healing.Trigger
 	// lastSample and interval: when the integrity loop last sampled, and
@@ -83,29 +87,46 @@ func (h *healHub) onSample(snaps []monitor.Snapshot, targets []collect.Target, s
 // feedRateWindow is the change feed's rate window (enrichFromFeed).
 const feedRateWindow = 10 * time.Second
 
+// collectorPeriods maps each problem class to the period of the collector
+// that measures its signal.
+func collectorPeriods(collectors []collect.Collector) map[classify.Class]time.Duration {
+	out := map[classify.Class]time.Duration{}
+	for _, c := range collectors {
+		var class classify.Class
+		switch c.(type) {
+		case *collect.Partitions:
+			class = classify.ClassHotspotCongestion
+		case *collect.Lists:
+			class = classify.ClassCentroidSkew
+		case *collect.Replicas:
+			class = classify.ClassReplicationLag
+		case *collect.Maintenance:
+			class = classify.ClassMaintenanceContention
+		case *collect.Indexes:
+			class = classify.ClassIndexFragmentation
+		case *collect.Memory:
+			class = classify.ClassMemoryPressure
+		default:
+			continue
+		}
+		out[class] = max(out[class], c.Cadence())
+	}
+	return out
+}
+
 // signalRefresh is how long after a change the measurements behind a
 // problem class show only the new state: two periods of the collector that
 // measures it (its rates and counts cover a whole period, and the change
-// can fall anywhere in the first), or the change feed's window for write
-// rates, plus one integrity sample to publish λ. It follows the collectors
-// startMonitor runs, at their default cadences.
+// can fall anywhere in the first), for write rates at least the change
+// feed's window, plus one integrity sample to publish λ.
 func (h *healHub) signalRefresh(class classify.Class) time.Duration {
-	var measured time.Duration
-	switch class {
-	case classify.ClassHotspotCongestion:
-		measured = max(2*collect.NewPartitions().Cadence(), feedRateWindow)
-	case classify.ClassCentroidSkew:
-		measured = 2 * collect.NewLists().Cadence()
-	case classify.ClassReplicationLag:
-		measured = 2 * collect.NewReplicas().Cadence()
-	case classify.ClassMaintenanceContention:
-		measured = 2 * collect.NewMaintenance().Cadence()
-	case classify.ClassIndexFragmentation:
-		measured = 2 * collect.NewIndexes().Cadence()
-	case classify.ClassMemoryPressure:
-		measured = 2 * collect.NewMemory().Cadence()
-	default:
+	period, ok := h.periods[class]
+	if !ok {
 		return 0
+	}
+	measured := 2 * period
+	if class == classify.ClassHotspotCongestion {
+		measured = max(measured, feedRateWindow)
 	}
 	h.mu.Lock()
 	publish := h.interval
