@@ -498,6 +498,34 @@ func (h *harness) runEpisode(n int, p planned, load bool) Episode {
 		e.SignalBefore, _ = measure()
 	}
 	e.Start = time.Now()
+	// Detection is watched from the start, also while a slow injection
+	// (a bloat, growing memory holds) is still running. Leaving normal
+	// counts only from normal: a state still degraded when the episode
+	// began is not this fault's detection.
+	var detMu sync.Mutex
+	sawNormal := false
+	watchCtx, stopWatch := context.WithCancel(h.ctx)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for watchCtx.Err() == nil {
+			st := h.state()
+			detMu.Lock()
+			if st == shmproto.StateNormal {
+				sawNormal = true
+			} else if st != shmproto.StateUnknown && sawNormal && e.Detect == nil {
+				d := time.Since(e.Start)
+				e.Detect = &d
+			}
+			detMu.Unlock()
+			sleepCtx(watchCtx, 200*time.Millisecond)
+		}
+	}()
+	detected := func() bool {
+		detMu.Lock()
+		defer detMu.Unlock()
+		return e.Detect != nil
+	}
 
 	var lifts []func(context.Context) error
 	for _, c := range p.classes {
@@ -537,19 +565,9 @@ func (h *harness) runEpisode(n int, p planned, load bool) Episode {
 	}
 	var normalSince time.Time
 	var duringEnd time.Time
-	sawNormal := false
 	for h.ctx.Err() == nil {
 		now := time.Now()
 		st := h.state()
-		// Leaving normal counts only from normal: a state that was still
-		// degraded when the episode began is not this fault's detection.
-		if st == shmproto.StateNormal {
-			sawNormal = true
-		}
-		if st != shmproto.StateNormal && e.Detect == nil && st != shmproto.StateUnknown && sawNormal {
-			d := now.Sub(e.Start)
-			e.Detect = &d
-		}
 		if st == shmproto.StateNormal {
 			if normalSince.IsZero() {
 				normalSince = now
@@ -557,7 +575,7 @@ func (h *harness) runEpisode(n int, p planned, load bool) Episode {
 		} else {
 			normalSince = time.Time{}
 		}
-		if p.kind != KindQuiet && e.Detect != nil && !normalSince.IsZero() && now.Sub(normalSince) >= stableNormal {
+		if p.kind != KindQuiet && detected() && !normalSince.IsZero() && now.Sub(normalSince) >= stableNormal {
 			d := normalSince.Sub(e.Start)
 			e.Recover = &d
 			e.RecoveredBy = "healer"
@@ -570,6 +588,8 @@ func (h *harness) runEpisode(n int, p planned, load bool) Episode {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	stopWatch()
+	<-watchDone
 	if len(sigs) > 0 {
 		e.Signal, e.EffectProven = measure()
 		if e.RecoveredBy != "healer" {
