@@ -319,7 +319,9 @@ func printExplanation(w io.Writer, e explanation, tty bool) error {
 	}
 	imp := ""
 	if e.Lambda.ImprovementPct != nil {
-		imp = fmt.Sprintf(" (%+.1f%%)", *e.Lambda.ImprovementPct)
+		// healing_outcomes.improvement_pct holds a fraction (0.25 = +25%),
+		// as the design's weight formula needs (sidecar/learning).
+		imp = fmt.Sprintf(" (%+.1f%%)", 100**e.Lambda.ImprovementPct)
 	}
 	row("lambda", "%s -> %s%s", fnum(e.Lambda.Before), fnum(e.Lambda.After), imp)
 	if s := e.Signal; s != nil {
