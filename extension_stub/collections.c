@@ -74,31 +74,6 @@ static struct
 	TimestampTz stmt_start;
 }			ruv_cmiss;
 
-static void
-ruv_require_segment_here(void)
-{
-	if (ruv_hdr == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("ruvector_healing's shared segment is not available"),
-				 errhint("Add ruvector_healing to shared_preload_libraries and restart the server.")));
-}
-
-static void
-ruv_require_admin_here(const char *action)
-{
-	Oid			admin = get_role_oid("ruvector_admin", true);
-
-	if (superuser())
-		return;
-	if (OidIsValid(admin) && has_privs_of_role(GetUserId(), admin))
-		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("permission denied to %s", action),
-			 errhint("Only superusers and members of ruvector_admin may do this.")));
-}
-
 static int
 ruv_slot_of(int32 collection_id)
 {
@@ -191,7 +166,7 @@ ruvector_route_shard(PG_FUNCTION_ARGS)
 	uint64		total = 0;
 	uint64		r;
 
-	ruv_require_segment_here();
+	ruv_require_segment();
 	slot = ruv_slot(ruv_slot_of(collection_id));
 	for (int try = 0; try < RUV_SHM_SEQLOCK_READ_RETRIES; try++)
 	{
@@ -238,8 +213,8 @@ ruvector_routing_init(PG_FUNCTION_ARGS)
 	int32		collection_id = PG_GETARG_INT32(0);
 	int32		nshards = PG_GETARG_INT32(1);
 
-	ruv_require_segment_here();
-	ruv_require_admin_here("set up routing");
+	ruv_require_segment();
+	ruv_require_admin("set up routing");
 	if (nshards < 1 || nshards > RUV_MAX_SHARDS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
@@ -263,8 +238,8 @@ ruvector_routing_apply(PG_FUNCTION_ARGS)
 	uint32		setby;
 	int			slot;
 
-	ruv_require_segment_here();
-	ruv_require_admin_here("set a routing weight");
+	ruv_require_segment();
+	ruv_require_admin("set a routing weight");
 	if (strcmp(by, "sidecar") == 0)
 		setby = RUV_SETBY_SIDECAR;
 	else if (strcmp(by, "manual") == 0)
@@ -302,7 +277,7 @@ ruvector_routing_read(PG_FUNCTION_ARGS)
 	RuvShmSlot *slot;
 	uint32		nshards;
 
-	ruv_require_segment_here();
+	ruv_require_segment();
 	InitMaterializedSRF(fcinfo, 0);
 	slot = ruv_slot(ruv_slot_of(collection_id));
 	nshards = Min(pg_atomic_read_u32(&slot->routing_shards), RUV_MAX_SHARDS);
@@ -328,8 +303,8 @@ ruvector_centroids_publish(PG_FUNCTION_ARGS)
 	int32		collection_id = PG_GETARG_INT32(0);
 	int32		version = PG_GETARG_INT32(1);
 
-	ruv_require_segment_here();
-	ruv_require_admin_here("activate centroids");
+	ruv_require_segment();
+	ruv_require_admin("activate centroids");
 	if (version < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -346,7 +321,7 @@ ruvector_centroid_version(PG_FUNCTION_ARGS)
 {
 	int32		collection_id = PG_GETARG_INT32(0);
 
-	ruv_require_segment_here();
+	ruv_require_segment();
 	PG_RETURN_INT32((int32) pg_atomic_read_u32(&ruv_slot(ruv_slot_of(collection_id))->centroid_version));
 }
 

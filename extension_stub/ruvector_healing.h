@@ -75,6 +75,10 @@ extern void ruv_lists_invalidate(int slot);
 extern void ruv_lists_invalidate_at_commit(int slot);
 extern int	ruv_lists_utility_slots(Node *parsetree, int *slots, int max);
 
+/* sqlfuncs.c: checks every SQL-callable segment writer makes */
+extern void ruv_require_segment(void);
+extern void ruv_require_admin(const char *action);
+
 /* gate.c */
 extern void ruv_gate_install_hooks(void);
 

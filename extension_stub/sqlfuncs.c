@@ -33,7 +33,8 @@ PG_FUNCTION_INFO_V1(ruvector_integrity_read);
 
 #define RUV_UNIX_TO_PG_US ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
 
-static void
+/* Shared with the other SQL-callable files (ruvector_healing.h). */
+void
 ruv_require_segment(void)
 {
 	if (ruv_hdr == NULL)
@@ -43,7 +44,7 @@ ruv_require_segment(void)
 				 errhint("Add ruvector_healing to shared_preload_libraries and restart the server.")));
 }
 
-static void
+void
 ruv_require_admin(const char *action)
 {
 	Oid			admin = get_role_oid("ruvector_admin", true);
