@@ -117,6 +117,10 @@ func Drive(ctx context.Context, w *workload.Workload, o DriverOptions, rec *Reco
 	if o.Probes == 0 {
 		o.Probes = 4
 	}
+	// Statements run to completion when the workload stops: a statement
+	// cancelled after its commit would be in the table and not in the
+	// ledger. ctx only ends the loops.
+	sctx := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
 	loop := func(n int, perSec float64, step func() (op, rows int, err error)) {
 		for range n {
@@ -131,9 +135,6 @@ func Drive(ctx context.Context, w *workload.Workload, o DriverOptions, rec *Reco
 				for ctx.Err() == nil {
 					start := time.Now()
 					op, rows, err := step()
-					if ctx.Err() != nil {
-						return
-					}
 					res := Classify(err)
 					rec.Add(time.Now(), op, res, rows, time.Since(start))
 					if res != ResultOK {
@@ -154,11 +155,15 @@ func Drive(ctx context.Context, w *workload.Workload, o DriverOptions, rec *Reco
 		}
 	}
 	loop(o.Writers, o.Rate, func() (int, int, error) {
-		return OpInsert, 1, w.InsertRouted(ctx, 1)
+		c, cancel := context.WithTimeout(sctx, time.Minute)
+		defer cancel()
+		return OpInsert, 1, w.InsertRouted(c, 1)
 	})
 	if o.SearchRate >= 0 {
 		loop(o.Searchers, o.SearchRate, func() (int, int, error) {
-			_, _, err := w.Search(ctx, o.K, o.Probes)
+			c, cancel := context.WithTimeout(sctx, time.Minute)
+			defer cancel()
+			_, _, err := w.Search(c, o.K, o.Probes)
 			return OpSearch, 0, err
 		})
 	}
