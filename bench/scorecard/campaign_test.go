@@ -201,7 +201,7 @@ func TestScorecard(t *testing.T) {
 	}
 
 	var b bytes.Buffer
-	args := fmt.Sprintf("-scorecard.mode=%s -scorecard.seed=%d", *modeFlag, *seedFlag)
+	args := fmt.Sprintf("-scorecard.mode=%s -scorecard.seed=%d -scorecard.cap=%s", *modeFlag, *seedFlag, *capFlag)
 	if *quickFlag {
 		args += " -scorecard.quick"
 	} else if !load {
