@@ -6,9 +6,11 @@
 // sha256(canonical bytes) and an Ed25519 signature of the canonical bytes by
 // the sidecar's key. Altering a sealed record changes its canonical bytes;
 // deleting one leaves a gap in chain_seq and a prev_hash that points
-// nowhere; moving one (changing chain_seq) does both. The SQL function
-// ruvector_healing_verify_audit() checks the hashes and the links;
-// signatures need Ed25519, which only Verify here checks.
+// nowhere; moving one (changing chain_seq) does both. Both sides check
+// all of it: the SQL function ruvector_healing_verify_audit() checks the
+// hashes, the links and each signature (Ed25519 in the server,
+// ruvector._ed25519_verify of extension_stub/signature.c, against the keys
+// in ruvector.healing_audit_keys), and Verify here does the same from Go.
 //
 // The canonical bytes are defined once, in SQL (ruvector._healing_canonical)
 // and here (Record.Canonical), with an encoding that neither side has to

@@ -8,8 +8,11 @@
 // holder's connection while the holder may still be acting (a strategy
 // mid-way, a rollback pending), so a second sidecar could act at the same
 // time. A lease outlives a dropped connection until it expires: nobody else
-// acts meanwhile (fail closed), and the holder itself is bounded by its
-// timeouts, which the lease's duration covers. Every durable step of an
+// acts meanwhile (fail closed). The lease is short (Options.LeaseTTL) and
+// renewed by its holder every third of it for as long as the attempt runs,
+// so a live holder keeps it through any long strategy, and a dead one (a
+// SIGKILLed sidecar) loses it within the TTL: the active sidecar then
+// recovers its orphan on its next tick (Recover). Every durable step of an
 // attempt (recording a rollback action before taking it) is fenced on the
 // lease token, so a holder whose lease was taken over cannot act on.
 //
@@ -24,9 +27,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
-
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
@@ -58,9 +61,22 @@ type Trigger struct {
 	TenantID     string
 	State        strategy.IntegrityState
 	// Lambda is λ (normalised) when the trigger fired.
-	Lambda  float64
-	Witness []classify.WitnessEdge
-	Metrics classify.Metrics
+	Lambda float64
+	// RestoreLambda is the level at which the collection's integrity policy
+	// calls it healthy again: threshold_high + restore_threshold_offset
+	// (0: unknown). Strategies that work in steps aim for it.
+	RestoreLambda float64
+	Witness       []classify.WitnessEdge
+	Metrics       classify.Metrics
+}
+
+// TargetLambda is what a stepwise strategy aims for: the level that ends
+// the problem (the restore level, capped at 1), and never less than the
+// verification bar (VerifyImprovement × initial λ). Verification itself
+// keeps the design's bar: a remediation that lifts λ above it is verified
+// even if the collection is not yet restored.
+func (tr Trigger) TargetLambda() float64 {
+	return max(tr.Lambda*VerifyImprovement, min(tr.RestoreLambda, 1))
 }
 
 // Status is how an attempt ended.
@@ -116,9 +132,11 @@ type Options struct {
 	Holder string
 	// Stabilization, when > 0, replaces the configured stabilization wait.
 	Stabilization time.Duration
-	// LeaseMargin is added to the lease beyond the attempt's own bounds
-	// (default 30 s): the database work around the attempt.
-	LeaseMargin time.Duration
+	// LeaseTTL is the collection lease's lifetime (default 30 s); the
+	// holder renews it every third of it while it acts, so it bounds how
+	// long a dead holder's remediation stays orphaned, not how long an
+	// attempt may take.
+	LeaseTTL time.Duration
 	// IneffectiveAfter consecutive unverified attempts in the attempt
 	// window stop automatic healing of the collection (default 2).
 	IneffectiveAfter int
@@ -188,8 +206,8 @@ func New(ctx context.Context, conn *pgx.Conn, reg *strategy.Registry, sampler Sa
 	if opts.Holder == "" {
 		opts.Holder = "ruvector-sidecar"
 	}
-	if opts.LeaseMargin <= 0 {
-		opts.LeaseMargin = 30 * time.Second
+	if opts.LeaseTTL <= 0 {
+		opts.LeaseTTL = 30 * time.Second
 	}
 	if opts.IneffectiveAfter <= 0 {
 		opts.IneffectiveAfter = 2
@@ -250,7 +268,7 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	}
 	stab := e.stabilization(cfg, dec.Problem.Class)
 
-	l, holder, err := e.acquire(ctx, tr.CollectionID, e.leaseTTL(stab))
+	l, holder, err := e.acquire(ctx, tr.CollectionID)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -333,7 +351,7 @@ func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, r
 	rec := &dbRecorder{e: e, id: id, lease: l}
 	rc := &strategy.Context{
 		Problem: row.problem, Collection: tr.Collection, CollectionID: tr.CollectionID, State: tr.State,
-		InitialLambda: tr.Lambda, TargetLambda: tr.Lambda * VerifyImprovement, Metrics: tr.Metrics,
+		InitialLambda: tr.Lambda, TargetLambda: tr.TargetLambda(), Metrics: tr.Metrics,
 		Params: row.params,
 		Sample: func(ctx context.Context) (float64, error) {
 			return e.sampler.Sample(ctx, tr.Collection, tr.CollectionID)
@@ -435,17 +453,6 @@ func deferred(out Outcome, reason string) Outcome {
 	return out
 }
 
-// leaseTTL covers the longest attempt any registered strategy can make:
-// execution and rollback (2 × estimated duration each), stabilisation and
-// the margin for the database work around them.
-func (e *Engine) leaseTTL(stab time.Duration) time.Duration {
-	var longest time.Duration
-	for _, s := range e.reg.Strategies() {
-		longest = max(longest, s.EstimatedDuration())
-	}
-	return 4*longest + stab + e.opts.LeaseMargin
-}
-
 // execute runs the strategy with a timeout of twice its estimate, a
 // cancellable context and panic recovery. A strategy that ignores its
 // context is abandoned at the deadline; its recorder is closed so it cannot
@@ -519,15 +526,20 @@ func (e *Engine) verify(ctx context.Context, rc *strategy.Context, stab time.Dur
 	return lam > rc.InitialLambda*VerifyImprovement, &lam, nil
 }
 
-// lease is a held collection lease.
+// lease is a held collection lease, renewed by its own goroutine (keep)
+// until release.
 type lease struct {
 	collectionID int64
 	token        int64
+	stop         chan struct{} // closed by release: stop renewing
+	done         chan struct{} // closed when the renewal goroutine ended
+	lost         atomic.Bool   // a renewal found the lease expired or taken over
 }
 
-// acquire takes the collection's lease for ttl, or reports its holder.
-// Expiry is on the server's clock so sidecars with skewed clocks agree.
-func (e *Engine) acquire(ctx context.Context, collectionID int64, ttl time.Duration) (*lease, string, error) {
+// acquire takes the collection's lease for Options.LeaseTTL and keeps
+// renewing it until release, or reports its holder. Expiry is on the
+// server's clock so sidecars with skewed clocks agree.
+func (e *Engine) acquire(ctx context.Context, collectionID int64) (*lease, string, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, "", fmt.Errorf("healing: lease token: %w", err)
@@ -541,7 +553,7 @@ func (e *Engine) acquire(ctx context.Context, collectionID int64, ttl time.Durat
 			ON CONFLICT (collection_id) DO UPDATE SET holder = EXCLUDED.holder, token = EXCLUDED.token,
 				acquired_at = clock_timestamp(), expires_at = EXCLUDED.expires_at
 			WHERE l.expires_at <= clock_timestamp()
-			RETURNING token`, collectionID, e.opts.Holder, token, ttl.Seconds()).Scan(&got)
+			RETURNING token`, collectionID, e.opts.Holder, token, e.opts.LeaseTTL.Seconds()).Scan(&got)
 		if errors.Is(err, pgx.ErrNoRows) {
 			err = c.QueryRow(ctx, `SELECT format('held by %s since %s, until %s', holder, acquired_at, expires_at)
 				FROM ruvector.healing_leases WHERE collection_id = $1`, collectionID).Scan(&holder)
@@ -558,11 +570,63 @@ func (e *Engine) acquire(ctx context.Context, collectionID int64, ttl time.Durat
 	if got != token {
 		return nil, holder, nil
 	}
-	return &lease{collectionID: collectionID, token: token}, "", nil
+	l := &lease{collectionID: collectionID, token: token, stop: make(chan struct{}), done: make(chan struct{})}
+	go e.keep(l)
+	return l, "", nil
 }
 
-// release gives the lease back; if this fails the lease simply expires.
+// keep renews l every third of the TTL until release stops it or a renewal
+// finds the lease gone (expired and taken over, or deleted): then it stops
+// for good, and the fenced steps of the attempt fail with ErrLeaseLost. A
+// renewal that fails for another reason (the database briefly away) is
+// retried at the next period; if they keep failing the lease expires, which
+// is the point of a lease.
+func (e *Engine) keep(l *lease) {
+	defer close(l.done)
+	ttl := e.opts.LeaseTTL
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		// Bounded by the TTL: a renewal that slow is too late anyway (and
+		// pgx closes a connection whose query is cancelled).
+		ctx, cancel := context.WithTimeout(context.Background(), ttl)
+		var held bool
+		err := e.withConn(ctx, func(c *pgx.Conn) error {
+			tag, err := c.Exec(ctx, `UPDATE ruvector.healing_leases SET expires_at = clock_timestamp() + make_interval(secs => $3)
+				WHERE collection_id = $1 AND token = $2 AND expires_at > clock_timestamp()`,
+				l.collectionID, l.token, ttl.Seconds())
+			held = err == nil && tag.RowsAffected() == 1
+			return err
+		})
+		cancel()
+		select {
+		case <-l.stop: // released meanwhile: a missing row is the release
+			return
+		default:
+		}
+		if err != nil {
+			e.opts.Log.Warn().Err(err).Int64("collection_id", l.collectionID).Msg("healing: lease renewal failed; retrying")
+			continue
+		}
+		if !held {
+			l.lost.Store(true)
+			e.opts.Log.Warn().Int64("collection_id", l.collectionID).
+				Msg("healing: collection lease lost (expired or taken over); renewal stopped")
+			return
+		}
+	}
+}
+
+// release stops renewing and gives the lease back; if the delete fails the
+// lease simply expires within the TTL.
 func (e *Engine) release(ctx context.Context, l *lease) {
+	close(l.stop)
+	<-l.done
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_ = e.withConn(rctx, func(c *pgx.Conn) error {

@@ -43,7 +43,7 @@ func (e *Engine) Execute(ctx context.Context, tr Trigger, name string, params js
 	dec := classify.Classify(tr.Witness, tr.Metrics, cfg.Classifier)
 	out := Outcome{Decision: dec, InitialLambda: tr.Lambda, Strategy: name}
 	stab := e.stabilization(cfg, dec.Problem.Class)
-	l, holder, err := e.acquire(ctx, tr.CollectionID, e.leaseTTL(stab))
+	l, holder, err := e.acquire(ctx, tr.CollectionID)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -100,7 +100,7 @@ func (e *Engine) Approve(ctx context.Context, tr Trigger, id int64) (Outcome, er
 	out := Outcome{InitialLambda: tr.Lambda, Strategy: name}
 	out.Decision.Problem = p
 	stab := e.stabilization(cfg, p.Class)
-	l, holder, err := e.acquire(ctx, tr.CollectionID, e.leaseTTL(stab))
+	l, holder, err := e.acquire(ctx, tr.CollectionID)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -189,7 +189,7 @@ func (e *Engine) RollbackOutcome(ctx context.Context, collection string, collect
 	if state != "done" || rolled {
 		return 0, fmt.Errorf("%w: outcome %d is %s (rolled back: %v)", ErrNothingToRollBack, id, state, rolled)
 	}
-	l, holder, err := e.acquire(ctx, collectionID, e.leaseTTL(0))
+	l, holder, err := e.acquire(ctx, collectionID)
 	if err != nil {
 		return 0, err
 	}
@@ -242,8 +242,9 @@ func (e *Engine) RollbackOutcome(ctx context.Context, collection string, collect
 const RecoveryError = "sidecar died mid-remediation; rolled back"
 
 // Recover finishes the outcomes left running by a sidecar that died: those
-// whose collection lease expired (a live lease means its holder is still
-// at work). What they recorded is rolled back when the strategy is
+// whose collection lease expired or is gone (a live lease means its holder
+// is still at work: it renews it). The active sidecar runs it on every
+// leader tick, so an orphan lives at most about a lease TTL plus a tick. What they recorded is rolled back when the strategy is
 // reversible, and each is sealed as failed. It returns the ids recovered.
 func (e *Engine) Recover(ctx context.Context) ([]int64, error) {
 	type orphan struct {
@@ -271,7 +272,7 @@ func (e *Engine) Recover(ctx context.Context) ([]int64, error) {
 	}
 	var done []int64
 	for _, o := range orphans {
-		l, _, err := e.acquire(ctx, o.collID, e.leaseTTL(0))
+		l, _, err := e.acquire(ctx, o.collID)
 		if err != nil {
 			return done, err
 		}
@@ -310,7 +311,7 @@ func (e *Engine) Recover(ctx context.Context) ([]int64, error) {
 			return done, fmt.Errorf("healing: recover outcome %d: %w", o.id, err)
 		}
 		e.opts.Log.Warn().Int64("outcome_id", o.id).Str("collection", o.coll).Str("strategy", o.name).
-			Bool("rolled_back", rolled).Str("error", msg).Msg("remediation finished (recovered at start-up)")
+			Bool("rolled_back", rolled).Str("error", msg).Msg("remediation finished (orphan recovered)")
 		done = append(done, o.id)
 	}
 	return done, nil

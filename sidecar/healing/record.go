@@ -140,7 +140,8 @@ func (e *Engine) finish(ctx context.Context, id int64, out Outcome, verified *bo
 	}
 	doc := map[string]any{"status": out.Status, "result": out.Result,
 		"verification": map[string]any{"target_lambda": finite(rc.TargetLambda), "improvement_factor": VerifyImprovement,
-			"sampled": final != nil, "stabilization_seconds": out.Stabilization.Seconds()}}
+			"verify_above_lambda": finite(rc.InitialLambda * VerifyImprovement),
+			"sampled":             final != nil, "stabilization_seconds": out.Stabilization.Seconds()}}
 	if out.SignalRefresh > 0 {
 		v := doc["verification"].(map[string]any)
 		v["signal_refresh_seconds"] = out.SignalRefresh.Seconds()

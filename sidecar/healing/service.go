@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -104,6 +105,8 @@ type Service struct {
 	busy     map[int64]bool // collections with an attempt in this process
 	states   map[string]collState
 	wg       sync.WaitGroup
+	// recovering: an orphan recovery is running (recoverOrphans).
+	recovering atomic.Bool
 }
 
 type collState struct {
@@ -298,12 +301,6 @@ func (s *Service) tick(ctx context.Context, withCtl func(func(*pgx.Conn) error) 
 		if err := withCtl(func(c *pgx.Conn) error { return s.publish(ctx, c) }); err != nil {
 			return err
 		}
-		ids, err := s.cfg.Engine.Recover(ctx)
-		if err != nil {
-			s.cfg.Log.Error().Err(err).Msg("healing: start-up recovery failed")
-		} else if len(ids) > 0 {
-			s.cfg.Log.Warn().Ints64("outcome_ids", ids).Msg("healing: finished remediations a dead sidecar left running")
-		}
 	} else if !now && was {
 		s.cfg.Log.Warn().Msg("healing: leadership lost; standing by")
 	}
@@ -312,11 +309,34 @@ func (s *Service) tick(ctx context.Context, withCtl func(func(*pgx.Conn) error) 
 		s.cfg.Metrics.SetEnabled(err == nil && cfg.Enabled && now)
 	}
 	if now {
+		s.recoverOrphans(ctx)
 		// Every tick, not only on a notify: requests whose notify was
 		// missed (sent while the listener reconnected) are served too.
 		return s.serveRequests(ctx, withCtl)
 	}
 	return nil
+}
+
+// recoverOrphans finishes, in the background, the remediations a dead
+// sidecar left running. On every tick, not only when this sidecar becomes
+// the active one: a holder that dies while another sidecar already leads
+// leaves its orphan behind a lease that expires only later. One recovery at
+// a time; its rollbacks must not hold up the leader row's renewal.
+func (s *Service) recoverOrphans(ctx context.Context) {
+	if !s.recovering.CompareAndSwap(false, true) {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.recovering.Store(false)
+		ids, err := s.cfg.Engine.Recover(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.cfg.Log.Error().Err(err).Msg("healing: recovery of orphaned remediations failed")
+		} else if len(ids) > 0 {
+			s.cfg.Log.Warn().Ints64("outcome_ids", ids).Msg("healing: finished remediations a dead sidecar left running")
+		}
+	}()
 }
 
 // publish writes this sidecar's strategies for SQL (name checks, dry runs).

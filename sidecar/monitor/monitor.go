@@ -121,6 +121,9 @@ type Snapshot struct {
 	State      integrity.State
 	LambdaNorm float64
 	Cut        health.Cut
+	// Policy is the collection's integrity policy (the healer aims for its
+	// restore level).
+	Policy integrity.Policy
 }
 
 // Monitor is the loop.
@@ -231,7 +234,8 @@ func (m *Monitor) Snapshots() []Snapshot {
 	out := make([]Snapshot, 0, len(m.cols))
 	for _, id := range m.ids() {
 		c := m.cols[id]
-		out = append(out, Snapshot{Collection: c.Target.Name, State: c.lastState, LambdaNorm: c.last.LambdaNorm, Cut: c.last})
+		out = append(out, Snapshot{Collection: c.Target.Name, State: c.lastState, LambdaNorm: c.last.LambdaNorm, Cut: c.last,
+			Policy: c.machine.Policy()})
 	}
 	return out
 }
