@@ -271,12 +271,15 @@ func (r *RebalancePartitions) Execute(ctx context.Context, rc *strategy.Context)
 			case l < prev*0.9:
 				d.Undo = true
 				stopped = fmt.Sprintf("batch %d made λ worse (%.3f → %.3f): undone", b.Number, prev, l)
-			case initial > 0 && l >= initial*1.1:
-				d.Stop = true
-				stopped = fmt.Sprintf("λ improved by 10%% (%.3f → %.3f)", initial, l)
+			// The engine's target is the level that ends the problem (the
+			// collection's restore level, at least +10%); stopping at +10%
+			// alone left a hotspot critical from λ 0.010 after one batch.
 			case rc.TargetLambda > 0 && l >= rc.TargetLambda:
 				d.Stop = true
 				stopped = fmt.Sprintf("λ %.3f reached the target %.3f", l, rc.TargetLambda)
+			case rc.TargetLambda <= 0 && initial > 0 && l >= initial*1.1:
+				d.Stop = true
+				stopped = fmt.Sprintf("λ improved by 10%% (%.3f → %.3f)", initial, l)
 			default:
 				prev = l
 			}

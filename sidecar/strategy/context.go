@@ -82,8 +82,10 @@ type Context struct {
 	State        IntegrityState
 	// InitialLambda is λ when healing started; improvements are relative to it.
 	InitialLambda float64
-	// TargetLambda is the λ that verification will require; strategies that
-	// work in steps may stop once it is reached. Zero means "not set".
+	// TargetLambda is the λ that ends the problem: the collection's restore
+	// level (threshold_high + restore offset), and at least the 1.1 × initial
+	// λ verification requires. Strategies that work in steps stop once it
+	// is reached. Zero means "not set".
 	TargetLambda float64
 	// Metrics are the metrics the problem was classified from.
 	Metrics classify.Metrics
