@@ -310,7 +310,7 @@ SELECT ruvector_collection_register('c%[1]d', 'c%[1]d');`, i, nPart-1)
 	fmt.Printf("after warm-up: segment states %v\n", res.StatesAfterWarmup)
 
 	// Backends of the sidecar (application_name ruvector-sidecar).
-	rows, err := conn.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = 'ruvector-sidecar'`)
+	rows, err := conn.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'ruvector-sidecar%'`)
 	if err == nil {
 		res.BackendPIDs, _ = pgx.CollectRows(rows, pgx.RowTo[int])
 	}

@@ -526,15 +526,8 @@ var allFaults = []fault{
 	{name: "pause_replica", prepare: (*campaign).standbyStreaming, inject: (*campaign).pauseReplica},
 }
 
-// collectorQueries match the statements of the daemon's collectors
-// (partitions, replicas, maintenance, memory, indexes), which all run on
-// one connection: a backend whose last statement is one of these is the
-// collectors' and nobody else's.
-const collectorQueries = `(query LIKE '%pg_stat_user_tables%' OR query LIKE '%pg_stat_replication%'
-	OR query LIKE '%pg_stat_progress_vacuum%' OR query LIKE '%''shared_buffers''%'
-	OR query LIKE '%pg_extension e JOIN pg_namespace%')`
-
-// collectorsFailing terminates the collectors' backend every 50 ms for
+// collectorsFailing terminates the collectors' backend (the daemon names
+// that connection ruvector-sidecar-collect) every 50 ms for
 // 12 s (their SQL runs every 5 s): their queries fail (unlike
 // collector_blocked, where they hang) and they redial. The sidecar must count the failures (collector_errors_total
 // rises), stay up (same process) and publish again afterwards.
@@ -553,7 +546,7 @@ func (c *campaign) collectorsFailing() error {
 	for end := time.Now().Add(12 * time.Second); time.Now().Before(end); {
 		var n int
 		if err := conn.QueryRow(c.ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-			WHERE application_name = 'ruvector-sidecar' AND pid <> pg_backend_pid() AND `+collectorQueries).Scan(&n); err != nil {
+			WHERE application_name = 'ruvector-sidecar-collect' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
 			return err
 		}
 		killed += n
@@ -770,9 +763,16 @@ func (c *campaign) queryRow(q string, dst ...any) error {
 	return conn.QueryRow(c.ctx, q).Scan(dst...)
 }
 
+// orphanGrace is how long a remediation may stay running after its lease
+// lapsed (its holder died) before that counts as orphaned: the active
+// sidecar recovers orphans on its leader tick (a third of --leader-ttl),
+// so a check right after a lease ran out would see one not yet picked up.
+const orphanGrace = 20 * time.Second
+
 // outcomeInvariants, once the sidecar is back: never two remediations at
-// once on a collection; none left running without a live lease (every
-// started remediation ends with exactly one outcome, across restarts);
+// once on a collection; none left running more than orphanGrace after its
+// lease lapsed (every started remediation ends with exactly one outcome,
+// across restarts);
 // every reversible one that acted and was not verified was rolled back; no
 // routing weight a remediation set to 0 outlives it; no collection was
 // attempted more often than max_attempts_per_hour allows.
@@ -784,7 +784,9 @@ func (c *campaign) outcomeInvariants() []string {
 			GROUP BY collection_id HAVING count(*) > 1) x),
 		(SELECT count(*) FROM ruvector.healing_outcomes o WHERE o.state = 'running'
 			AND NOT EXISTS (SELECT 1 FROM ruvector.healing_leases l WHERE l.collection_id = o.collection_id
-				AND l.expires_at > clock_timestamp())),
+				AND l.expires_at > clock_timestamp())
+			AND coalesce((SELECT max(l.expires_at) FROM ruvector.healing_leases l WHERE l.collection_id = o.collection_id),
+				o.started_at) < clock_timestamp() - interval '`+fmt.Sprint(int(orphanGrace.Seconds()))+` seconds'),
 		(SELECT count(*) FROM ruvector.healing_outcomes o JOIN ruvector.healing_strategies s ON s.name = o.strategy_name
 			WHERE o.state = 'done' AND s.reversible AND coalesce(o.actions_taken, 0) > 0
 			  AND NOT coalesce(o.verified, false) AND NOT o.rolled_back
@@ -805,7 +807,7 @@ func (c *campaign) outcomeInvariants() []string {
 		bad = append(bad, fmt.Sprintf("%d collections with two running remediations", twice))
 	}
 	if stale > 0 {
-		bad = append(bad, fmt.Sprintf("%d remediations left running without a live lease", stale))
+		bad = append(bad, fmt.Sprintf("%d remediations left running more than %v after their lease lapsed", stale, orphanGrace))
 	}
 	if unrolled > 0 {
 		bad = append(bad, fmt.Sprintf("%d reversible remediations acted, were not verified and were not rolled back", unrolled))
@@ -934,6 +936,23 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 10, "stabili
 	wg.Wait()
 	conn := cluster.Connect(ctx, "postgres")
 	ledgerBad := l.check(ctx, conn)
+	// Every remediation that started ends with exactly one outcome: once
+	// the faults stop, the last orphan (its lease runs 30 s) is finished
+	// by the active sidecar within a lease and a tick.
+	var endRunning int
+	deadline := time.Now().Add(30*time.Second + orphanGrace)
+	for {
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM ruvector.healing_outcomes WHERE state = 'running'`).Scan(&endRunning); err != nil {
+			t.Fatal(err)
+		}
+		if endRunning == 0 || time.Now().After(deadline) {
+			break
+		}
+		sleep(ctx, 500*time.Millisecond)
+	}
+	if endRunning > 0 {
+		ledgerBad = append(ledgerBad, fmt.Sprintf("%d remediations still running %v after the last fault", endRunning, 30*time.Second+orphanGrace))
+	}
 
 	// The table.
 	names := make([]string, 0, len(results))

@@ -208,7 +208,12 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 		return nil
 	}
 	dial := func(ctx context.Context) (*pgx.Conn, error) { return dialSidecar(ctx, sf.dsn) }
-	collConn, err := dial(ctx)
+	// The collectors' connection is named apart in pg_stat_activity, so an
+	// operator (or the chaos campaign) can tell it from the catalog one.
+	dialCollect := func(ctx context.Context) (*pgx.Conn, error) {
+		return dialSidecarAs(ctx, sf.dsn, "ruvector-sidecar-collect")
+	}
+	collConn, err := dialCollect(ctx)
 	if err != nil {
 		return fmt.Errorf("collector connection: %w", err)
 	}
@@ -219,7 +224,7 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 	}
 	collectors := monitorCollectors(seg)
 	runner := collect.NewRunner(collConn, targets, collectors, collect.RunnerOptions{
-		Redial: func(ctx context.Context) (collect.Querier, error) { return dial(ctx) },
+		Redial: func(ctx context.Context) (collect.Querier, error) { return dialCollect(ctx) },
 	})
 	onSample := obs.snaps.Store
 	if obs.hub != nil {
@@ -277,6 +282,11 @@ type loopObservers struct {
 
 // dialSidecar opens one of the sidecar's connections.
 func dialSidecar(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	return dialSidecarAs(ctx, dsn, "ruvector-sidecar")
+}
+
+// dialSidecarAs opens a connection with the given application_name.
+func dialSidecarAs(ctx context.Context, dsn, app string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, err
@@ -285,7 +295,7 @@ func dialSidecar(ctx context.Context, dsn string) (*pgx.Conn, error) {
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
 	}
-	cfg.RuntimeParams["application_name"] = "ruvector-sidecar"
+	cfg.RuntimeParams["application_name"] = app
 	return pgx.ConnectConfig(ctx, cfg)
 }
 
