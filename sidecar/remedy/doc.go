@@ -24,14 +24,32 @@ package remedy
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ruvector/ruvector-healing/sidecar/remedy/plan"
+	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
 // Dialer opens a connection the caller owns (and closes).
 type Dialer func(ctx context.Context) (*pgx.Conn, error)
+
+// rollbackConn is what a database strategy's Rollback starts with: the
+// recorded actions and a connection of its own, closed by the returned
+// func even when ctx is already cancelled (a rollback runs after aborts).
+func rollbackConn(ctx context.Context, rc *strategy.Context, dial Dialer, name string) ([]json.RawMessage, *pgx.Conn, func(), error) {
+	acts, err := rc.Actions()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	conn, err := dial(ctx)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: connect: %w", name, err)
+	}
+	return acts, conn, func() { conn.Close(context.WithoutCancel(ctx)) }, nil
+}
 
 // Planner, Plan and Step live in package plan, which the healing engine
 // imports to serve dry runs without depending on this package.

@@ -158,15 +158,11 @@ func (d *DrainHotPartition) Execute(ctx context.Context, rc *strategy.Context) (
 // Rollback restores each drained shard's previous weight, unless the
 // weight was changed since by someone else (ErrChangedSince).
 func (d *DrainHotPartition) Rollback(ctx context.Context, rc *strategy.Context) error {
-	acts, err := rc.Actions()
+	acts, conn, closeConn, err := rollbackConn(ctx, rc, d.Dial, "drain_hot_partition")
 	if err != nil {
 		return err
 	}
-	conn, err := d.Dial(ctx)
-	if err != nil {
-		return fmt.Errorf("drain_hot_partition: connect: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer closeConn()
 	var errs []error
 	for i := len(acts) - 1; i >= 0; i-- {
 		var a routeAction

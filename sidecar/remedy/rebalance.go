@@ -310,15 +310,11 @@ func (r *RebalancePartitions) Execute(ctx context.Context, rc *strategy.Context)
 
 // Rollback moves back every journaled row of the recorded outcome.
 func (r *RebalancePartitions) Rollback(ctx context.Context, rc *strategy.Context) error {
-	acts, err := rc.Actions()
+	acts, conn, closeConn, err := rollbackConn(ctx, rc, r.Dial, "rebalance_partitions")
 	if err != nil {
 		return err
 	}
-	conn, err := r.Dial(ctx)
-	if err != nil {
-		return fmt.Errorf("rebalance_partitions: connect: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer closeConn()
 	var errs []error
 	done := map[int64]bool{}
 	for i := len(acts) - 1; i >= 0; i-- {
