@@ -37,7 +37,7 @@ var (
 	modeFlag  = flag.String("scorecard.mode", "scorecard", "scorecard: steady paced workload; load: the workload at the machine's capacity (closed loop)")
 	seedFlag  = flag.Uint64("scorecard.seed", 1, "campaign seed (order of faults, hot shards)")
 	repsFlag  = flag.Int("scorecard.reps", 3, "injections per class in a full campaign")
-	capFlag   = flag.Duration("scorecard.cap", 150*time.Second, "how long an injected fault is left in place for the healer before the harness lifts it")
+	capFlag   = flag.Duration("scorecard.cap", 0, "how long an injected fault is left in place for the healer before the harness lifts it (0: per class, 90 s for the classes with a 60 s target, 5 min for the others: their target)")
 	classFlag = flag.String("scorecard.classes", "", "comma-separated problem classes to inject (default: all six)")
 	outFlag   = flag.String("scorecard.out", "", "also write the report (Markdown) to this file")
 	memFlag   = flag.Int64("scorecard.memcg-mb", 1024, "memory limit of the server's cgroup for the memory-pressure fault (0: no cgroup, memory pressure not injected)")
@@ -201,7 +201,12 @@ func TestScorecard(t *testing.T) {
 	}
 
 	var b bytes.Buffer
-	args := fmt.Sprintf("-scorecard.mode=%s -scorecard.seed=%d -scorecard.cap=%s", *modeFlag, *seedFlag, *capFlag)
+	args := fmt.Sprintf("-scorecard.mode=%s -scorecard.seed=%d", *modeFlag, *seedFlag)
+	capText := "per class (" + capSummary() + ")"
+	if *capFlag > 0 {
+		args += fmt.Sprintf(" -scorecard.cap=%s", *capFlag)
+		capText = capFlag.String() + " per fault"
+	}
 	if *quickFlag {
 		args += " -scorecard.quick"
 	} else if !load {
@@ -210,8 +215,8 @@ func TestScorecard(t *testing.T) {
 	if *classFlag != "" {
 		args += " -scorecard.classes=" + *classFlag
 	}
-	fmt.Fprintf(&b, "Run %s, %d episodes in %s, cap %s per fault, seed %d, `go test ./bench/scorecard -run TestScorecard -args -scorecard.run %s`.\n",
-		campaignStart.UTC().Format("2006-01-02 15:04 UTC"), len(eps), elapsed.Round(time.Second), *capFlag, *seedFlag, args)
+	fmt.Fprintf(&b, "Run %s, %d episodes in %s, cap %s, seed %d, `go test ./bench/scorecard -run TestScorecard -args -scorecard.run %s`.\n",
+		campaignStart.UTC().Format("2006-01-02 15:04 UTC"), len(eps), elapsed.Round(time.Second), capText, *seedFlag, args)
 	fmt.Fprintf(&b, "Machine: %d CPUs, load average at the end %s; workload %+v; %s.\n\n", runtime.NumCPU(), loadavg(), dopts, ledger)
 	if load {
 		WriteLoad(&b, eps)
@@ -457,8 +462,34 @@ func (h *harness) waitNormal(limit time.Duration) bool {
 	return false
 }
 
-// indexCadence is the index collector's default cadence.
+// indexCadence is the index collector's cadence in the campaign's
+// daemon (--index-sample-interval; the product's default is 5 min).
 const indexCadence = 5 * time.Minute
+
+// capOf is how long the faults of an episode are left in place: the
+// -scorecard.cap flag, else each class's own target (60 s for hotspot and
+// maintenance contention, 5 min for the others) plus half a minute for the
+// 60 s classes so a miss is measured rather than cut off at the target.
+func capOf(classes []string) time.Duration {
+	if *capFlag > 0 {
+		return *capFlag
+	}
+	t := DefaultTargets()
+	var limit time.Duration
+	for _, c := range classes {
+		if slices.Contains(t.FastClasses, c) {
+			limit = max(limit, t.FastRecovery+30*time.Second)
+		} else {
+			limit = max(limit, t.RecoveryBudget)
+		}
+	}
+	return limit
+}
+
+func capSummary() string {
+	t := DefaultTargets()
+	return fmt.Sprintf("%s: %s, others %s", strings.Join(t.FastClasses, " and "), t.FastRecovery+30*time.Second, t.RecoveryBudget)
+}
 
 // stableNormal is how long the state must stay normal to count as
 // recovered (the policy's restore hold already keeps it from flapping).
@@ -551,11 +582,11 @@ func (h *harness) runEpisode(n int, p planned, load bool) Episode {
 
 	// Watch the state until it left normal and came back for good, or the
 	// cap passes (a fault-free period lasts its own length).
-	limit, liftWait := *capFlag, 3*time.Minute
+	limit, liftWait := capOf(p.classes), 3*time.Minute
 	if slices.Contains(p.classes, "index_fragmentation") {
-		// pgstatindex is sampled every 5 minutes (collect.Indexes): a
-		// bloat is seen, and its repair confirmed, only at the next sample.
-		limit, liftWait = max(limit, indexCadence+30*time.Second), indexCadence+time.Minute
+		// pgstatindex is sampled every indexCadence: a bloat is seen, and
+		// its repair confirmed, only at the next sample.
+		limit, liftWait = max(limit, indexCadence+30*time.Second), max(liftWait, indexCadence+time.Minute)
 	}
 	if p.kind == KindQuiet {
 		limit = 60 * time.Second
