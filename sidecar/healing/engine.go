@@ -289,7 +289,11 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, err
 	}
-	sel := e.reg.Select(ctx, dec.Problem, cfg.SelectionLimits(weights))
+	lim := cfg.SelectionLimits(weights)
+	if lim.Tried, err = e.triedThisEpisode(ctx, tr.CollectionID, dec.Problem.Class, cfg.AttemptWindow.Seconds()); err != nil {
+		return Outcome{}, err
+	}
+	sel := e.reg.Select(ctx, dec.Problem, lim)
 	out.Selection = &sel
 	if !sel.Found() {
 		out.Status = StatusNoStrategy

@@ -120,7 +120,18 @@ type Limits struct {
 	// ApprovalStrategies are strategies that need human approval
 	// (require_approval_strategies).
 	ApprovalStrategies []string
+	// Tried counts, by strategy name, the attempts already made in the
+	// current episode (since the collection last was normal) for the same
+	// problem. Each one halves the strategy's ranking weight: a remedy that
+	// ran and left the problem in place, verified or not, yields to the
+	// next one, as an operator escalates rather than repeat what did not
+	// cure it. Once every candidate was tried, learned weight decides again.
+	Tried map[string]int
 }
+
+// EscalationFactor is what each earlier attempt in the episode multiplies a
+// strategy's ranking weight by.
+const EscalationFactor = 0.5
 
 // Verdict says what selection made of a candidate.
 type Verdict string
@@ -151,6 +162,10 @@ type Candidate struct {
 	// from Limits.Weights rather than DefaultWeight.
 	Weight  float64 `json:"weight"`
 	Learned bool    `json:"learned"`
+	// Tried is the number of earlier attempts in this episode (Limits.Tried)
+	// and RankWeight the weight ranking uses: Weight × EscalationFactor^Tried.
+	Tried      int     `json:"tried_this_episode,omitempty"`
+	RankWeight float64 `json:"rank_weight"`
 	// RequiresApproval is set for eligible strategies that need approval.
 	RequiresApproval bool    `json:"requires_approval"`
 	Verdict          Verdict `json:"verdict"`
@@ -226,6 +241,8 @@ func (r *Registry) Select(ctx context.Context, p classify.Problem, lim Limits) S
 				c.Weight = 0
 			}
 		}
+		c.Tried = max(lim.Tried[c.Name], 0)
+		c.RankWeight = c.Weight * math.Pow(EscalationFactor, float64(c.Tried))
 		switch handles := s.Handles(); {
 		case !slices.Contains(handles, p.Class):
 			c.Verdict = VerdictClassNotHandled
@@ -279,7 +296,7 @@ func (r *Registry) Select(ctx context.Context, p classify.Problem, lim Limits) S
 		switch {
 		case i == chosen:
 			c.Verdict = VerdictChosen
-			c.Reason = fmt.Sprintf("rank %d: weight %s%s, impact %s, %s", c.Rank, num(c.Weight), learnedWord(c.Learned), num(c.Impact), reversibleWord(c.Reversible))
+			c.Reason = fmt.Sprintf("rank %d: weight %s%s%s, impact %s, %s", c.Rank, num(c.Weight), learnedWord(c.Learned), triedWords(c), num(c.Impact), reversibleWord(c.Reversible))
 			if c.RequiresApproval {
 				c.Reason += "; needs approval (" + approval + ") and no eligible strategy runs without it"
 			}
@@ -310,7 +327,7 @@ func (r *Registry) Select(ctx context.Context, p classify.Problem, lim Limits) S
 
 // compareRank orders a before b when a ranks higher.
 func compareRank(a, b Candidate) int {
-	if c := cmp.Compare(b.Weight, a.Weight); c != 0 {
+	if c := cmp.Compare(b.RankWeight, a.RankWeight); c != 0 {
 		return c
 	}
 	if c := cmp.Compare(a.Impact, b.Impact); c != 0 {
@@ -328,7 +345,10 @@ func compareRank(a, b Candidate) int {
 // whyAbove names the first ranking key on which hi beats lo.
 func whyAbove(hi, lo Candidate) string {
 	switch {
-	case hi.Weight != lo.Weight:
+	case hi.RankWeight != lo.RankWeight && (hi.Tried > 0 || lo.Tried > 0):
+		return fmt.Sprintf("ranking weight %s > %s (each earlier attempt this episode halves a weight: %s tried %d×, %s %d×)",
+			num(hi.RankWeight), num(lo.RankWeight), hi.Name, hi.Tried, lo.Name, lo.Tried)
+	case hi.RankWeight != lo.RankWeight:
 		return fmt.Sprintf("weight %s > %s", num(hi.Weight), num(lo.Weight))
 	case hi.Impact != lo.Impact:
 		return fmt.Sprintf("same weight %s, impact %s < %s", num(hi.Weight), num(hi.Impact), num(lo.Impact))
@@ -337,6 +357,14 @@ func whyAbove(hi, lo Candidate) string {
 	default:
 		return fmt.Sprintf("same weight %s, impact %s and reversibility, name order", num(hi.Weight), num(hi.Impact))
 	}
+}
+
+// triedWords says why a ranking weight is below the weight, "" when it is not.
+func triedWords(c Candidate) string {
+	if c.Tried == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", ranked at %s after %d earlier attempt(s) this episode", num(c.RankWeight), c.Tried)
 }
 
 func learnedWord(learned bool) string {

@@ -395,3 +395,41 @@ func TestConcurrentSelectAndRegister(t *testing.T) {
 		t.Errorf("%d strategies after concurrent registration", n)
 	}
 }
+
+// An episode escalates: a strategy that already ran for the problem yields
+// to one that has not, even at a lower learned weight, and once all were
+// tried the learned weight decides again.
+func TestSelectEscalatesWithinEpisode(t *testing.T) {
+	r := mustRegistry(t, builtins()...)
+	lim := defaultLimits()
+	lim.Weights = map[string]float64{"rebalance_partitions": 1.3, "throttle_ingestion": 0.9}
+	ctx := context.Background()
+
+	if got := r.Select(ctx, problem(hot), lim).Chosen; got != "rebalance_partitions" {
+		t.Fatalf("fresh episode chose %q, want the highest weight rebalance_partitions", got)
+	}
+	lim.Tried = map[string]int{"rebalance_partitions": 1}
+	sel := r.Select(ctx, problem(hot), lim)
+	if sel.Chosen != "throttle_ingestion" {
+		t.Fatalf("after one rebalance this episode chose %q, want throttle_ingestion\n%s", sel.Chosen, sel.Explain())
+	}
+	var reb Candidate
+	for _, c := range sel.Candidates {
+		if c.Name == "rebalance_partitions" {
+			reb = c
+		}
+	}
+	if reb.Tried != 1 || reb.RankWeight != 0.65 || reb.Verdict != VerdictOutranked ||
+		!strings.Contains(reb.Reason, "ranking weight 0.9 > 0.65") {
+		t.Fatalf("rebalance candidate %+v", reb)
+	}
+	lim.Tried = map[string]int{"rebalance_partitions": 1, "throttle_ingestion": 1}
+	if got := r.Select(ctx, problem(hot), lim).Chosen; got != "rebalance_partitions" {
+		t.Fatalf("both tried once: chose %q, want the learned order again", got)
+	}
+	// A negative count (a bad read) never raises a weight.
+	lim.Tried = map[string]int{"throttle_ingestion": -3}
+	if got := r.Select(ctx, problem(hot), lim).Chosen; got != "rebalance_partitions" {
+		t.Fatalf("negative tried count chose %q", got)
+	}
+}
