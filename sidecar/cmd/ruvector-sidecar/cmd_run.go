@@ -32,6 +32,8 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	interval := fs.Duration("heartbeat-interval", time.Second,
 		"how often the sidecar tells the watchdog it is alive; keep well under ruvector.sidecar_timeout")
 	sample := fs.Duration("sample-interval", time.Second, "integrity sample period")
+	indexEvery := fs.Duration("index-sample-interval", 5*time.Minute,
+		"how often the indexes collector runs pgstatindex (index_fragmentation); slow by default because pgstatindex reads every page of every index of the collection; shorter detects fragmentation sooner at the cost of that I/O (the verification wait after compact_indexes is two of these periods)")
 	feedOn := fs.Bool("changefeed", false,
 		"follow a logical change feed (publication + replication slot ruvector_healing_feed_<db oid>) for real-time write rates; needs REPLICATION")
 	refresh := fs.Duration("collections-refresh", 10*time.Second, "how often the list of registered collections is re-read")
@@ -53,7 +55,8 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	for name, d := range map[string]time.Duration{"--heartbeat-interval": *interval, "--sample-interval": *sample,
-		"--collections-refresh": *refresh, "--leader-ttl": *leaderTTL, "--heal-every": *degradedEvery} {
+		"--collections-refresh": *refresh, "--leader-ttl": *leaderTTL, "--heal-every": *degradedEvery,
+		"--index-sample-interval": *indexEvery} {
 		if d <= 0 {
 			return fmt.Errorf("%s %v must be positive", name, d)
 		}
@@ -106,7 +109,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	defer cancel()
 	obs := &loopObservers{stats: &metrics.RunnerStats{}, snaps: &metrics.SnapshotCache{}, heal: metrics.NewHealing()}
 	if *healOn {
-		obs.hub = &healHub{periods: collectorPeriods(monitorCollectors(seg))}
+		obs.hub = &healHub{periods: collectorPeriods(monitorCollectorsEvery(seg, *indexEvery))}
 	}
 	if *metricsAddr != "" {
 		done, err := startMetrics(ctx, *metricsAddr, seg, srv.DatabaseOID, obs, *interval, log)
@@ -137,7 +140,9 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}()
 	}
-	go func() { errc <- superviseMonitor(ctx, &sf, srv, seg, feed, key, *sample, *refresh, obs, log) }()
+	go func() {
+		errc <- superviseMonitor(ctx, &sf, srv, seg, feed, key, *sample, *refresh, *indexEvery, obs, log)
+	}()
 	if obs.hub != nil {
 		hopts := healingOptions{key: key, scale: scale, holder: defaultHolder(), leaderTTL: *leaderTTL,
 			degradedEvery: *degradedEvery, stabilization: *stabilization}
@@ -159,7 +164,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 // superviseMonitor runs the collectors and the integrity loop over the
 // registered collections, and restarts both when the set changes.
 func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg *shmproto.Segment,
-	feed *changefeed.Feed, key *audit.Key, sample, refresh time.Duration, obs *loopObservers, log zerolog.Logger) error {
+	feed *changefeed.Feed, key *audit.Key, sample, refresh, indexEvery time.Duration, obs *loopObservers, log zerolog.Logger) error {
 	var (
 		running []collect.Target
 		stop    context.CancelFunc = func() {}
@@ -178,7 +183,7 @@ func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server,
 			stop()
 			runCtx, cancelRun := context.WithCancel(ctx)
 			stop = cancelRun
-			if err := startMonitor(runCtx, sf, srv, seg, feed, key, targets, sample, obs, log); err != nil {
+			if err := startMonitor(runCtx, sf, srv, seg, feed, key, targets, sample, indexEvery, obs, log); err != nil {
 				log.Warn().Err(err).Msg("starting the integrity loop failed; retrying")
 				stop()
 				targets = nil
@@ -200,7 +205,7 @@ func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server,
 }
 
 func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg *shmproto.Segment,
-	feed *changefeed.Feed, key *audit.Key, targets []collect.Target, sample time.Duration, obs *loopObservers, log zerolog.Logger) error {
+	feed *changefeed.Feed, key *audit.Key, targets []collect.Target, sample, indexEvery time.Duration, obs *loopObservers, log zerolog.Logger) error {
 	// The previous loop is gone: its stats and cuts are no longer news.
 	obs.stats.Set(nil)
 	obs.snaps.Store(nil)
@@ -222,7 +227,7 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 		collConn.Close(ctx)
 		return fmt.Errorf("catalog connection: %w", err)
 	}
-	collectors := monitorCollectors(seg)
+	collectors := monitorCollectorsEvery(seg, indexEvery)
 	runner := collect.NewRunner(collConn, targets, collectors, collect.RunnerOptions{
 		Redial: func(ctx context.Context) (collect.Querier, error) { return dialCollect(ctx) },
 	})
@@ -263,9 +268,17 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 // monitorCollectors are the collectors of the integrity loop (the healing
 // engine's verification wait follows their periods, see signalRefresh).
 func monitorCollectors(seg *shmproto.Segment) []collect.Collector {
+	return monitorCollectorsEvery(seg, 0)
+}
+
+// monitorCollectorsEvery is monitorCollectors with the indexes collector
+// sampling every indexEvery (--index-sample-interval; 0: its default).
+func monitorCollectorsEvery(seg *shmproto.Segment, indexEvery time.Duration) []collect.Collector {
+	indexes := collect.NewIndexes()
+	indexes.Interval = indexEvery
 	return []collect.Collector{
 		collect.NewGateway(seg), collect.NewPartitions(), collect.NewReplicas(),
-		collect.NewMaintenance(), collect.NewIndexes(), collect.NewMemory(), collect.NewListsFromSegment(seg),
+		collect.NewMaintenance(), indexes, collect.NewMemory(), collect.NewListsFromSegment(seg),
 	}
 }
 
