@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"sync"
 	"time"
 
 	"github.com/ruvector/ruvector-healing/sidecar/health"
@@ -23,6 +24,33 @@ import (
 type Replicas struct {
 	// Interval is the cadence (default 5 s).
 	Interval time.Duration
+	// StallAfter is how long a standby's replay_lsn must stay put while
+	// WAL it has received waits to be applied before the replica reads as
+	// ReplayStalled (default: two cadences, at least 10 s, so at least
+	// three samples agree and one slow apply of a large record is not a
+	// stall).
+	StallAfter time.Duration
+
+	// now is the clock (tests step it); nil means time.Now.
+	now func() time.Time
+
+	mu     sync.Mutex
+	replay map[int64]replayTrack // by ReplicaSignal.ID
+}
+
+// replayTrack follows one replica's replay position across samples. The
+// collector is server-wide but called once per collection per period, so
+// it keys on time, not on a count of calls.
+type replayTrack struct {
+	lsn int64 // replay_lsn as bytes from 0/0
+	// pendingSince is when replay_lsn was first seen at lsn with received
+	// WAL waiting behind it (zero: nothing pending at this lsn).
+	pendingSince time.Time
+	// rateLSN and rateAt are the base of ReplayBytesPerSec; rate is the
+	// last one computed (kept when calls come back to back).
+	rateLSN int64
+	rateAt  time.Time
+	rate    float64
 }
 
 // NewReplicas returns the replicas collector.
@@ -31,6 +59,20 @@ func NewReplicas() *Replicas { return &Replicas{} }
 func (r *Replicas) Name() string { return "replicas" }
 
 func (r *Replicas) Cadence() time.Duration { return orDefault(r.Interval, 5*time.Second) }
+
+func (r *Replicas) stallAfter() time.Duration {
+	if r.StallAfter > 0 {
+		return r.StallAfter
+	}
+	return max(2*r.Cadence(), 10*time.Second)
+}
+
+func (r *Replicas) clock() time.Time {
+	if r.now != nil {
+		return r.now()
+	}
+	return time.Now()
+}
 
 // The current WAL position: on a standby pg_current_wal_lsn() errors, and
 // the position it has replayed is the one its cascaded replicas chase.
@@ -42,7 +84,8 @@ SELECT w.pid, coalesce(nullif(w.application_name, ''), host(w.client_addr), 'wal
        extract(epoch FROM w.write_lag)::float8, extract(epoch FROM w.flush_lag)::float8,
        extract(epoch FROM w.replay_lag)::float8,
        pg_wal_lsn_diff(w.sent_lsn, w.replay_lsn)::bigint,
-       sl.slot_name
+       sl.slot_name,
+       pg_wal_lsn_diff(w.replay_lsn, '0/0')::bigint, pg_wal_lsn_diff(w.flush_lsn, '0/0')::bigint
 FROM pg_stat_replication w
 LEFT JOIN pg_replication_slots sl ON sl.active_pid = w.pid
 WHERE w.state IS DISTINCT FROM 'backup'
@@ -76,6 +119,7 @@ ORDER BY slot_name`
 // slot, the WAL it retains (after restart_lsn).
 func (r *Replicas) Collect(ctx context.Context, q Querier, _ Target, s *health.Signals) error {
 	var out []health.ReplicaSignal
+	var positions []replayPos // parallel to the walsenders in out
 	bySlot := map[string]int{}
 	rows, err := q.Query(ctx, walsendersSQL)
 	if err != nil {
@@ -88,8 +132,9 @@ func (r *Replicas) Collect(ctx context.Context, q Querier, _ Target, s *health.S
 			wlag, flag, rlag *float64
 			lagBytes         *int64
 			slot             *string
+			replay, flush    *int64
 		)
-		if err := rows.Scan(&pid, &name, &state, &wlag, &flag, &rlag, &lagBytes, &slot); err != nil {
+		if err := rows.Scan(&pid, &name, &state, &wlag, &flag, &rlag, &lagBytes, &slot, &replay, &flush); err != nil {
 			rows.Close()
 			return fmt.Errorf("replicas: scan pg_stat_replication: %w", err)
 		}
@@ -118,6 +163,7 @@ func (r *Replicas) Collect(ctx context.Context, q Querier, _ Target, s *health.S
 			bySlot[*slot] = len(out)
 		}
 		out = append(out, rs)
+		positions = append(positions, replayPos{replay: replay, flush: flush})
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -166,8 +212,63 @@ func (r *Replicas) Collect(ctx context.Context, q Querier, _ Target, s *health.S
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("replicas: read pg_replication_slots: %w", err)
 	}
+	r.trackReplay(out[:len(positions)], positions, r.clock())
 	s.Replicas = out
 	return nil
+}
+
+// replayPos is a walsender's replay_lsn and flush_lsn as bytes from 0/0
+// (nil while the standby has not reported them).
+type replayPos struct{ replay, flush *int64 }
+
+// trackReplay sets the replay fields of the walsenders in ws (pos[i] is
+// ws[i]'s) from how their replay_lsn moved since earlier samples, and
+// forgets replicas that are gone.
+//
+// A replica is ReplayStalled when its walsender streams, its flush_lsn is
+// ahead of its replay_lsn (received WAL is waiting), and replay_lsn has
+// stayed where it is, with WAL waiting, for at least StallAfter. The clock
+// starts when WAL is first seen waiting at that replay_lsn, not when
+// replay_lsn last moved: an idle standby that is caught up has a still
+// replay_lsn too, and must not read as stalled the moment new WAL arrives.
+func (r *Replicas) trackReplay(ws []health.ReplicaSignal, pos []replayPos, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	prev := r.replay
+	r.replay = make(map[int64]replayTrack, len(ws))
+	for i := range ws {
+		p := pos[i]
+		if p.replay == nil {
+			continue
+		}
+		rs := &ws[i]
+		tr, seen := prev[rs.ID]
+		moved := !seen || tr.lsn != *p.replay
+		waiting := p.flush != nil && *p.flush > *p.replay
+		switch {
+		case !waiting:
+			tr.pendingSince = time.Time{}
+		case moved || tr.pendingSince.IsZero():
+			tr.pendingSince = now
+		}
+		tr.lsn = *p.replay
+		// The rate needs a base at least half a period old: the collector
+		// runs once per collection each period, so calls can come back to
+		// back, and a delta over milliseconds says nothing.
+		switch {
+		case !seen || *p.replay < tr.rateLSN:
+			tr.rateLSN, tr.rateAt, tr.rate = *p.replay, now, 0
+		case now.Sub(tr.rateAt) >= r.Cadence()/2:
+			tr.rate = float64(*p.replay-tr.rateLSN) / now.Sub(tr.rateAt).Seconds()
+			tr.rateLSN, tr.rateAt = *p.replay, now
+		}
+		rs.ReplayBytesPerSec = tr.rate
+		if waiting && !tr.pendingSince.IsZero() {
+			rs.ReplayStalledSeconds = now.Sub(tr.pendingSince).Seconds()
+			rs.ReplayStalled = rs.State == "streaming" && now.Sub(tr.pendingSince) >= r.stallAfter()
+		}
+		r.replay[rs.ID] = tr
+	}
 }
 
 // slotID is a stable positive ID for a slot name.

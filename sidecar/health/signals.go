@@ -69,6 +69,20 @@ type ReplicaSignal struct {
 	LagSeconds float64 // replay lag
 	LagBytes   int64
 	Broken     bool // not streaming, or an inactive slot
+	// ReplayStalled: the standby receives WAL (its walsender streams and
+	// its flush_lsn is ahead of its replay_lsn) but has applied none of it
+	// for ReplayStalledSeconds (pg_wal_replay_pause, a recovery conflict
+	// waiting on a standby query, a hung startup process). Less WAL on the
+	// primary cannot help such a replica; a slow one (replay moving, just
+	// slower than the WAL arrives) is not stalled.
+	ReplayStalled bool
+	// ReplayStalledSeconds is how long replay_lsn has stayed where it is
+	// with received WAL waiting behind it (0 when nothing waits or replay
+	// just moved); ReplayStalled once it reaches the collector's bar.
+	ReplayStalledSeconds float64
+	// ReplayBytesPerSec is how fast replay_lsn advanced between the
+	// collector's last two samples (0 on the first sample or for a slot).
+	ReplayBytesPerSec float64
 }
 
 // JobSignal is one maintenance job: autovacuum/analyze workers, manual
