@@ -123,6 +123,12 @@ type Metrics struct {
 	CentroidListSizes map[int64]int64 `json:"centroid_list_sizes,omitempty"`
 	// ReplicaLagSeconds is the replication lag of each replica.
 	ReplicaLagSeconds map[int64]float64 `json:"replica_lag_seconds,omitempty"`
+	// ReplicaReplayStalledSeconds lists the replicas whose replay is
+	// stalled (they receive WAL but apply none; see
+	// health.ReplicaSignal.ReplayStalled) with how long replay has not
+	// moved. The classifier does not read it: it tells the engine that
+	// reducing WAL on the primary cannot help those replicas.
+	ReplicaReplayStalledSeconds map[int64]float64 `json:"replica_replay_stalled_seconds,omitempty"`
 	// MaintenanceQueueDepth is the number of queued maintenance jobs.
 	MaintenanceQueueDepth int `json:"maintenance_queue_depth"`
 	// MaintenanceJobs maps maintenance_dep nodes to job types.

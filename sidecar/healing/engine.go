@@ -27,6 +27,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -266,6 +268,15 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	if dec.Problem.Class == classify.ClassUnknown {
 		return deferred(out, "unknown problem: it needs human investigation"), nil
 	}
+	if reason := replayStalled(dec.Problem, tr); reason != "" {
+		// Handed over like ineffective healing (deferred, a reason for the
+		// log and the request), and before any attempt: the WAL-reducing
+		// strategies would cut the workload for nothing, be rolled back
+		// unverified, and only then trip the ineffective rule. The note
+		// puts it in the decision's explanation too.
+		out.Decision.Notes = append(slices.Clone(out.Decision.Notes), reason)
+		return deferred(out, reason), nil
+	}
 	stab := e.stabilization(cfg, dec.Problem.Class)
 
 	l, holder, err := e.acquire(ctx, tr.CollectionID)
@@ -449,6 +460,57 @@ func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, r
 		}
 	}
 	return out, nil
+}
+
+// replayStalled returns why healing a replication_lag problem is handed to a
+// person, or "": every lagging replica (the problem's witness replicas, or
+// failing those every replica with a lag) is stalled, receiving WAL but
+// replaying none (classify.Metrics.ReplicaReplayStalledSeconds). The
+// strategies for replication lag reduce the WAL the primary generates,
+// which helps a replica that replays too slowly and cannot help one that
+// does not replay at all. One replica still replaying is enough to act as
+// usual: it is the one the strategies help.
+func replayStalled(p classify.Problem, tr Trigger) string {
+	if p.Class != classify.ClassReplicationLag || len(tr.Metrics.ReplicaReplayStalledSeconds) == 0 {
+		return ""
+	}
+	var lagging []int64
+	if p.ReplicationLag != nil {
+		lagging = p.ReplicationLag.ReplicaIDs
+	}
+	if len(lagging) == 0 {
+		for id, lag := range tr.Metrics.ReplicaLagSeconds {
+			if lag > 0 {
+				lagging = append(lagging, id)
+			}
+		}
+		slices.Sort(lagging)
+	}
+	if len(lagging) == 0 {
+		return ""
+	}
+	names := map[int64]string{}
+	for _, w := range tr.Witness {
+		for _, n := range []classify.NodeRef{w.Source, w.Target} {
+			if n.Kind == classify.NodeReplica && n.Name != "" {
+				names[n.ID] = n.Name
+			}
+		}
+	}
+	parts := make([]string, 0, len(lagging))
+	for _, id := range lagging {
+		secs, ok := tr.Metrics.ReplicaReplayStalledSeconds[id]
+		if !ok {
+			return ""
+		}
+		name := names[id]
+		if name == "" {
+			name = fmt.Sprintf("replica %d", id)
+		}
+		parts = append(parts, fmt.Sprintf("%s: replay_lsn has not moved for %.0fs while WAL is received", name, secs))
+	}
+	return "replay stalled on " + strings.Join(parts, "; ") +
+		"; reducing WAL on the primary cannot help; needs a person (pg_wal_replay_resume, or a blocking query on the standby)"
 }
 
 func deferred(out Outcome, reason string) Outcome {

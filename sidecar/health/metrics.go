@@ -35,6 +35,12 @@ func MetricsFrom(s Signals) classify.Metrics {
 		m.ReplicaLagSeconds = make(map[int64]float64, len(s.Replicas))
 		for _, r := range s.Replicas {
 			m.ReplicaLagSeconds[r.ID] = r.LagSeconds
+			if r.ReplayStalled {
+				if m.ReplicaReplayStalledSeconds == nil {
+					m.ReplicaReplayStalledSeconds = map[int64]float64{}
+				}
+				m.ReplicaReplayStalledSeconds[r.ID] = r.ReplayStalledSeconds
+			}
 		}
 	}
 	if !s.Unknown[KindMaintenance] {

@@ -1,0 +1,190 @@
+package healing_test
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/ruvector/ruvector-healing/bench/workload"
+	"github.com/ruvector/ruvector-healing/internal/pgtest"
+	"github.com/ruvector/ruvector-healing/shmproto"
+	"github.com/ruvector/ruvector-healing/sidecar/audit"
+	"github.com/ruvector/ruvector-healing/sidecar/classify"
+	"github.com/ruvector/ruvector-healing/sidecar/collect"
+	"github.com/ruvector/ruvector-healing/sidecar/healing"
+	"github.com/ruvector/ruvector-healing/sidecar/health"
+	"github.com/ruvector/ruvector-healing/sidecar/instance"
+	"github.com/ruvector/ruvector-healing/sidecar/strategy"
+)
+
+// Replication lag on a real standby (pg_basebackup on loopback) whose
+// replay is paused: the replicas collector reads it as stalled, and the
+// engine takes no remediation (no outcome row, no throttle in the segment)
+// but hands the collection to a person with the reason; once replay is
+// resumed the stall clears and the engine acts on replication lag as
+// before.
+func TestEngineHandsOverStalledReplay(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := pgtest.Start(t, pgtest.Options{})
+	c.MustExec(ctx, setupSQL)
+	v := &env{c: c, db: c.Connect(ctx, "postgres")}
+	var err error
+	if v.srv, err = instance.Discover(ctx, v.db); err != nil {
+		t.Fatal(err)
+	}
+	if v.seg, err = instance.OpenSegment(v.srv, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer v.seg.Close()
+	hbCtx, stopHB := context.WithCancel(ctx)
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		_ = (&instance.Heartbeat{Segment: v.seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(hbCtx)
+	}()
+	defer func() { stopHB(); <-hbDone }()
+	if v.key, _, err = audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key")); err != nil {
+		t.Fatal(err)
+	}
+	coll, err := v.seg.Find("emb", v.srv.DatabaseOID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	sb, err := workload.StartStandby(ctx, workload.StandbySpec{PrimaryHost: c.SocketDir(), PrimaryPort: c.Port,
+		Dir: filepath.Join(c.Dir, "standby"), Name: "stall_standby"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sb.Stop(context.Background()) })
+
+	cfg, err := pgx.ParseConfig(c.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect.ConfigureConn(cfg)
+	colConn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer colConn.Close(context.Background())
+	tg, err := collect.LoadTarget(ctx, colConn, "emb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A 3 s bar instead of the default 10 s keeps the test short.
+	col := &collect.Replicas{Interval: time.Second, StallAfter: 3 * time.Second}
+	writer := c.Connect(ctx, "postgres")
+	sample := func() (health.Signals, health.ReplicaSignal) {
+		t.Helper()
+		if _, err := writer.Exec(ctx, `INSERT INTO emb (embedding, shard) SELECT '{1,2,3,4}', 0 FROM generate_series(1, 200)`); err != nil {
+			t.Fatal(err)
+		}
+		s := health.Signals{Collection: tg.Name, CollectionID: tg.ID}
+		if err := col.Collect(ctx, colConn, tg, &s); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range s.Replicas {
+			if r.Name == "stall_standby" {
+				return s, r
+			}
+		}
+		return s, health.ReplicaSignal{}
+	}
+	// What the integrity monitor hands over for a lagging replica: its
+	// replication edge on the cut, the metrics of the same sample.
+	trigger := func(s health.Signals, r health.ReplicaSignal) healing.Trigger {
+		return healing.Trigger{Collection: "emb", CollectionID: int64(tg.ID), State: strategy.StateStress, Lambda: 0.3,
+			Witness: []classify.WitnessEdge{{
+				Source:   classify.NodeRef{Kind: classify.NodeRoot, ID: int64(tg.ID), Name: "emb"},
+				Target:   classify.NodeRef{Kind: classify.NodeReplica, ID: r.ID, Name: r.Name},
+				EdgeType: classify.EdgeReplication, Capacity: 0.2, Flow: 0.2,
+			}},
+			Metrics: health.MetricsFrom(s)}
+	}
+	outcomes := func() int {
+		var n int
+		if err := v.db.QueryRow(ctx, `SELECT count(*) FROM ruvector.healing_outcomes`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	pgtest.WaitFor(t, 15*time.Second, "the standby streaming", func() (bool, error) {
+		_, r := sample()
+		return r.State == "streaming", nil
+	})
+
+	throttle := healing.ThrottleIngestion{Segment: v.seg, DatabaseOID: v.srv.DatabaseOID}
+	s := &sampler{}
+	s.set(0.3, nil) // λ never improves: an attempt is unverified and rolled back
+	e := v.engine(ctx, t, s, throttle)
+
+	resume, err := workload.LaggingReplica(ctx, sb.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sig health.Signals
+	var rs health.ReplicaSignal
+	pgtest.WaitFor(t, 30*time.Second, "replay stalled", func() (bool, error) {
+		sig, rs = sample()
+		return rs.ReplayStalled, nil
+	})
+	t.Logf("paused: %+v", rs)
+	tr := trigger(sig, rs)
+	if got := tr.Metrics.ReplicaReplayStalledSeconds[rs.ID]; got < 3 {
+		t.Fatalf("metrics carry stalled seconds %v for replica %d, want >= 3: %+v", got, rs.ID, tr.Metrics)
+	}
+
+	out, err := e.Heal(ctx, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stalled: %s: %s", out.Status, out.Reason)
+	if out.Status != healing.StatusDeferred || out.ID != 0 || out.Strategy != "" ||
+		out.Decision.Problem.Class != classify.ClassReplicationLag ||
+		!strings.HasPrefix(out.Reason, "replay stalled on stall_standby: replay_lsn has not moved for ") ||
+		!strings.Contains(out.Reason, "s while WAL is received; reducing WAL on the primary cannot help; needs a person (pg_wal_replay_resume, or a blocking query on the standby)") {
+		t.Fatalf("stalled replay: outcome %+v", out)
+	}
+	if !slices.Contains(out.Decision.Notes, out.Reason) || !strings.Contains(out.Decision.Explain(), "replay stalled on stall_standby") {
+		t.Fatalf("the decision's explanation lacks the hand-over: %s", out.Decision.Explain())
+	}
+	if n := outcomes(); n != 0 {
+		t.Fatalf("%d outcome rows after a hand-over, want none (nothing was attempted)", n)
+	}
+	if th := v.throttle(t, coll.Slot, shmproto.OpInsert); th.Pct != 0 {
+		t.Fatalf("insert throttle %+v after a hand-over, want none", th)
+	}
+
+	// Resumed: the stall clears, and replication lag is healed as before.
+	if err := resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.WaitFor(t, 15*time.Second, "the stall clearing", func() (bool, error) {
+		sig, rs = sample()
+		return !rs.ReplayStalled, nil
+	})
+	t.Logf("resumed: %+v", rs)
+	tr = trigger(sig, rs)
+	if len(tr.Metrics.ReplicaReplayStalledSeconds) != 0 {
+		t.Fatalf("metrics still carry a stall: %+v", tr.Metrics)
+	}
+	out, err = e.Heal(ctx, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("replaying: %s (%s): %s", out.Status, out.Strategy, out.Reason)
+	if out.Strategy != "throttle_ingestion" || out.ID == 0 || out.Status != healing.StatusUnverified || !out.RolledBack {
+		t.Fatalf("replaying standby: outcome %+v, want throttle_ingestion executed (unverified at a flat λ, rolled back)", out)
+	}
+	if n := outcomes(); n != 1 {
+		t.Fatalf("%d outcome rows, want the one attempt", n)
+	}
+}
