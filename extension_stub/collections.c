@@ -544,6 +544,10 @@ ruvector_vector_trigger(PG_FUNCTION_ARGS)
 							isnan(v[i]) ? "NaN" : (v[i] > 0 ? "Infinity" : "-Infinity")),
 					 errhint("Every element must be a finite number.")));
 
+	/* A valid row takes its turn under its shard's write cap, if any. */
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ruv_shardcap_admit((uint32) collection_id, name, trigdata->tg_relation, newtup);
+
 	(void) heap_getattr(newtup, att_list, tupdesc, &list_null);
 	assign = list_null;
 	if (!assign && oldtup != NULL)

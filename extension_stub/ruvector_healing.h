@@ -12,7 +12,9 @@
 #ifndef RUVECTOR_HEALING_H
 #define RUVECTOR_HEALING_H
 
+#include "access/htup.h"
 #include "nodes/nodes.h"
+#include "utils/relcache.h"
 
 #include "ruvector_shm_layout.h"
 
@@ -74,6 +76,11 @@ extern void ruv_lists_reset(int slot);
 extern void ruv_lists_invalidate(int slot);
 extern void ruv_lists_invalidate_at_commit(int slot);
 extern int	ruv_lists_utility_slots(Node *parsetree, int *slots, int max);
+
+/* shardcap.c: per-shard write caps, enforced by the vector row trigger */
+extern void ruv_shardcap_admit(uint32 collection_id, const char *name, Relation rel, HeapTuple tup);
+extern void ruv_shardcap_apply(int slot, int shard, uint32 word, bool transactional);
+extern int	ruv_shardcap_release_sidecar(void);
 
 /* sqlfuncs.c: checks every SQL-callable segment writer makes */
 extern void ruv_require_segment(void);

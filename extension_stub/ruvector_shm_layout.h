@@ -19,7 +19,7 @@
 #endif
 
 #define RUV_SHM_MAGIC                    UINT64CONST(0x314c414548565552)
-#define RUV_SHM_LAYOUT_VERSION           UINT64CONST(0x4)
+#define RUV_SHM_LAYOUT_VERSION           UINT64CONST(0x5)
 #define RUV_SHM_NAME_LEN                 UINT64CONST(0x40)
 #define RUV_SHM_CACHE_LINE               UINT64CONST(0x40)
 #define RUV_SHM_SEQLOCK_READ_RETRIES     UINT64CONST(0x3e8)
@@ -43,11 +43,13 @@
 #define RUV_ROUTING_MILLI_MASK           UINT64CONST(0xffffff)
 #define RUV_ROUTING_SETBY_SHIFT          UINT64CONST(0x18)
 #define RUV_ROUTING_DEFAULT_MILLI        UINT64CONST(0x3e8)
+#define RUV_SHARD_CAP_RATE_MASK          UINT64CONST(0xffffff)
+#define RUV_SHARD_CAP_SETBY_SHIFT        UINT64CONST(0x18)
 #define RUV_LIST_COUNTER_SIZE            UINT64CONST(0x8)
 #define RUV_DEFAULT_LISTS_PER_SLOT       UINT64CONST(0x1000)
 #define RUV_SIZEOF_SHM_HEADER            UINT64CONST(0x100)
 #define RUV_SIZEOF_SHM_OP_STATE          UINT64CONST(0x80)
-#define RUV_SIZEOF_SHM_SLOT              UINT64CONST(0x5c0)
+#define RUV_SIZEOF_SHM_SLOT              UINT64CONST(0x1a00)
 #define RUV_SIZEOF_SHM_RELMAP_ENTRY      UINT64CONST(0x10)
 
 #define RUV_SHM_FILE_DIR "pg_stat_tmp"
@@ -172,9 +174,19 @@ typedef struct RuvShmSlot
 	pg_atomic_uint64 lists_baseline_us;
 	char pad2[16];
 	pg_atomic_uint32 routing_weights[256];
+	pg_atomic_uint32 shard_cap_owner;
+	uint32 pad3;
+	pg_atomic_uint64 shard_cap_admitted_rows;
+	pg_atomic_uint64 shard_cap_delayed_rows;
+	pg_atomic_uint64 shard_cap_wait_us;
+	pg_atomic_uint64 shard_cap_rejected_statements;
+	char pad4[24];
+	pg_atomic_uint32 shard_caps[256];
+	pg_atomic_uint64 shard_cap_outcomes[256];
+	pg_atomic_uint64 shard_cap_tat_us[256];
 } RuvShmSlot;
 
-StaticAssertDecl(sizeof(RuvShmSlot) == 1472, "RuvShmSlot size differs from Go");
+StaticAssertDecl(sizeof(RuvShmSlot) == 6656, "RuvShmSlot size differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, seq) == 0, "RuvShmSlot.seq offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, in_use) == 8, "RuvShmSlot.in_use offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, collection_id) == 12, "RuvShmSlot.collection_id offset differs from Go");
@@ -198,6 +210,16 @@ StaticAssertDecl(offsetof(RuvShmSlot, lists_other) == 416, "RuvShmSlot.lists_oth
 StaticAssertDecl(offsetof(RuvShmSlot, lists_baseline_us) == 424, "RuvShmSlot.lists_baseline_us offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, pad2) == 432, "RuvShmSlot.pad2 offset differs from Go");
 StaticAssertDecl(offsetof(RuvShmSlot, routing_weights) == 448, "RuvShmSlot.routing_weights offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, shard_cap_owner) == 1472, "RuvShmSlot.shard_cap_owner offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, pad3) == 1476, "RuvShmSlot.pad3 offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, shard_cap_admitted_rows) == 1480, "RuvShmSlot.shard_cap_admitted_rows offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, shard_cap_delayed_rows) == 1488, "RuvShmSlot.shard_cap_delayed_rows offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, shard_cap_wait_us) == 1496, "RuvShmSlot.shard_cap_wait_us offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, shard_cap_rejected_statements) == 1504, "RuvShmSlot.shard_cap_rejected_statements offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, pad4) == 1512, "RuvShmSlot.pad4 offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, shard_caps) == 1536, "RuvShmSlot.shard_caps offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, shard_cap_outcomes) == 2560, "RuvShmSlot.shard_cap_outcomes offset differs from Go");
+StaticAssertDecl(offsetof(RuvShmSlot, shard_cap_tat_us) == 4608, "RuvShmSlot.shard_cap_tat_us offset differs from Go");
 
 typedef struct RuvShmRelmapEntry
 {

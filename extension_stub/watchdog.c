@@ -3,13 +3,14 @@
  * watchdog.c
  *		Background worker that keeps the sidecar's actions bounded in time.
  *
- * The sidecar sets throttles through shared memory with no SQL. If it
- * dies, nothing it set may stay in force longer than
- * ruvector.sidecar_timeout: the watchdog releases every throttle the
- * sidecar set (fail open), marks integrity states unknown and warns once per
- * outage. It also lapses manual throttles whose TTL has passed, and after a
- * (re)start reloads the registry and manual throttles from the catalog,
- * since the segment starts empty.
+ * The sidecar sets throttles and shard caps through shared memory with no
+ * SQL. If it dies, nothing it set may stay in force longer than
+ * ruvector.sidecar_timeout: the watchdog releases every throttle, shard cap
+ * and routing weight the sidecar set (fail open), marks integrity states
+ * unknown and warns once per outage. It also lapses manual throttles whose
+ * TTL has passed, and after a (re)start reloads the registry, manual
+ * throttles and manual shard caps from the catalog, since the segment starts
+ * empty.
  *
  * Modelled on contrib/pg_prewarm's autoprewarm worker.
  *
@@ -104,6 +105,37 @@ ruv_reload_collections(void)
 						  ruv_weight_word(strcmp(by, "sidecar") == 0 ? RUV_SETBY_SIDECAR : RUV_SETBY_MANUAL,
 										  (uint32) rint((double) weight * 1000.0)),
 						  false);
+	}
+	/*
+	 * Manual shard caps (the sidecar's live only in the segment). An install
+	 * from before shard caps existed has no table: nothing to load.
+	 */
+	ret = SPI_execute("SELECT to_regclass('ruvector.shard_caps') IS NOT NULL", true, 0);
+	if (ret == SPI_OK_SELECT && SPI_processed == 1 &&
+		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0)
+	{
+		ret = SPI_execute("SELECT collection_id, shard, rows_per_sec FROM ruvector.shard_caps", true, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "ruvector_healing: could not read ruvector.shard_caps: %d", ret);
+	}
+	else
+		SPI_processed = 0;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int32		id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		int32		shard = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		int32		rate = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		int			slot = ruv_find_slot((uint32) id);
+
+		if (slot < 0 || shard < 0 || shard >= RUV_MAX_SHARDS ||
+			rate <= 0 || rate > (int32) RUV_SHARD_CAP_RATE_MASK)
+			continue;
+		ruv_shardcap_apply(slot, shard,
+						   ((uint32) RUV_SETBY_MANUAL << RUV_SHARD_CAP_SETBY_SHIFT) | (uint32) rate,
+						   false);
 	}
 	ret = SPI_execute("SELECT collection_id, version FROM ruvector.centroid_versions WHERE state = 'active'",
 					  true, 0);
@@ -388,6 +420,7 @@ ruv_watchdog_main(Datum main_arg)
 		int64		timeout_us = (int64) ruv_sidecar_timeout_ms * 1000;
 		int			n;
 		int			w;
+		int			c;
 
 		pg_atomic_write_u64(&ruv_hdr->watchdog_heartbeat_us, (uint64) now);
 
@@ -400,7 +433,11 @@ ruv_watchdog_main(Datum main_arg)
 		if (now - hb > timeout_us)
 		{
 			n = ruv_release_sidecar_throttles();
+			c = ruv_shardcap_release_sidecar();
 			w = ruv_release_sidecar_weights();
+			if (c > 0)
+				ereport(LOG,
+						(errmsg("ruvector_healing: released %d shard caps the sidecar had set: no sidecar heartbeat", c)));
 			if (w > 0)
 				ereport(LOG,
 						(errmsg("ruvector_healing: %d routing weights the sidecar had set are back to 1: no sidecar heartbeat", w)));

@@ -28,7 +28,7 @@ const (
 	// Magic spells "RUVHEAL1"; it is written last, after a write barrier,
 	// so a reader that sees it sees a fully initialised header.
 	Magic         uint64 = 0x314C414548565552
-	LayoutVersion uint32 = 4
+	LayoutVersion uint32 = 5
 
 	CacheLine = 64
 	NameLen   = 64 // NAMEDATALEN: a collection name is an identifier
@@ -92,6 +92,18 @@ const (
 	RoutingMilliMask    = 0xffffff // weight × 1000; the SQL side caps weights at 1000
 	RoutingSetByShift   = 24
 	RoutingDefaultMilli = 1000 // weight 1: what a shard without a routing_weights row gets
+)
+
+// Shard caps: a write cap on one shard, enforced per row by the row trigger
+// on INSERT (a hotspot made by a writer that names its shard cannot be
+// routed away). Each shard's cap is one atomic 32-bit word holding the cap
+// in rows per second (0: no cap) and who set it, like a routing weight, so
+// the watchdog can release the sidecar's caps without SQL. The caps of a
+// slot count only while ShardCapOwner is the slot's collection id: a reused
+// slot does not inherit the previous collection's caps.
+const (
+	ShardCapRateMask   = 0xffffff // rows per second, at most 16,777,215
+	ShardCapSetByShift = 24
 )
 
 // IVF list counters: every slot has ListsPerSlot (a header field, from
@@ -242,6 +254,30 @@ type Slot struct {
 	_               [16]byte
 	// RoutingWeights are setby<<RoutingSetByShift | milli-weight, per shard.
 	RoutingWeights [MaxShards]atomic.Uint32
+
+	// ShardCapOwner is the collection id the shard caps below were set
+	// for; caps of any other owner are void (see ShardCapRateMask).
+	ShardCapOwner atomic.Uint32
+	_             uint32
+	// Live counters of the row trigger's shard caps: rows admitted into a
+	// capped shard, rows that had to wait, the time they waited, and
+	// statements refused because a row would have waited longer than
+	// ruvector.throttle_max_wait.
+	ShardCapAdmittedRows       atomic.Uint64
+	ShardCapDelayedRows        atomic.Uint64
+	ShardCapWaitUs             atomic.Uint64
+	ShardCapRejectedStatements atomic.Uint64
+	_                          [24]byte
+	// ShardCaps are setby<<ShardCapSetByShift | rows per second, per shard.
+	ShardCaps [MaxShards]atomic.Uint32
+	// ShardCapOutcomes name the healing outcome whose remediation set a
+	// sidecar cap, written before the word and trusted only while the word
+	// says SetBySidecar (like OpState.OutcomeID).
+	ShardCapOutcomes [MaxShards]atomic.Int64
+	// ShardCapTatUs is each capped shard's GCRA theoretical arrival time
+	// (monotonic microseconds of the C side): every admitted row pushes it
+	// by 1/cap.
+	ShardCapTatUs [MaxShards]atomic.Int64
 }
 
 // RelmapEntry maps a relation (a collection's table or one of its
@@ -286,6 +322,16 @@ func PackWeight(by SetBy, milli uint32) uint32 {
 // UnpackWeight splits a routing weight word.
 func UnpackWeight(w uint32) (by SetBy, milli uint32) {
 	return SetBy(w >> RoutingSetByShift), w & RoutingMilliMask
+}
+
+// PackShardCap builds a shard cap word.
+func PackShardCap(by SetBy, rowsPerSec uint32) uint32 {
+	return uint32(by)<<ShardCapSetByShift | rowsPerSec&ShardCapRateMask
+}
+
+// UnpackShardCap splits a shard cap word.
+func UnpackShardCap(w uint32) (by SetBy, rowsPerSec uint32) {
+	return SetBy(w >> ShardCapSetByShift), w & ShardCapRateMask
 }
 
 // UnpackThrottle splits a throttle word.

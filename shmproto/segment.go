@@ -589,11 +589,16 @@ func (s *Segment) ReleaseSidecarThrottles(now time.Time) (int, error) {
 	return released, err
 }
 
-// Detach is a clean goodbye: the sidecar's throttles are released at once
-// rather than after the watchdog's timeout, and the zero heartbeat tells
-// the watchdog this is no outage.
+// Detach is a clean goodbye: the sidecar's throttles and shard caps are
+// released at once rather than after the watchdog's timeout, and the zero
+// heartbeat tells the watchdog this is no outage. The count covers both.
 func (s *Segment) Detach(now time.Time) (int, error) {
 	n, err := s.ReleaseSidecarThrottles(now)
+	if err != nil {
+		return n, err
+	}
+	c, err := s.ReleaseSidecarShardCaps()
+	n += c
 	if err != nil {
 		return n, err
 	}
@@ -719,4 +724,163 @@ func (s *Segment) ReadListCounts(i, n int) (ListCounts, error) {
 		return fmt.Errorf("%w: slot %d list counters", ErrSeqlockBusy, i)
 	})
 	return lc, err
+}
+
+// ShardCap is one shard's write cap, as the row trigger enforces it.
+type ShardCap struct {
+	Shard      int
+	RowsPerSec uint32 // 0: no cap
+	SetBy      SetBy  // SetByNone when there is no cap
+	// OutcomeID is the healing outcome whose remediation set a sidecar
+	// cap (0: none, a manual cap, or a sidecar cap set outside one).
+	OutcomeID int64
+}
+
+// ShardCapCounters are a slot's live shard cap counters.
+type ShardCapCounters struct {
+	AdmittedRows       uint64
+	DelayedRows        uint64
+	Wait               time.Duration
+	RejectedStatements uint64
+}
+
+func checkShard(shard int) error {
+	if shard < 0 || shard >= MaxShards {
+		return fmt.Errorf("shmproto: shard %d out of range [0,%d)", shard, MaxShards)
+	}
+	return nil
+}
+
+// capsOwned reports whether the slot's caps belong to its collection.
+func capsOwned(sl *Slot) bool { return sl.ShardCapOwner.Load() == sl.CollectionID }
+
+// claimCaps makes the slot's caps its collection's, voiding what a previous
+// owner of the slot left behind.
+func claimCaps(sl *Slot) {
+	if capsOwned(sl) {
+		return
+	}
+	for sh := range sl.ShardCaps {
+		sl.ShardCaps[sh].Store(0)
+		sl.ShardCapOutcomes[sh].Store(0)
+	}
+	sl.ShardCapOwner.Store(sl.CollectionID)
+}
+
+func readShardCap(sl *Slot, shard int) ShardCap {
+	c := ShardCap{Shard: shard}
+	if !capsOwned(sl) {
+		return c
+	}
+	by, rate := UnpackShardCap(sl.ShardCaps[shard].Load())
+	if rate == 0 {
+		return c
+	}
+	c.RowsPerSec, c.SetBy = rate, by
+	if by == SetBySidecar {
+		c.OutcomeID = sl.ShardCapOutcomes[shard].Load()
+	}
+	return c
+}
+
+// ReadShardCap reads one shard's cap of slot i.
+func (s *Segment) ReadShardCap(i, shard int) (ShardCap, error) {
+	if err := checkShard(shard); err != nil {
+		return ShardCap{}, err
+	}
+	var c ShardCap
+	err := s.viewSlot(i, func(_ *Header, sl *Slot) error {
+		c = readShardCap(sl, shard)
+		return nil
+	})
+	return c, err
+}
+
+// ReadShardCaps lists the capped shards of slot i, in shard order.
+func (s *Segment) ReadShardCaps(i int) ([]ShardCap, error) {
+	var out []ShardCap
+	err := s.viewSlot(i, func(_ *Header, sl *Slot) error {
+		for sh := range sl.ShardCaps {
+			if c := readShardCap(sl, sh); c.RowsPerSec != 0 {
+				out = append(out, c)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ReadShardCapCounters reads slot i's shard cap counters.
+func (s *Segment) ReadShardCapCounters(i int) (ShardCapCounters, error) {
+	var c ShardCapCounters
+	err := s.viewSlot(i, func(_ *Header, sl *Slot) error {
+		c = ShardCapCounters{AdmittedRows: sl.ShardCapAdmittedRows.Load(), DelayedRows: sl.ShardCapDelayedRows.Load(),
+			Wait: time.Duration(sl.ShardCapWaitUs.Load()) * time.Microsecond, RejectedStatements: sl.ShardCapRejectedStatements.Load()}
+		return nil
+	})
+	return c, err
+}
+
+// SetSidecarShardCap caps one shard of slot i at rowsPerSec rows per
+// second on behalf of healing outcome outcomeID (0: outside a
+// remediation); rowsPerSec 0 lifts a sidecar cap. A manual cap is never
+// overridden (ErrManualPinned). The shard's token bucket starts afresh.
+func (s *Segment) SetSidecarShardCap(i, shard int, rowsPerSec uint32, outcomeID int64) error {
+	if err := checkShard(shard); err != nil {
+		return err
+	}
+	if rowsPerSec > ShardCapRateMask {
+		return fmt.Errorf("shmproto: shard cap %d rows/s out of range 0..%d", rowsPerSec, ShardCapRateMask)
+	}
+	if outcomeID < 0 {
+		return fmt.Errorf("shmproto: outcome id %d is negative", outcomeID)
+	}
+	by := SetBySidecar
+	if rowsPerSec == 0 {
+		by, outcomeID = SetByNone, 0
+	}
+	return s.viewSlot(i, func(_ *Header, sl *Slot) error {
+		claimCaps(sl)
+		for {
+			w := sl.ShardCaps[shard].Load()
+			if old, _ := UnpackShardCap(w); old == SetByManual {
+				return ErrManualPinned
+			}
+			// Like the throttle's outcome id: before the word, read only
+			// under a sidecar word.
+			sl.ShardCapOutcomes[shard].Store(outcomeID)
+			sl.ShardCapTatUs[shard].Store(0)
+			if sl.ShardCaps[shard].CompareAndSwap(w, PackShardCap(by, rowsPerSec)) {
+				return nil
+			}
+		}
+	})
+}
+
+// ReleaseSidecarShardCaps lifts every shard cap the sidecar set, leaving
+// manual ones alone, and returns how many it lifted.
+func (s *Segment) ReleaseSidecarShardCaps() (int, error) {
+	released := 0
+	err := s.view(func(h *Header, slot func(int) *Slot) error {
+		for i := 0; i < int(h.SlotCount); i++ {
+			sl := slot(i)
+			if sl.InUse.Load() == 0 {
+				continue
+			}
+			for sh := range sl.ShardCaps {
+				w := sl.ShardCaps[sh].Load()
+				if by, rate := UnpackShardCap(w); by != SetBySidecar || rate == 0 {
+					continue
+				}
+				id := sl.ShardCapOutcomes[sh].Load()
+				// A failed swap is a new setting: leave it alone.
+				if sl.ShardCaps[sh].CompareAndSwap(w, 0) {
+					sl.ShardCapOutcomes[sh].CompareAndSwap(id, 0)
+					released++
+				}
+			}
+		}
+		return nil
+	})
+	return released, err
 }

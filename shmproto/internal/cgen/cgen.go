@@ -97,6 +97,8 @@ func Constants() []Constant {
 		{"RUV_ROUTING_MILLI_MASK", shmproto.RoutingMilliMask},
 		{"RUV_ROUTING_SETBY_SHIFT", shmproto.RoutingSetByShift},
 		{"RUV_ROUTING_DEFAULT_MILLI", shmproto.RoutingDefaultMilli},
+		{"RUV_SHARD_CAP_RATE_MASK", shmproto.ShardCapRateMask},
+		{"RUV_SHARD_CAP_SETBY_SHIFT", shmproto.ShardCapSetByShift},
 		{"RUV_LIST_COUNTER_SIZE", shmproto.ListCounterSize},
 		{"RUV_DEFAULT_LISTS_PER_SLOT", shmproto.DefaultListsSlot},
 	}
