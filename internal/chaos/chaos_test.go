@@ -350,7 +350,8 @@ func (c *campaign) recoveredSince(faultAt time.Time) (bool, error) {
 	return true, nil
 }
 
-// sidecarThrottles lists throttles the sidecar set that are in force.
+// sidecarThrottles lists throttles and shard caps the sidecar set that are
+// in force.
 func (c *campaign) sidecarThrottles() ([]string, error) {
 	seg, err := c.segment()
 	if err != nil {
@@ -370,6 +371,16 @@ func (c *campaign) sidecarThrottles() ([]string, error) {
 			}
 			if th.SetBy == shmproto.SetBySidecar && th.Pct > 0 {
 				out = append(out, fmt.Sprintf("%s/%s=%d", col.Name, shmproto.OpNames[op], th.Pct))
+			}
+		}
+		// Shard caps (throttle_ingestion on a hotspot) are sidecar throttles too.
+		caps, err := seg.ReadShardCaps(col.Slot)
+		if err != nil {
+			return nil, err
+		}
+		for _, sc := range caps {
+			if sc.SetBy == shmproto.SetBySidecar {
+				out = append(out, fmt.Sprintf("%s/shard %d cap=%d rows/s", col.Name, sc.Shard, sc.RowsPerSec))
 			}
 		}
 	}
