@@ -25,11 +25,14 @@ type AutovacOptions struct {
 	// 200): dead tuples for autovacuum, whose threshold and scale factor
 	// are set to 0 on the partitions so that any dead tuple qualifies.
 	Churn float64
-	// Jobs low-priority product jobs of Kind (default 200 'vacuum' jobs at
-	// priority 10, below pause_maintenance's default bar of 50) are put in
-	// the product's queue, on the same partitions as autovacuum. A runner
-	// (the daemon's --jobs) runs them: its VACUUM waits on the autovacuum
-	// worker's lock, and the rest are a queued flood.
+	// Jobs is the backlog of low-priority product jobs of Kind the storm
+	// keeps (default 40 'vacuum' jobs at priority 10, below
+	// pause_maintenance's default bar of 50), on the same partitions as
+	// autovacuum: as a runner (the daemon's --jobs) finishes them, new ones
+	// are queued so that Jobs of them are queued, running or paused, the
+	// way a scheduler keeps adding work. Its VACUUM waits on the
+	// autovacuum worker's lock and the rest are a queued flood. Paused
+	// jobs count, so a pause is not undone by new jobs.
 	Jobs     int
 	Kind     string
 	Priority int
@@ -51,7 +54,7 @@ func (o *AutovacOptions) defaults() {
 		o.Churn = 200
 	}
 	if o.Jobs == 0 {
-		o.Jobs = 200
+		o.Jobs = 40
 	}
 	if o.Kind == "" {
 		o.Kind = "vacuum"
@@ -63,25 +66,27 @@ func (o *AutovacOptions) defaults() {
 
 // AutovacStorm is a running AutovacuumStorm. Undo ends it.
 type AutovacStorm struct {
-	w      *Workload
-	JobIDs []int64 // the jobs it queued
+	w *Workload
 	// Tables are the partitions, with their reloptions before the storm
 	// (nil: none).
-	Tables   map[string][]string
-	keys     []string
-	naptime  *string // auto.conf value of autovacuum_naptime before (nil: none); set only when the storm changed it
-	setNap   bool
-	stop     context.CancelFunc
-	done     chan struct{}
-	mu       sync.Mutex
-	churned  int
-	churnErr error
-	undone   bool
+	Tables  map[string][]string
+	keys    []string
+	naptime *string // auto.conf value of autovacuum_naptime before (nil: none); set only when the storm changed it
+	setNap  bool
+	stop    context.CancelFunc
+	done    chan struct{}
+	mu      sync.Mutex
+	churned int
+	bgErr   error
+	jobIDs  []int64 // every job it queued
+	undone  bool
 }
 
 // AutovacReport is what the storm did, from Undo.
 type AutovacReport struct {
 	Churned int
+	// Jobs is the number of jobs the storm queued in all.
+	Jobs int
 	// JobsDeleted are the storm's jobs still queued or paused at Undo
 	// (deleted); JobsRan ended done or failed; JobsRunning were still
 	// running when Undo gave up waiting for them (left to their runner).
@@ -157,18 +162,27 @@ func (w *Workload) AutovacuumStorm(ctx context.Context, o AutovacOptions) (*Auto
 			return fail(fmt.Errorf("workload: autovacuum storm: reload: %w", err))
 		}
 	}
-	for range o.Jobs {
-		var id int64
-		if err := w.Pool.QueryRow(ctx, `SELECT ruvector.ruvector_maintenance_enqueue($1, $2, $3, '{}'::jsonb)`,
-			w.Name, o.Kind, o.Priority).Scan(&id); err != nil {
-			return fail(fmt.Errorf("workload: autovacuum storm: enqueue %s job: %w", o.Kind, err))
-		}
-		s.JobIDs = append(s.JobIDs, id)
+	if err := s.topUp(ctx, o); err != nil {
+		return fail(err)
 	}
 	cctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
+	churnDone := make(chan struct{})
 	go func() {
 		defer close(s.done)
+		defer func() { <-churnDone }()
+		for {
+			if err := sleepCtx(cctx, 250*time.Millisecond); err != nil {
+				return
+			}
+			if err := s.topUp(cctx, o); err != nil && cctx.Err() == nil {
+				s.fail(err)
+				return
+			}
+		}
+	}()
+	go func() {
+		defer close(churnDone)
 		if o.Churn == 0 {
 			<-cctx.Done()
 			return
@@ -187,12 +201,45 @@ func (w *Workload) AutovacuumStorm(ctx context.Context, o AutovacOptions) (*Auto
 			return err
 		})
 		if err != nil && !errors.Is(err, context.Canceled) {
-			s.mu.Lock()
-			s.churnErr = err
-			s.mu.Unlock()
+			s.fail(fmt.Errorf("churn: %w", err))
 		}
 	}()
 	return s, nil
+}
+
+func (s *AutovacStorm) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bgErr = errors.Join(s.bgErr, err)
+}
+
+// topUp queues jobs until o.Jobs of the storm's are queued, running or
+// paused.
+func (s *AutovacStorm) topUp(ctx context.Context, o AutovacOptions) error {
+	ids := s.JobIDs()
+	var pending int
+	if err := s.w.Pool.QueryRow(ctx, `SELECT count(*) FROM ruvector.maintenance_jobs
+		WHERE job_id = ANY($1) AND state IN ('queued', 'running', 'paused')`, ids).Scan(&pending); err != nil {
+		return fmt.Errorf("workload: autovacuum storm: count jobs: %w", err)
+	}
+	for range o.Jobs - pending {
+		var id int64
+		if err := s.w.Pool.QueryRow(ctx, `SELECT ruvector.ruvector_maintenance_enqueue($1, $2, $3, '{}'::jsonb)`,
+			s.w.Name, o.Kind, o.Priority).Scan(&id); err != nil {
+			return fmt.Errorf("workload: autovacuum storm: enqueue %s job: %w", o.Kind, err)
+		}
+		s.mu.Lock()
+		s.jobIDs = append(s.jobIDs, id)
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// JobIDs are the jobs the storm queued so far.
+func (s *AutovacStorm) JobIDs() []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.jobIDs)
 }
 
 // Churned is the number of rows rewritten so far.
@@ -202,11 +249,11 @@ func (s *AutovacStorm) Churned() int {
 	return s.churned
 }
 
-// Err is the churn's error, if it stopped on one.
+// Err is the error the churn or the backlog stopped on, if any.
 func (s *AutovacStorm) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.churnErr
+	return s.bgErr
 }
 
 // reloptionKey is the name of a "name=value" reloption.
@@ -233,8 +280,10 @@ func (s *AutovacStorm) Undo(ctx context.Context) (AutovacReport, error) {
 	rep.Churned = s.Churned()
 	var errs []error
 	if err := s.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("churn: %w", err))
+		errs = append(errs, err)
 	}
+	ids := s.JobIDs()
+	rep.Jobs = len(ids)
 	for _, p := range slices.Sorted(maps.Keys(s.Tables)) {
 		prev := map[string]string{}
 		for _, kv := range s.Tables[p] {
@@ -267,8 +316,8 @@ func (s *AutovacStorm) Undo(ctx context.Context) (AutovacReport, error) {
 			errs = append(errs, fmt.Errorf("restore reloptions of %s: %w", p, err))
 		}
 	}
-	if len(s.JobIDs) > 0 {
-		tag, err := s.w.Pool.Exec(ctx, `DELETE FROM ruvector.maintenance_jobs WHERE job_id = ANY($1) AND state IN ('queued', 'paused')`, s.JobIDs)
+	if len(ids) > 0 {
+		tag, err := s.w.Pool.Exec(ctx, `DELETE FROM ruvector.maintenance_jobs WHERE job_id = ANY($1) AND state IN ('queued', 'paused')`, ids)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("delete queued jobs: %w", err))
 		} else {
@@ -278,7 +327,7 @@ func (s *AutovacStorm) Undo(ctx context.Context) (AutovacReport, error) {
 		for {
 			err := s.w.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state IN ('done', 'failed')),
 				count(*) FILTER (WHERE state = 'running') FROM ruvector.maintenance_jobs WHERE job_id = ANY($1)`,
-				s.JobIDs).Scan(&rep.JobsRan, &rep.JobsRunning)
+				ids).Scan(&rep.JobsRan, &rep.JobsRunning)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("count jobs: %w", err))
 				break

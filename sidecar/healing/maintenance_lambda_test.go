@@ -277,7 +277,7 @@ func TestPauseMaintenanceRaisesMonitorLambda(t *testing.T) {
 		progress float64
 	}
 	jobStates := func() map[int64]jobRow {
-		rows, err := env.Conn.Query(ctx, `SELECT job_id, state, paused_by, progress::float8 FROM ruvector.maintenance_jobs WHERE job_id = ANY($1)`, storm.JobIDs)
+		rows, err := env.Conn.Query(ctx, `SELECT job_id, state, paused_by, progress::float8 FROM ruvector.maintenance_jobs WHERE job_id = ANY($1)`, storm.JobIDs())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -345,8 +345,8 @@ func TestPauseMaintenanceRaisesMonitorLambda(t *testing.T) {
 			failed++
 		}
 	}
-	if len(afterRollback) != len(storm.JobIDs) || failed != 0 {
-		t.Fatalf("%d of the storm's %d jobs left, %d failed", len(afterRollback), len(storm.JobIDs), failed)
+	if len(afterRollback) != len(storm.JobIDs()) || failed != 0 {
+		t.Fatalf("%d of the storm's %d jobs left, %d failed", len(afterRollback), len(storm.JobIDs()), failed)
 	}
 	rep, err := storm.Undo(ctx)
 	undone = true
@@ -354,8 +354,8 @@ func TestPauseMaintenanceRaisesMonitorLambda(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("undo: %+v; %d jobs paused and resumed", rep, len(pausedIDs))
-	if rep.JobsDeleted+rep.JobsRan != len(storm.JobIDs) || rep.JobsRunning != 0 {
-		t.Fatalf("storm jobs: %+v of %d", rep, len(storm.JobIDs))
+	if rep.JobsDeleted+rep.JobsRan != rep.Jobs || rep.Jobs != len(storm.JobIDs()) || rep.JobsRunning != 0 {
+		t.Fatalf("storm jobs: %+v of %d", rep, len(storm.JobIDs()))
 	}
 	if got := reloptions(); !maps.Equal(got, relBefore) {
 		t.Fatalf("reloptions after rollback and undo:\n%v\nwant\n%v", got, relBefore)
