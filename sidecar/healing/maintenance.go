@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
+	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/healconfig"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
@@ -91,6 +93,13 @@ const cancelWorkersSQL = `SELECT a.pid, pg_cancel_backend(a.pid) FROM pg_stat_ac
 	  AND (a.pid IN (SELECT pid FROM pg_stat_progress_vacuum WHERE relid = ANY($1))
 	    OR a.pid IN (SELECT pid FROM pg_stat_progress_analyze WHERE relid = ANY($1)))`
 
+// pausableWorkersSQL counts the autovacuum workers cancelWorkersSQL
+// cancels.
+const pausableWorkersSQL = `SELECT count(*) FROM pg_stat_activity a
+	WHERE a.backend_type = 'autovacuum worker' AND a.query NOT LIKE '%to prevent wraparound%'
+	  AND (a.pid IN (SELECT pid FROM pg_stat_progress_vacuum WHERE relid = ANY($1))
+	    OR a.pid IN (SELECT pid FROM pg_stat_progress_analyze WHERE relid = ANY($1)))`
+
 // Execute pauses autovacuum on the collection's tables.
 func (p *PauseMaintenance) Execute(ctx context.Context, rc *strategy.Context) (strategy.Result, error) {
 	var res strategy.Result
@@ -127,7 +136,7 @@ func (p *PauseMaintenance) Execute(ctx context.Context, rc *strategy.Context) (s
 		if err != nil {
 			return err
 		}
-		var paused, skipped []string
+		var paused, skipped, locked []string
 		var relids []int64
 		for _, t := range tables {
 			if t.nearWrap {
@@ -163,6 +172,17 @@ func (p *PauseMaintenance) Execute(ctx context.Context, rc *strategy.Context) (s
 				return err
 			}
 			if _, err := c.Exec(ctx, `ALTER TABLE `+t.name+` SET (autovacuum_enabled = false)`); err != nil {
+				// Held past lock_timeout by work pause_maintenance may not
+				// touch (a manual VACUUM, an anti-wraparound vacuum, a
+				// long transaction's lock): autovacuum cannot run there
+				// meanwhile either (it needs the same lock), so the table
+				// is left as it is (its recorded action restores the value
+				// it still has) and the rest is paused.
+				var pe *pgconn.PgError
+				if errors.As(err, &pe) && pe.Code == "55P03" { // lock_not_available
+					locked = append(locked, t.name)
+					continue
+				}
 				return fmt.Errorf("pause autovacuum on %s: %w", t.name, err)
 			}
 			paused = append(paused, t.name)
@@ -174,9 +194,11 @@ func (p *PauseMaintenance) Execute(ctx context.Context, rc *strategy.Context) (s
 		}
 		deadline := time.Now().Add(p.DrainTimeout)
 		for {
+			// Only the workers it cancelled: a manual VACUUM (someone
+			// else's work, or a paused job's last step) or an
+			// anti-wraparound one is left to run and is not waited for.
 			var left int
-			if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_progress_vacuum WHERE relid = ANY($1)`,
-				relids).Scan(&left); err != nil {
+			if err := c.QueryRow(ctx, pausableWorkersSQL, relids).Scan(&left); err != nil {
 				return err
 			}
 			if left == 0 {
@@ -193,7 +215,7 @@ func (p *PauseMaintenance) Execute(ctx context.Context, rc *strategy.Context) (s
 		}
 		res.Success = true
 		res.Metadata = map[string]any{"paused_tables": paused, "paused_jobs": jobs, "skipped_near_wraparound": skipped,
-			"priority_below": bar}
+			"skipped_locked": locked, "priority_below": bar}
 		return nil
 	})
 	return res, err
@@ -227,13 +249,22 @@ func (p *PauseMaintenance) Rollback(ctx context.Context, rc *strategy.Context) e
 				continue
 			}
 			// By oid: the table may have been renamed since.
-			var name *string
-			if err := c.QueryRow(ctx, `SELECT (SELECT oid::regclass::text FROM pg_class WHERE oid = $1)`, a.RelID).Scan(&name); err != nil {
+			var name, current *string
+			var set bool
+			if err := c.QueryRow(ctx, `SELECT (SELECT oid::regclass::text FROM pg_class WHERE oid = $1),
+				(SELECT split_part(o, '=', 2) FROM pg_class, unnest(reloptions) o WHERE oid = $1 AND o LIKE 'autovacuum_enabled=%'),
+				EXISTS (SELECT FROM pg_class, unnest(reloptions) o WHERE oid = $1 AND o LIKE 'autovacuum_enabled=%')`,
+				a.RelID).Scan(&name, &current, &set); err != nil {
 				errs = append(errs, err)
 				continue
 			}
 			if name == nil {
 				continue // dropped: nothing to restore
+			}
+			if (a.Previous == nil && !set) || (a.Previous != nil && current != nil && *a.Previous == *current) {
+				// Already as it was (a table the pause found locked and
+				// left): no ALTER, which would queue for that lock again.
+				continue
 			}
 			stmt := `ALTER TABLE ` + *name + ` RESET (autovacuum_enabled)`
 			if a.Previous != nil {
@@ -298,19 +329,19 @@ func (p *PauseMaintenance) pauseJobs(ctx context.Context, c *pgx.Conn, rc *strat
 	if o, ok := rc.Recorder.(outcomeIDer); ok {
 		outcome = o.OutcomeID()
 	}
-	rows, err := c.Query(ctx, `SELECT job_id, state FROM ruvector.maintenance_jobs
+	rows, err := c.Query(ctx, `SELECT job_id, state, kind FROM ruvector.maintenance_jobs
 		WHERE collection_id = $1 AND state IN ('queued', 'running') AND priority < $2 ORDER BY job_id`,
 		rc.CollectionID, bar)
 	if err != nil {
 		return nil, bar, fmt.Errorf("list maintenance jobs: %w", err)
 	}
 	type job struct {
-		id    int64
-		state string
+		id          int64
+		state, kind string
 	}
 	jobs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (job, error) {
 		var j job
-		return j, r.Scan(&j.id, &j.state)
+		return j, r.Scan(&j.id, &j.state, &j.kind)
 	})
 	if err != nil {
 		return nil, bar, fmt.Errorf("list maintenance jobs: %w", err)
@@ -327,7 +358,31 @@ func (p *PauseMaintenance) pauseJobs(ctx context.Context, c *pgx.Conn, rc *strat
 		}
 		if tag.RowsAffected() == 1 {
 			paused = append(paused, j.id)
+			if j.state == "running" && j.kind != "compaction" {
+				if _, err := c.Exec(ctx, cancelBlockedStepSQL, collect.JobAppNamePrefix, j.id); err != nil {
+					return paused, bar, fmt.Errorf("release paused job %d from its lock wait: %w", j.id, err)
+				}
+			}
 		}
 	}
 	return paused, bar, nil
 }
+
+// cancelBlockedStepSQL cancels the statement of a paused job's runner
+// while it waits for a relation lock. A runner stops a paused job only at
+// its next step boundary, and a step blocked behind a lock reaches none
+// until the holder lets go: when that is someone else's long VACUUM or an
+// anti-wraparound vacuum (which pause_maintenance never cancels), the
+// paused job would keep its place in the lock queue, stay visible as
+// contention, and resume its work the moment the lock came free, pause or
+// not. Cancelling is safe there: the step has not started (a statement
+// waiting for its first lock did nothing), each step is idempotent or
+// transactional and resumes from the last checkpoint, and the runner
+// leaves a job that is no longer 'running' as it is (paused, with its
+// progress). A REINDEX CONCURRENTLY (compaction) is never cancelled: one
+// cancelled past its first phase leaves an invalid index behind. A job
+// working (not waiting) is left to reach its boundary.
+const cancelBlockedStepSQL = `SELECT pg_cancel_backend(a.pid) FROM pg_stat_activity a
+	WHERE a.application_name = $1 || $2::int8
+	  AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+	  AND a.wait_event_type = 'Lock' AND a.wait_event = 'relation'`

@@ -191,10 +191,18 @@ WHERE job_id = $1 AND owner = $2 AND state = 'running'`, j.ID, r.Owner)
 		// The sidecar is stopping: leave the job to RequeueOwned.
 		return j, Stopped, ctx.Err()
 	default:
-		if _, uerr := r.Conn.Exec(ctx, `UPDATE ruvector.maintenance_jobs
+		tag, uerr := r.Conn.Exec(ctx, `UPDATE ruvector.maintenance_jobs
 SET state = 'failed', error = $3, finished_at = now(), updated_at = now()
-WHERE job_id = $1 AND owner = $2 AND state = 'running'`, j.ID, r.Owner, err.Error()); uerr != nil {
+WHERE job_id = $1 AND owner = $2 AND state = 'running'`, j.ID, r.Owner, err.Error())
+		if uerr != nil {
 			return j, Failed, fmt.Errorf("jobs: record failure of job %d (%v): %w", j.ID, err, uerr)
+		}
+		if tag.RowsAffected() == 0 {
+			// Paused (or taken away) during the step, whose statement
+			// pause_maintenance cancelled while it waited for a lock: the
+			// job keeps its state and last checkpoint, and resumes there.
+			r.logf("jobs: job %d stopped mid-step (%v)", j.ID, err)
+			return j, Stopped, nil
 		}
 		r.logf("jobs: job %d failed: %v", j.ID, err)
 		return j, Failed, nil
