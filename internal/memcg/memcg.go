@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -236,4 +237,57 @@ func Descendants(pid int) []int {
 		frontier = next
 	}
 	return out
+}
+
+// CgroupOf is the memory cgroup directory (under root, "" for DefaultRoot)
+// that pid is in now.
+func CgroupOf(root string, pid int) (string, error) {
+	if root == "" {
+		root = DefaultRoot
+	}
+	raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cgroup"))
+	if err != nil {
+		return "", fmt.Errorf("memcg: %w", err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) == 3 && slices.Contains(strings.Split(parts[1], ","), "memory") {
+			return filepath.Join(root, filepath.Clean(parts[2])), nil
+		}
+	}
+	return "", fmt.Errorf("memcg: pid %d is in no v1 memory cgroup", pid)
+}
+
+// MoveOut moves every process of the group into dir (another cgroup
+// directory), so the group can be removed while they go on.
+func (g *Group) MoveOut(dir string) error {
+	procs, err := g.Procs()
+	if err != nil {
+		return err
+	}
+	to := &Group{Dir: dir}
+	return to.Move(procs...)
+}
+
+// StartIn runs start (which starts processes, such as a server restart)
+// with this process inside the group, so that what it starts is born in
+// the group and all its memory is charged here from the first page: the
+// v1 controller on this kernel does not move existing charges with a
+// process (move_charge_at_immigrate is gone), so shared memory a server
+// touched before Move stays charged to its old cgroup. This process goes
+// back to its own cgroup afterwards.
+func (g *Group) StartIn(start func() error) error {
+	self := os.Getpid()
+	home, err := CgroupOf(filepath.Dir(g.Dir), self)
+	if err != nil {
+		return err
+	}
+	if err := g.Move(self); err != nil {
+		return err
+	}
+	runErr := start()
+	if err := (&Group{Dir: home}).Move(self); err != nil {
+		return errors.Join(runErr, fmt.Errorf("memcg: moving this process back to %s: %w", home, err))
+	}
+	return runErr
 }

@@ -30,7 +30,10 @@ import (
 //     window (ActivityWindow), ties broken by the cumulative count since
 //     the statistics were reset; PostgreSQL 15 keeps no last-read time.
 //     The coldest ColdFraction of them (at least one, never all) are
-//     evicted.
+//     evicted, but never one read in the window more than a tenth as much
+//     as the busiest partition: with fewer idle partitions than
+//     ColdFraction, the rest of the coldest half are being read, and their
+//     cache would only come back from disk.
 //   - Files: each partition's table, TOAST table and all their indexes
 //     (pg_relation_filepath under data_directory), every fork (main, fsm,
 //     vm, init) and every 1 GB segment (.1, .2, …).
@@ -214,7 +217,7 @@ func (e *EvictColdData) coldest(ctx context.Context, conn *pgx.Conn, rc *strateg
 		return cmpInt(a.RelID, b.RelID)
 	})
 	n := max(1, int(float64(total)*e.fraction()))
-	n = min(n, total-1)
+	n = min(n, total-1, readIdle(parts))
 	parts = parts[:n]
 	ps := int64(os.Getpagesize())
 	for i := range parts {
@@ -233,6 +236,30 @@ func (e *EvictColdData) coldest(ctx context.Context, conn *pgx.Conn, rc *strateg
 		}
 	}
 	return parts, total, dataDir, nil
+}
+
+// hotShare: a partition read more than this share of the busiest one's
+// blocks in the window is being read, not cold.
+const hotShare = 0.1
+
+// readIdle is how many of parts (sorted coldest first) were read in the
+// window at most hotShare of the busiest partition's reads: the ones whose
+// cache nobody is using. Dropping a partition that is being read only
+// sends its next reads to disk, and the cache comes straight back. When
+// nothing was read in the window at all, every partition qualifies and
+// the cumulative counts rank them.
+func readIdle(parts []coldPartition) int {
+	var busiest int64
+	for _, p := range parts {
+		busiest = max(busiest, p.WindowRead)
+	}
+	n := 0
+	for _, p := range parts {
+		if float64(p.WindowRead) <= hotShare*float64(busiest) {
+			n++
+		}
+	}
+	return n
 }
 
 func cmpInt(a, b int64) int {
@@ -264,16 +291,18 @@ func (e *EvictColdData) Plan(ctx context.Context, rc *strategy.Context) (Plan, e
 			Detail: map[string]any{"resident_bytes": c.Resident, "files": len(c.files),
 				"blocks_read_in_window": c.WindowRead, "blocks_read_total": c.TotalRead}})
 	}
-	if reason := noopReason(total, cached); reason != "" {
+	if reason := noopReason(total, len(parts), cached); reason != "" {
 		return Plan{Strategy: e.Name(), Noop: true, Reason: reason, Steps: []Step{}}, nil
 	}
 	return p, nil
 }
 
-func noopReason(total int, cached int64) string {
+func noopReason(total, cold int, cached int64) string {
 	switch {
 	case total < 2:
 		return fmt.Sprintf("the collection has %d partition(s): there is no colder one to evict", total)
+	case cold == 0:
+		return fmt.Sprintf("all %d partitions were read in the last window: none is cold", total)
 	case cached == 0:
 		return "nothing of the coldest partitions is in the page cache"
 	}
@@ -295,7 +324,7 @@ func (e *EvictColdData) Execute(ctx context.Context, rc *strategy.Context) (stra
 	for _, p := range parts {
 		before += p.Resident
 	}
-	if reason := noopReason(total, before); reason != "" {
+	if reason := noopReason(total, len(parts), before); reason != "" {
 		return strategy.NoopResult(reason), nil
 	}
 	cachedBefore, _ := e.cachedBytes()

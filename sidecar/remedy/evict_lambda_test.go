@@ -1,0 +1,373 @@
+package remedy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/ruvector/ruvector-healing/bench/workload"
+	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
+	"github.com/ruvector/ruvector-healing/internal/memcg"
+	"github.com/ruvector/ruvector-healing/sidecar/audit"
+	"github.com/ruvector/ruvector-healing/sidecar/classify"
+	"github.com/ruvector/ruvector-healing/sidecar/collect"
+	"github.com/ruvector/ruvector-healing/sidecar/healing"
+	"github.com/ruvector/ruvector-healing/sidecar/health"
+	"github.com/ruvector/ruvector-healing/sidecar/instance"
+	"github.com/ruvector/ruvector-healing/sidecar/integrity"
+	"github.com/ruvector/ruvector-healing/sidecar/monitor"
+	"github.com/ruvector/ruvector-healing/sidecar/strategy"
+)
+
+// evict_cold_data judged by the real λ under memory pressure made of page
+// cache: the server runs in a memory cgroup of its own (192 MiB), started
+// inside it so shared_buffers and every backend are charged there too.
+// Four hot shards are read and written all along; the workload's ColdScan
+// reads the two cold shards' partitions (twice, so their pages are on the
+// active list the memory collector counts) until the collector reads 90%.
+// The monitor's λ drops with the memory edge as its witness, the engine
+// classifies memory_pressure, selects and executes evict_cold_data, and
+// verifies with healing.SegmentSampler while the hot workload goes on.
+func TestEvictColdDataVerifiedByMonitorLambda(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads ~170 MB and runs a minute of real load")
+	}
+	if err := memcg.Available(""); err != nil {
+		t.Skipf("cgroup memory control is not available, so memory pressure cannot be made safely here: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	const (
+		limit     = 192 << 20
+		coldRows  = 70000 // per cold shard, ~1.1 KB each at 256 dimensions: ~80 MB
+		hotRows   = 3000
+		tolerance = 70.0 // health.DefaultConfig().MemoryTolerancePct: the healthy band is ≤ 70%
+	)
+	if c := health.DefaultConfig(); c.MemoryTolerancePct != tolerance {
+		t.Fatalf("the memory tolerance is %v%%, this test assumes %v%%", c.MemoryTolerancePct, tolerance)
+	}
+	hot, cold := []int{0, 1, 2, 3}, []int{4, 5}
+	// shared_buffers small against the cold partitions: a sequential scan
+	// of a table over a quarter of it goes through a ring, so the cold
+	// reads stay in the page cache (the hot partitions, 3000 rows, fit in
+	// shared_buffers).
+	env := workloadtest.Start(t, workloadtest.Spec{Name: "ev", Dim: 256, Partitions: 6, Lists: 4, Seed: 5,
+		Conf: []string{"shared_buffers = 16MB"}})
+	for _, s := range cold {
+		for range coldRows / 10000 {
+			if err := env.W.CopyInsert(ctx, 10000, func(int) int { return s }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := env.W.CopyInsert(ctx, hotRows*len(hot), func(i int) int { return hot[i%len(hot)] }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Conn.Exec(ctx, `ANALYZE `+env.W.Table+`; CHECKPOINT`); err != nil {
+		t.Fatal(err)
+	}
+	g := memcg.Setup(t, env.Cluster.PostmasterPID(), limit)
+	if err := g.StartIn(func() error { env.Cluster.Restart("fast"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.MoveTree(env.Cluster.PostmasterPID()); err != nil {
+		t.Fatal(err)
+	}
+	conn := env.Cluster.Connect(ctx, "postgres")
+	if _, err := conn.Exec(ctx, `SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 1, "stabilization_seconds": 1}')`); err != nil {
+		t.Fatal(err)
+	}
+
+	srv, err := instance.Discover(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg, err := instance.OpenSegment(srv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seg.Close()
+	target, err := collect.LoadTarget(ctx, conn, "ev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	defer func() { stopLoops(); loops.Wait() }()
+	loops.Add(1)
+	go func() {
+		defer loops.Done()
+		_ = (&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(loopCtx)
+	}()
+	parts := collect.NewPartitions()
+	parts.Interval = time.Second
+	runner := collect.NewRunner(env.Cluster.Connect(ctx, "postgres"), []collect.Target{target},
+		[]collect.Collector{parts, &collect.Memory{Interval: time.Second}, collect.NewGateway(seg)}, collect.RunnerOptions{})
+	var (
+		mu   sync.Mutex
+		snap monitor.Snapshot
+	)
+	mon, err := monitor.New(monitor.Config{Sample: 250 * time.Millisecond, Warmup: 3 * time.Second, PolicyEvery: time.Second,
+		OnSample: func(ss []monitor.Snapshot) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range ss {
+				if s.Collection == "ev" && s.State != integrity.Unknown {
+					snap = s
+				}
+			}
+		}}, env.Cluster.Connect(ctx, "postgres"), seg, runner, srv.DatabaseOID, []collect.Target{target}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	loops.Add(2)
+	go func() { defer loops.Done(); _ = runner.Run(loopCtx) }()
+	go func() { defer loops.Done(); mon.Run(loopCtx) }()
+
+	// The hot workload: every hot partition read (whole) and written in
+	// turn, evenly, so none of them is a hotspot against the others and
+	// the cold ones see nothing.
+	var hotReads, hotWrites atomic.Int64
+	var hotErr atomic.Value
+	loops.Add(2)
+	go func() {
+		defer loops.Done()
+		for i := 0; loopCtx.Err() == nil; i++ {
+			p := fmt.Sprintf("%s_p%d", env.W.Table, hot[i%len(hot)])
+			if _, err := env.Pool.Exec(loopCtx, `SELECT count(*) FROM `+p); err != nil {
+				if loopCtx.Err() == nil {
+					hotErr.Store(err)
+				}
+				continue
+			}
+			hotReads.Add(1)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	go func() {
+		defer loops.Done()
+		for loopCtx.Err() == nil {
+			if err := env.W.CopyInsert(loopCtx, len(hot), func(i int) int { return hot[i] }); err != nil {
+				if loopCtx.Err() == nil {
+					hotErr.Store(err)
+				}
+				continue
+			}
+			hotWrites.Add(int64(len(hot)))
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+
+	current := func() (monitor.Snapshot, health.Signals) {
+		mu.Lock()
+		s := snap
+		mu.Unlock()
+		sig, _ := runner.Signals(target.ID)
+		return s, sig
+	}
+	// reading is the memory collector's, on its own connection.
+	memCol := &collect.Memory{Interval: 200 * time.Millisecond}
+	memConn := env.Cluster.Connect(ctx, "postgres")
+	reading := func(ctx context.Context) (health.MemorySignal, error) {
+		var s health.Signals
+		err := memCol.Collect(ctx, memConn, target, &s)
+		if err == nil && s.Memory.Source != "cgroup v1" {
+			return s.Memory, fmt.Errorf("the collector read %q, not the server's cgroup", s.Memory.Source)
+		}
+		return s.Memory, err
+	}
+	cgroup := func() string {
+		u, err := g.Read()
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("cgroup %d MiB (active_file %d, inactive_file %d, rss %d, shmem %d MiB)", u.Bytes>>20,
+			u.Stat["total_active_file"]>>20, u.Stat["total_inactive_file"]>>20, u.Stat["total_rss"]>>20, u.Stat["total_shmem"]>>20)
+	}
+	waitSnap := func(what string, ok func(monitor.Snapshot, health.Signals) bool) (monitor.Snapshot, health.Signals) {
+		t.Helper()
+		deadline := time.Now().Add(45 * time.Second)
+		for {
+			s, sig := current()
+			if ok(s, sig) {
+				return s, sig
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 45 s: state %s λ %.3f witness %+v memory %.1f%%; %s", what, integrity.StateName(s.State),
+					s.LambdaNorm, s.Cut.Witness, sig.Memory.UsagePct, cgroup())
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+
+	// Healthy first: λ 1 with the hot workload on, memory in the band.
+	s0, sig0 := waitSnap("healthy start", func(s monitor.Snapshot, sig health.Signals) bool {
+		return s.LambdaNorm > 0.95 && sig.Memory.Source == "cgroup v1" && len(sig.Partitions) == 6
+	})
+	t.Logf("before: λ %.3f, memory %.1f%% of %d MiB; %s", s0.LambdaNorm, sig0.Memory.UsagePct, sig0.Memory.LimitBytes>>20, cgroup())
+	if sig0.Memory.UsagePct > tolerance {
+		t.Fatalf("memory %.1f%% before the fault: not in the healthy band", sig0.Memory.UsagePct)
+	}
+
+	// The fault.
+	rep, undo, err := env.W.ColdScan(ctx, workload.ColdScanOptions{Cold: cold, TargetPct: 90,
+		Reading: func(ctx context.Context) (float64, error) { m, err := reading(ctx); return m.UsagePct, err }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = undo(context.Background()) })
+	t.Logf("cold scan: %d MiB of %v read twice in %d steps: memory %.1f%% → %.1f%%; %s", rep.BytesRead>>20, rep.Partitions,
+		rep.Steps, rep.StartPct, rep.EndPct, cgroup())
+
+	isMemory := func(e classify.WitnessEdge) bool {
+		return e.Source.Kind == classify.NodeMemory || e.Target.Kind == classify.NodeMemory
+	}
+	s1, sig1 := waitSnap("memory pressure in λ", func(s monitor.Snapshot, sig health.Signals) bool {
+		return sig.Memory.UsagePct > 85 && s.LambdaNorm < 0.6 && len(s.Cut.Witness) > 0 && slices.ContainsFunc(s.Cut.Witness, isMemory) &&
+			classify.Classify(s.Cut.Witness, health.MetricsFrom(sig), classify.DefaultThresholds()).Problem.Class == classify.ClassMemoryPressure
+	})
+	t.Logf("fault: state %s λ %.3f, witness %+v, memory %.1f%%; %s", integrity.StateName(s1.State), s1.LambdaNorm, s1.Cut.Witness,
+		sig1.Memory.UsagePct, cgroup())
+	// λ is the memory edge's capacity: 1 at the tolerance, 0 at the limit.
+	if want := 1 - (sig1.Memory.UsagePct-tolerance)/(100-tolerance); math.Abs(s1.LambdaNorm-want) > 0.1 {
+		t.Errorf("λ %.3f at memory %.1f%%, want about %.3f", s1.LambdaNorm, sig1.Memory.UsagePct, want)
+	}
+
+	// What the cold partitions hold in the page cache, per file, before.
+	residentBefore := map[string]residency{}
+	for _, p := range rep.Partitions {
+		var relid int64
+		if err := conn.QueryRow(ctx, `SELECT $1::regclass::oid::int8`, p).Scan(&relid); err != nil {
+			t.Fatal(err)
+		}
+		files, err := relationFiles(ctx, conn, rep.DataDir, relid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if residentBefore[f], err = fileResidency(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	key, _, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evict := &EvictColdData{Dial: func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, env.Cluster.DSN("postgres")) }}
+	reg, err := strategy.NewRegistry(evict)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := healing.New(ctx, env.Cluster.Connect(ctx, "postgres"), reg,
+		healing.SegmentSampler{Segment: seg, DatabaseOID: srv.DatabaseOID}, key,
+		healing.Options{Holder: "evict-lambda-test", Stabilization: 6 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, sig1 = current()
+	tr := healing.Trigger{Collection: "ev", CollectionID: int64(env.W.ID), State: strategy.IntegrityState(integrity.StateName(s1.State)),
+		Lambda: s1.LambdaNorm, Witness: s1.Cut.Witness, Metrics: health.MetricsFrom(sig1)}
+	usageBefore, err := g.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readsBefore, writesBefore := hotReads.Load(), hotWrites.Load()
+	out, err := e.Heal(ctx, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	usageAfter, _ := g.Read()
+	readsDuring, writesDuring := hotReads.Load()-readsBefore, hotWrites.Load()-writesBefore
+	m2, err := reading(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, _ := json.Marshal(out.Result.Metadata)
+	t.Logf("outcome %d: %s (%s) class %s strategy %s λ %.3f → %.3f verified=%v; memory %.1f%% → %.1f%%; cgroup %d → %d MiB; "+
+		"hot workload during the heal: %d reads, %d rows written; result %s",
+		out.ID, out.Status, out.Reason, out.Decision.Problem.Class, out.Strategy, out.InitialLambda, out.FinalLambda, out.Verified,
+		sig1.Memory.UsagePct, m2.UsagePct, usageBefore.Bytes>>20, usageAfter.Bytes>>20, readsDuring, writesDuring, meta)
+	if out.Decision.Problem.Class != classify.ClassMemoryPressure || out.Strategy != "evict_cold_data" {
+		t.Fatalf("class %s strategy %q, want memory_pressure healed by evict_cold_data", out.Decision.Problem.Class, out.Strategy)
+	}
+	if out.Status != healing.StatusVerified || !out.Verified || out.RolledBack || out.FinalLambda <= healing.VerifyImprovement*out.InitialLambda {
+		t.Fatalf("want verified with λ up > 10%%: %s, λ %.3f → %.3f, error %q", out.Status, out.InitialLambda, out.FinalLambda, out.Error)
+	}
+	if m2.UsagePct > tolerance {
+		t.Fatalf("memory %.1f%% after the eviction: not back in the healthy band (≤ %v%%)", m2.UsagePct, tolerance)
+	}
+	if readsDuring < 10 || writesDuring < 10 {
+		t.Fatalf("the hot workload stalled during the heal: %d reads, %d rows written", readsDuring, writesDuring)
+	}
+	if err, _ := hotErr.Load().(error); err != nil {
+		t.Fatalf("hot workload: %v", err)
+	}
+	// Only the cold partitions were evicted (the result as recorded: JSON).
+	var res struct {
+		Evicted []struct {
+			Partition string `json:"partition"`
+		} `json:"evicted"`
+		Regained int64 `json:"memory_regained_bytes"`
+	}
+	if err := json.Unmarshal(meta, &res); err != nil {
+		t.Fatal(err)
+	}
+	var evicted []string
+	for _, ev := range res.Evicted {
+		evicted = append(evicted, ev.Partition)
+	}
+	slices.Sort(evicted)
+	if !slices.Equal(evicted, rep.Partitions) {
+		t.Fatalf("evicted %v, want the cold partitions %v", evicted, rep.Partitions)
+	}
+	// The bytes the strategy says it regained are the cgroup's drop, less
+	// what the hot workload added meanwhile (a few MiB of new rows and WAL).
+	regained := res.Regained
+	drop := usageBefore.Bytes - usageAfter.Bytes
+	t.Logf("regained %d MiB (strategy, mincore) vs cgroup drop %d MiB", regained>>20, drop>>20)
+	if regained < rep.BytesRead*8/10 || math.Abs(float64(drop-regained)) > 0.15*float64(regained) {
+		t.Fatalf("regained %d MiB by mincore, cgroup dropped %d MiB, %d MiB were read by the fault", regained>>20, drop>>20, rep.BytesRead>>20)
+	}
+
+	// Rollback re-warms exactly the pages that were resident.
+	if _, err := e.RollbackOutcome(ctx, "ev", int64(env.W.ID), out.ID); err != nil {
+		t.Fatal(err)
+	}
+	var back, was int64
+	for f, r := range residentBefore {
+		now, err := fileResidency(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		was += r.Resident
+		back += now.Resident
+	}
+	m3, _ := reading(ctx)
+	ps := int64(os.Getpagesize())
+	t.Logf("rollback: %d of %d MiB of the cold partitions' pages resident again; memory reading %.1f%%; %s",
+		back*ps>>20, was*ps>>20, m3.UsagePct, cgroup())
+	if back < was*95/100 {
+		t.Fatalf("after rollback %d pages resident, %d before the eviction", back, was)
+	}
+
+	stopLoops()
+	loops.Wait()
+	check, err := env.W.Ledger.Verify(ctx, env.Pool, env.W.Table)
+	if err != nil || !check.TotalOK() {
+		t.Fatalf("ledger: %+v %v", check, err)
+	}
+	t.Logf("ledger: %d rows, all there", check.ServerTotal.Count)
+}
