@@ -42,6 +42,11 @@ type Indexes struct {
 	schema string // where pgstattuple lives, once found
 }
 
+// DefaultMinLeafPages is Indexes.MinLeafPages by default. compact_indexes
+// leaves out the same indexes: rebuilding one the sensor does not measure
+// cannot change λ.
+const DefaultMinLeafPages = 32
+
 // NewIndexes returns the indexes collector.
 func NewIndexes() *Indexes { return &Indexes{} }
 
@@ -104,7 +109,7 @@ ORDER BY c.oid`, pgx.Identifier{schema}.Sanitize())
 	var out []health.IndexSignal
 	minLeaf := x.MinLeafPages
 	if minLeaf <= 0 {
-		minLeaf = 32
+		minLeaf = DefaultMinLeafPages
 	}
 	for rows.Next() {
 		var is health.IndexSignal

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
+	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
@@ -34,6 +35,14 @@ type CompactIndexes struct {
 	// A freshly built B-tree has 0; rebuilding one that is barely
 	// fragmented costs a full index build for nothing.
 	MinFragmentationPct float64
+	// MinLeafPages: smaller indexes are left alone (default
+	// collect.DefaultMinLeafPages, the indexes collector's own floor). The
+	// sensor does not measure them, so rebuilding one cannot raise λ, and
+	// on a dozen pages one split reads as 40-48% fragmentation again
+	// within minutes of inserts: counted, they made compact_indexes
+	// rebuild the ivf_list indexes first and report them as the worst
+	// fragmentation left after it.
+	MinLeafPages int64
 	// CleanupTimeout bounds the clean-up of an interrupted rebuild, which
 	// runs after ctx is done (default 60 s).
 	CleanupTimeout time.Duration
@@ -58,6 +67,7 @@ type indexStat struct {
 	Name             string  `json:"index"`
 	FragmentationPct float64 `json:"fragmentation_pct"`
 	AvgLeafDensity   float64 `json:"avg_leaf_density"`
+	LeafPages        int64   `json:"leaf_pages"`
 }
 
 // reindexAction is recorded before each rebuild: not for rollback (there is
@@ -75,6 +85,24 @@ func (c *CompactIndexes) minFrag() float64 {
 		return c.MinFragmentationPct
 	}
 	return 10
+}
+
+func (c *CompactIndexes) minLeafPages() int64 {
+	if c.MinLeafPages > 0 {
+		return c.MinLeafPages
+	}
+	return collect.DefaultMinLeafPages
+}
+
+// sensed keeps the indexes the index collector measures (MinLeafPages).
+func (c *CompactIndexes) sensed(all []indexStat) []indexStat {
+	var out []indexStat
+	for _, s := range all {
+		if s.LeafPages >= c.minLeafPages() {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // pgstattupleSchema finds pgstattuple, creating it when missing (needs a
@@ -101,7 +129,7 @@ func pgstattupleSchema(ctx context.Context, conn *pgx.Conn) (string, error) {
 // raises, and OR does not guarantee which side is evaluated first).
 func measure(ctx context.Context, conn *pgx.Conn, schema string, collectionID int64, only *string) ([]indexStat, error) {
 	sql := fmt.Sprintf(`
-SELECT c.oid::int8, c.oid::regclass::text, st.leaf_fragmentation, st.avg_leaf_density
+SELECT c.oid::int8, c.oid::regclass::text, st.leaf_fragmentation, st.avg_leaf_density, st.leaf_pages
 FROM ruvector.collection_relations r
 JOIN pg_index i ON i.indrelid = r.relid
 JOIN pg_class c ON c.oid = i.indexrelid
@@ -116,7 +144,7 @@ ORDER BY st.leaf_fragmentation DESC NULLS LAST, c.oid`, pgx.Identifier{schema}.S
 	}
 	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (indexStat, error) {
 		var s indexStat
-		return s, r.Scan(&s.RelID, &s.Name, &s.FragmentationPct, &s.AvgLeafDensity)
+		return s, r.Scan(&s.RelID, &s.Name, &s.FragmentationPct, &s.AvgLeafDensity, &s.LeafPages)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("compact_indexes: pgstatindex: %w", err)
@@ -135,10 +163,11 @@ func (c *CompactIndexes) candidates(ctx context.Context, conn *pgx.Conn, rc *str
 	if err != nil {
 		return "", nil, nil, err
 	}
-	all, err := measure(ctx, conn, schema, rc.CollectionID, nil)
+	measured, err := measure(ctx, conn, schema, rc.CollectionID, nil)
 	if err != nil {
 		return "", nil, nil, err
 	}
+	all := c.sensed(measured)
 	var todo []indexStat
 	for _, s := range all {
 		if s.FragmentationPct > c.minFrag() {
@@ -146,6 +175,11 @@ func (c *CompactIndexes) candidates(ctx context.Context, conn *pgx.Conn, rc *str
 		}
 	}
 	return schema, all, todo, nil
+}
+
+func (c *CompactIndexes) noopReason(n int, collection string) string {
+	return fmt.Sprintf("none of the %d indexes of %q with at least %d leaf pages is more than %.0f%% fragmented",
+		n, collection, c.minLeafPages(), c.minFrag())
 }
 
 // Plan lists the indexes Execute would rebuild, in order.
@@ -162,7 +196,7 @@ func (c *CompactIndexes) Plan(ctx context.Context, rc *strategy.Context) (Plan, 
 	p := Plan{Strategy: c.Name(), Steps: []Step{}}
 	if len(todo) == 0 {
 		p.Noop = true
-		p.Reason = fmt.Sprintf("none of the %d indexes of %q is more than %.0f%% fragmented", len(all), rc.Collection, c.minFrag())
+		p.Reason = c.noopReason(len(all), rc.Collection)
 		return p, nil
 	}
 	for _, s := range todo {
@@ -191,7 +225,7 @@ func (c *CompactIndexes) Execute(ctx context.Context, rc *strategy.Context) (res
 		return res, err
 	}
 	if len(todo) == 0 {
-		res = strategy.NoopResult(fmt.Sprintf("none of the %d indexes of %q is more than %.0f%% fragmented", len(all), rc.Collection, c.minFrag()))
+		res = strategy.NoopResult(c.noopReason(len(all), rc.Collection))
 		if len(dropped) > 0 {
 			res.Metadata["dropped_invalid_leftovers"] = dropped
 		}
@@ -278,9 +312,10 @@ func (c *CompactIndexes) Execute(ctx context.Context, rc *strategy.Context) (res
 		done = append(done, r)
 	}
 	res = strategy.Result{Success: len(done) > 0, ActionsTaken: len(done), Metadata: meta()}
+	// The worst the sensor will read: over the indexes it measures.
 	if rest, err := measure(ctx, conn, schema, rc.CollectionID, nil); err == nil {
 		worst := 0.0
-		for _, s := range rest {
+		for _, s := range c.sensed(rest) {
 			worst = max(worst, s.FragmentationPct)
 		}
 		res.Metadata["worst_fragmentation_pct_after"] = worst
