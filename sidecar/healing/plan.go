@@ -14,6 +14,12 @@ import (
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
+// describer is implemented by strategies without a plan.Planner that can
+// still say what they would do now (ThrottleIngestion.Describe).
+type describer interface {
+	Describe(ctx context.Context, rc *strategy.Context) (map[string]any, error)
+}
+
 // Plan answers a dry run (ruvector_healing_execute with {"dry_run": true}):
 // what the named strategy would do now on the trigger's collection. It
 // builds the strategy.Context a manual Execute would build (the collection's
@@ -74,13 +80,6 @@ func (e *Engine) Plan(ctx context.Context, tr Trigger, name string, params json.
 		}
 	}
 	doc["blockers"] = blockers
-	p, ok := s.(plan.Planner)
-	if !ok {
-		doc["planned_by"] = "description"
-		doc["note"] = fmt.Sprintf("%s cannot say what it would do on the live system (it does not implement plan.Planner): "+
-			"this is its static description", name)
-		return doc, nil
-	}
 	rc := &strategy.Context{
 		Problem: dec.Problem, Collection: tr.Collection, CollectionID: tr.CollectionID, State: tr.State,
 		InitialLambda: tr.Lambda, TargetLambda: tr.Lambda * VerifyImprovement, Metrics: tr.Metrics, Params: params,
@@ -91,6 +90,29 @@ func (e *Engine) Plan(ctx context.Context, tr Trigger, name string, params json.
 	}
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	p, ok := s.(plan.Planner)
+	if !ok {
+		doc["planned_by"] = "description"
+		doc["note"] = fmt.Sprintf("%s cannot say what it would do on the live system (it does not implement plan.Planner): "+
+			"this is its static description", name)
+		// throttle_ingestion says at least which shards it would cap, at
+		// what rate, or why it would throttle the whole collection.
+		if d, ok := s.(describer); ok {
+			var would map[string]any
+			if err := safeCall(func() error {
+				var err error
+				would, err = d.Describe(pctx, rc)
+				return err
+			}); err != nil {
+				// A dry run reports what stands in the way (a manual cap,
+				// say) rather than failing.
+				doc["blockers"] = append(blockers, fmt.Sprintf("%s cannot act now: %v", name, err))
+			} else {
+				doc["would_do"] = would
+			}
+		}
+		return doc, nil
+	}
 	var got plan.Plan
 	if err := safeCall(func() error {
 		var err error

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ruvector/ruvector-healing/shmproto"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
@@ -56,11 +59,31 @@ func findSlot(seg Segment, name string, id int64, dbOID uint32) (shmproto.Collec
 	return c, nil
 }
 
-// ThrottleIngestion is the design's throttle_ingestion: insert throttle 50%
-// in stress, 90% in critical, bulk_insert 10 points more (capped at 100),
-// through the segment, naming the attempt's outcome id so that the write
-// gate's errors for refused writes point at it. It never overrides a manual
-// throttle.
+// ThrottleIngestion is the design's throttle_ingestion. What it slows
+// depends on the problem:
+//
+//   - hotspot_congestion whose hot partitions are shards of the vector
+//     collection (the trigger's witness edges name them, or {"shard": n} in a
+//     manual execution's parameters): a write cap on each hot shard, at
+//     (100 - pct)% of the shard's insert rate measured just before (pct 50
+//     in stress, 90 in critical; at least 1 row/s), enforced per row by the
+//     collection's row trigger. A writer that names its shard explicitly
+//     makes a hotspot that routing weights (drain_hot_partition) cannot move
+//     and rebalance_partitions cannot outrun; a whole-collection throttle
+//     would slow every shard alike and leave the hottest/median load ratio
+//     where it was, while a cap on the hot shard lowers exactly that ratio.
+//     The insert rate is n_tup_ins of the shard's partition over RateWindow,
+//     or, when the statistics show none, the partition load the problem was
+//     classified from.
+//   - otherwise (memory_pressure, replication_lag, or a hotspot no shard
+//     of which can be named): the whole collection, insert throttle 50% in
+//     stress, 90% in critical, bulk_insert 10 points more (capped at 100).
+//
+// Both go through the segment naming the attempt's outcome id, so the
+// errors of refused writes point at it, and both are released by the
+// watchdog if the sidecar stops. It never overrides a manual throttle or a
+// manual shard cap. Every previous setting is recorded before it is changed
+// and restored exactly by Rollback.
 //
 // It also handles replication_lag (the design names no strategy for it):
 // ingestion is what produces the WAL a lagging replica has to replay, so
@@ -69,20 +92,60 @@ func findSlot(seg Segment, name string, id int64, dbOID uint32) (shmproto.Collec
 type ThrottleIngestion struct {
 	Segment     Segment
 	DatabaseOID uint32
+	// Dial opens a connection the strategy owns, used to map hot partitions
+	// to shards and measure their insert rate. Without it (or with a
+	// Segment that keeps no shard caps) every problem gets the
+	// whole-collection throttle.
+	Dial func(ctx context.Context) (*pgx.Conn, error)
+	// RateWindow is how long the hot shards' insert rate is measured;
+	// 0 means DefaultRateWindow.
+	RateWindow time.Duration
 }
 
-// throttleAction is the rollback record: the op's setting before the change.
+// DefaultRateWindow spans two flushes of the writers' statistics (a
+// backend reports them at most once a second).
+const DefaultRateWindow = 2 * time.Second
+
+// shardCapSegment is the part of the segment that keeps shard caps
+// (*shmproto.Segment).
+type shardCapSegment interface {
+	ReadShardCap(i, shard int) (shmproto.ShardCap, error)
+	SetSidecarShardCap(i, shard int, rowsPerSec uint32, outcomeID int64) error
+}
+
+// Kinds of rollback records.
+const (
+	actionThrottle = "" // an op's collection throttle (records before shard caps had no kind)
+	actionShardCap = "shard_cap"
+)
+
+// throttleAction is the rollback record: the setting before the change.
 type throttleAction struct {
+	Kind         string `json:"kind,omitempty"`
 	CollectionID int64  `json:"collection_id"`
-	Op           string `json:"op"`
-	PreviousPct  uint32 `json:"previous_pct"`
+	Op           string `json:"op,omitempty"`
+	Shard        int    `json:"shard,omitempty"`
+	PreviousPct  uint32 `json:"previous_pct,omitempty"`
+	// PreviousCap is a shard's cap before, rows/s (0: none).
+	PreviousCap uint32 `json:"previous_cap,omitempty"`
 	// PreviousBy is who set the previous value; only a sidecar value is
 	// restored, since a manual one is the watchdog's and the table's to keep.
 	PreviousBy string `json:"previous_by"`
 	// PreviousOutcome is the outcome that set a previous sidecar value,
 	// restored with it.
 	PreviousOutcome int64  `json:"previous_outcome_id,omitempty"`
-	NewPct          uint32 `json:"new_pct"`
+	NewPct          uint32 `json:"new_pct,omitempty"`
+	NewCap          uint32 `json:"new_cap,omitempty"`
+}
+
+// shardCapTarget is one hot shard and the cap it gets.
+type shardCapTarget struct {
+	Shard    int               `json:"shard"`
+	RelID    int64             `json:"partition_relid"`
+	Rate     float64           `json:"measured_rows_per_sec"`
+	Source   string            `json:"measured_from"`
+	Cap      uint32            `json:"cap_rows_per_sec"`
+	Previous shmproto.ShardCap `json:"-"`
 }
 
 func (ThrottleIngestion) Name() string { return "throttle_ingestion" }
@@ -93,21 +156,206 @@ func (ThrottleIngestion) Impact() float64                  { return 0.4 }
 func (ThrottleIngestion) EstimatedDuration() time.Duration { return 5 * time.Second }
 func (ThrottleIngestion) Reversible() bool                 { return true }
 
-// Execute applies the throttle.
-func (t ThrottleIngestion) Execute(ctx context.Context, rc *strategy.Context) (strategy.Result, error) {
-	var pct uint32
-	switch rc.State {
+func statePct(st strategy.IntegrityState) (uint32, bool) {
+	switch st {
 	case strategy.StateStress:
-		pct = 50
+		return 50, true
 	case strategy.StateCritical:
-		pct = 90
-	default:
+		return 90, true
+	}
+	return 0, false
+}
+
+// hotShardsWanted returns the shard a manual execution names ({"shard": n})
+// and the hot partitions of a hotspot problem; both empty when the problem
+// names no partition.
+func hotShardsWanted(rc *strategy.Context) (shard *int, relids []int64, err error) {
+	if len(rc.Params) > 0 {
+		var p struct {
+			Shard *int `json:"shard"`
+		}
+		if err := json.Unmarshal(rc.Params, &p); err != nil {
+			return nil, nil, fmt.Errorf("throttle_ingestion: parameters: %w", err)
+		}
+		if p.Shard != nil {
+			return p.Shard, nil, nil
+		}
+	}
+	if rc.Problem.HotspotCongestion != nil {
+		return nil, rc.Problem.HotspotCongestion.PartitionIDs, nil
+	}
+	return nil, nil, nil
+}
+
+// shardCaps decides the caps for a hotspot: the hot shards, their measured
+// insert rate and the cap at (100 - pct)% of it. An empty result with a
+// reason means the whole collection is throttled instead. A manual cap on
+// a hot shard is ErrManualPinned.
+func (t ThrottleIngestion) shardCaps(ctx context.Context, rc *strategy.Context, slot int, pct uint32) ([]shardCapTarget, string, error) {
+	caps, ok := t.Segment.(shardCapSegment)
+	if !ok || t.Dial == nil {
+		return nil, "this sidecar cannot set shard caps (no segment support or no connection)", nil
+	}
+	wantShard, relids, err := hotShardsWanted(rc)
+	if err != nil {
+		return nil, "", err
+	}
+	if wantShard == nil && len(relids) == 0 {
+		return nil, fmt.Sprintf("the problem (class %q) names no hot partition", rc.Problem.Class), nil
+	}
+	conn, err := t.Dial(ctx)
+	if err != nil {
+		return nil, "", fmt.Errorf("throttle_ingestion: connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rows, err := conn.Query(ctx, `
+SELECT c.oid::int8, (regexp_match(pg_get_expr(c.relpartbound, c.oid), '^FOR VALUES IN \((\d+)\)$'))[1]::int
+FROM ruvector.collection_relations r
+JOIN ruvector.vector_collections v ON v.collection_id = r.collection_id
+JOIN pg_class c ON c.oid = r.relid
+WHERE r.collection_id = $1 AND c.relispartition
+  AND pg_get_expr(c.relpartbound, c.oid) ~ '^FOR VALUES IN \(\d+\)$'
+ORDER BY 2`, rc.CollectionID)
+	if err != nil {
+		return nil, "", fmt.Errorf("throttle_ingestion: shards of %q: %w", rc.Collection, err)
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (shardCapTarget, error) {
+		var x shardCapTarget
+		return x, r.Scan(&x.RelID, &x.Shard)
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("throttle_ingestion: shards of %q: %w", rc.Collection, err)
+	}
+	var hot []shardCapTarget
+	for _, s := range all {
+		if (wantShard != nil && s.Shard == *wantShard) || slices.Contains(relids, s.RelID) {
+			hot = append(hot, s)
+		}
+	}
+	if len(hot) == 0 {
+		if wantShard != nil {
+			return nil, "", fmt.Errorf("throttle_ingestion: parameter shard %d is not a shard of %q", *wantShard, rc.Collection)
+		}
+		return nil, fmt.Sprintf("hot partitions %v are not shards of vector collection %q", relids, rc.Collection), nil
+	}
+	for i := range hot {
+		sc, err := caps.ReadShardCap(slot, hot[i].Shard)
+		if err != nil {
+			return nil, "", fmt.Errorf("throttle_ingestion: read cap of shard %d: %w", hot[i].Shard, err)
+		}
+		if sc.SetBy == shmproto.SetByManual {
+			return nil, "", fmt.Errorf("a manual cap of %d rows/s is in force on shard %d of %q; not overriding it: %w",
+				sc.RowsPerSec, hot[i].Shard, rc.Collection, shmproto.ErrManualPinned)
+		}
+		hot[i].Previous = sc
+	}
+	if err := t.measure(ctx, conn, rc, hot); err != nil {
+		return nil, "", err
+	}
+	for i := range hot {
+		hot[i].Cap = uint32(min(max(hot[i].Rate*float64(100-pct)/100, 1), shmproto.ShardCapRateMask))
+	}
+	return hot, "", nil
+}
+
+// measure fills each target's insert rate: n_tup_ins of its partition over
+// RateWindow, or the classified partition load when the statistics moved
+// not at all (a writer that has not flushed them yet).
+func (t ThrottleIngestion) measure(ctx context.Context, conn *pgx.Conn, rc *strategy.Context, hot []shardCapTarget) error {
+	ids := make([]int64, len(hot))
+	for i, h := range hot {
+		ids[i] = h.RelID
+	}
+	read := func() (map[int64]int64, time.Time, error) {
+		rows, err := conn.Query(ctx, `SELECT r, pg_stat_get_tuples_inserted(r::oid) FROM unnest($1::int8[]) r`, ids)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		at := time.Now()
+		out := map[int64]int64{}
+		for rows.Next() {
+			var id, n int64
+			if err := rows.Scan(&id, &n); err != nil {
+				rows.Close()
+				return nil, at, err
+			}
+			out[id] = n
+		}
+		return out, at, rows.Err()
+	}
+	window := t.RateWindow
+	if window <= 0 {
+		window = DefaultRateWindow
+	}
+	before, t0, err := read()
+	if err != nil {
+		return fmt.Errorf("throttle_ingestion: insert counts of %q: %w", rc.Collection, err)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(window):
+	}
+	after, t1, err := read()
+	if err != nil {
+		return fmt.Errorf("throttle_ingestion: insert counts of %q: %w", rc.Collection, err)
+	}
+	for i := range hot {
+		if d := after[hot[i].RelID] - before[hot[i].RelID]; d > 0 {
+			hot[i].Rate, hot[i].Source = float64(d)/t1.Sub(t0).Seconds(), "n_tup_ins"
+		} else {
+			hot[i].Rate, hot[i].Source = rc.Metrics.PartitionLoad[hot[i].RelID], "partition_load"
+		}
+	}
+	return nil
+}
+
+// Execute applies the caps or the throttle.
+func (t ThrottleIngestion) Execute(ctx context.Context, rc *strategy.Context) (strategy.Result, error) {
+	pct, ok := statePct(rc.State)
+	if !ok {
 		return strategy.NoopResult(fmt.Sprintf("state %q needs no throttle", rc.State)), nil
 	}
 	c, err := findSlot(t.Segment, rc.Collection, rc.CollectionID, t.DatabaseOID)
 	if err != nil {
 		return strategy.Result{}, err
 	}
+	hot, why, err := t.shardCaps(ctx, rc, c.Slot, pct)
+	if err != nil {
+		return strategy.Result{}, err
+	}
+	if len(hot) > 0 {
+		return t.capShards(ctx, rc, c.Slot, pct, hot)
+	}
+	res, err := t.throttleCollection(ctx, rc, c.Slot, pct)
+	if res.Metadata != nil && why != "" {
+		res.Metadata["shard_caps_not_used"] = why
+	}
+	return res, err
+}
+
+func (t ThrottleIngestion) capShards(ctx context.Context, rc *strategy.Context, slot int, pct uint32, hot []shardCapTarget) (strategy.Result, error) {
+	caps := t.Segment.(shardCapSegment)
+	done := 0
+	for _, h := range hot {
+		if err := ctx.Err(); err != nil {
+			return strategy.Result{ActionsTaken: done}, err
+		}
+		if err := rc.Record(throttleAction{Kind: actionShardCap, CollectionID: rc.CollectionID, Shard: h.Shard,
+			PreviousCap: h.Previous.RowsPerSec, PreviousBy: shmproto.SetByNames[h.Previous.SetBy],
+			PreviousOutcome: h.Previous.OutcomeID, NewCap: h.Cap}); err != nil {
+			return strategy.Result{ActionsTaken: done}, err
+		}
+		if err := caps.SetSidecarShardCap(slot, h.Shard, h.Cap, rc.OutcomeID); err != nil {
+			return strategy.Result{ActionsTaken: done}, fmt.Errorf("cap shard %d at %d rows/s: %w", h.Shard, h.Cap, err)
+		}
+		done++
+	}
+	return strategy.Result{Success: true, ActionsTaken: done,
+		Metadata: map[string]any{"throttle_pct": pct, "shard_caps": hot}}, nil
+}
+
+func (t ThrottleIngestion) throttleCollection(ctx context.Context, rc *strategy.Context, slot int, pct uint32) (strategy.Result, error) {
 	targets := []struct {
 		op  shmproto.Op
 		pct uint32
@@ -117,7 +365,7 @@ func (t ThrottleIngestion) Execute(ctx context.Context, rc *strategy.Context) (s
 	// means a human is steering this collection's writes.
 	prev := make([]shmproto.Throttle, len(targets))
 	for i, tg := range targets {
-		th, err := t.Segment.ReadThrottle(c.Slot, tg.op)
+		th, err := t.Segment.ReadThrottle(slot, tg.op)
 		if err != nil {
 			return strategy.Result{}, fmt.Errorf("read %s throttle: %w", shmproto.OpNames[tg.op], err)
 		}
@@ -132,12 +380,12 @@ func (t ThrottleIngestion) Execute(ctx context.Context, rc *strategy.Context) (s
 		if err := ctx.Err(); err != nil {
 			return strategy.Result{ActionsTaken: done}, err
 		}
-		if err := rc.Record(throttleAction{CollectionID: rc.CollectionID, Op: shmproto.OpNames[tg.op],
+		if err := rc.Record(throttleAction{Kind: actionThrottle, CollectionID: rc.CollectionID, Op: shmproto.OpNames[tg.op],
 			PreviousPct: prev[i].Pct, PreviousBy: shmproto.SetByNames[prev[i].SetBy], PreviousOutcome: prev[i].OutcomeID,
 			NewPct: tg.pct}); err != nil {
 			return strategy.Result{ActionsTaken: done}, err
 		}
-		if err := t.Segment.SetSidecarThrottleFor(c.Slot, tg.op, tg.pct, time.Now(), rc.OutcomeID); err != nil {
+		if err := t.Segment.SetSidecarThrottleFor(slot, tg.op, tg.pct, time.Now(), rc.OutcomeID); err != nil {
 			return strategy.Result{ActionsTaken: done}, fmt.Errorf("set %s throttle: %w", shmproto.OpNames[tg.op], err)
 		}
 		done++
@@ -146,8 +394,37 @@ func (t ThrottleIngestion) Execute(ctx context.Context, rc *strategy.Context) (s
 		Metadata: map[string]any{"throttle_pct": pct, "bulk_insert_pct": targets[1].pct}}, nil
 }
 
-// Rollback restores each op's previous sidecar value (0 releases it), last
-// change first. A manual throttle set since then wins and is left alone.
+// Describe says what Execute would do now, changing nothing (the dry run's
+// document; measuring the hot shards' rate takes RateWindow).
+func (t ThrottleIngestion) Describe(ctx context.Context, rc *strategy.Context) (map[string]any, error) {
+	pct, ok := statePct(rc.State)
+	if !ok {
+		return map[string]any{"noop": true, "reason": fmt.Sprintf("state %q needs no throttle", rc.State)}, nil
+	}
+	c, err := findSlot(t.Segment, rc.Collection, rc.CollectionID, t.DatabaseOID)
+	if err != nil {
+		return nil, err
+	}
+	hot, why, err := t.shardCaps(ctx, rc, c.Slot, pct)
+	if err != nil {
+		return nil, err
+	}
+	if len(hot) > 0 {
+		steps := make([]map[string]any, 0, len(hot))
+		for _, h := range hot {
+			steps = append(steps, map[string]any{"action": "cap_shard", "shard": h.Shard, "partition_relid": h.RelID,
+				"measured_rows_per_sec": h.Rate, "measured_from": h.Source, "cap_rows_per_sec": h.Cap,
+				"cap_before": h.Previous.RowsPerSec, "cap_before_set_by": shmproto.SetByNames[h.Previous.SetBy]})
+		}
+		return map[string]any{"mode": "shard_caps", "cut_pct": pct, "steps": steps}, nil
+	}
+	return map[string]any{"mode": "collection_throttle", "insert_pct": pct, "bulk_insert_pct": min(pct+10, 100),
+		"why_not_shard_caps": why}, nil
+}
+
+// Rollback restores each previous sidecar value (0 releases it), last
+// change first. A manual throttle or cap set since then wins and is left
+// alone.
 func (t ThrottleIngestion) Rollback(ctx context.Context, rc *strategy.Context) error {
 	acts, err := rc.Actions()
 	if err != nil {
@@ -164,13 +441,30 @@ func (t ThrottleIngestion) Rollback(ctx context.Context, rc *strategy.Context) e
 			errs = append(errs, fmt.Errorf("action %d: %w", i, err))
 			continue
 		}
+		sidecarBefore := a.PreviousBy == shmproto.SetByNames[shmproto.SetBySidecar]
+		if a.Kind == actionShardCap {
+			caps, ok := t.Segment.(shardCapSegment)
+			if !ok {
+				errs = append(errs, fmt.Errorf("action %d: shard %d was capped but this segment keeps no shard caps", i, a.Shard))
+				continue
+			}
+			restore, outcome := uint32(0), int64(0)
+			if sidecarBefore {
+				restore, outcome = a.PreviousCap, a.PreviousOutcome
+			}
+			err := caps.SetSidecarShardCap(c.Slot, a.Shard, restore, outcome)
+			if err != nil && !errors.Is(err, shmproto.ErrManualPinned) {
+				errs = append(errs, fmt.Errorf("restore the cap of shard %d to %d rows/s: %w", a.Shard, restore, err))
+			}
+			continue
+		}
 		op, ok := opByName(a.Op)
 		if !ok {
 			errs = append(errs, fmt.Errorf("action %d: unknown op %q", i, a.Op))
 			continue
 		}
 		restore, outcome := uint32(0), int64(0)
-		if a.PreviousBy == shmproto.SetByNames[shmproto.SetBySidecar] {
+		if sidecarBefore {
 			restore, outcome = a.PreviousPct, a.PreviousOutcome
 		}
 		err := t.Segment.SetSidecarThrottleFor(c.Slot, op, restore, time.Now(), outcome)
