@@ -165,3 +165,63 @@ SELECT ruvector_collection_create('vec', 2, 4, 2);`)
 		t.Fatal("a cap on shard 256 was accepted")
 	}
 }
+
+// After a restart the segment starts empty: the watchdog reloads manual
+// shard caps from ruvector.shard_caps (and the trigger enforces them
+// again); a sidecar cap is gone with the segment it lived in.
+func TestManualShardCapsSurviveRestart(t *testing.T) {
+	ctx := context.Background()
+	c := pgtest.Start(t, pgtest.Options{})
+	c.MustExec(ctx, `CREATE EXTENSION ruvector_healing;
+ALTER DATABASE postgres SET search_path = "$user", public, ruvector;
+SET search_path = public, ruvector;
+SELECT ruvector_collection_create('vec', 2, 4, 2);
+SELECT ruvector_shard_cap_set('vec', 2, 1);`)
+	conn := c.Connect(ctx, "postgres")
+	srv, err := instance.Discover(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg, err := instance.OpenSegment(srv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	col, err := seg.Find("vec", srv.DatabaseOID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := beatWithoutDetach(t, seg)
+	if err := seg.SetSidecarShardCap(col.Slot, 0, 9, 3); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	seg.Close()
+	conn.Close(ctx)
+
+	c.Restart("fast")
+	conn = c.Connect(ctx, "postgres")
+	if srv, err = instance.Discover(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.WaitFor(t, 15*time.Second, "the watchdog's reload", func() (bool, error) {
+		var n int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM ruvector_shard_caps('vec') WHERE shard = 2 AND cap_rows_per_sec = 1 AND set_by = 'manual'`).Scan(&n)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "42704" { // the registry is not reloaded yet
+			return false, nil
+		}
+		return n == 1, err
+	})
+	if got := sqlCaps(t, ctx, conn); len(got) != 1 {
+		t.Fatalf("caps after the restart: %+v, want only the manual one", got)
+	}
+	if _, err := conn.Exec(ctx, "SET ruvector.throttle_max_wait = 0; SET ruvector.throttle_burst = 0"); err != nil {
+		t.Fatal(err)
+	}
+	if pe := insertShardErr(t, ctx, conn, 2, 2); pe == nil || pe.Code != "53000" || !strings.Contains(pe.Detail, "set manually") {
+		t.Fatalf("two rows into shard 2 capped at 1 row/s after the restart: %#v", pe)
+	}
+	if pe := insertShardErr(t, ctx, conn, 0, 20); pe != nil {
+		t.Fatalf("shard 0 after the restart (its sidecar cap died with the segment): %#v", pe)
+	}
+}
