@@ -2,7 +2,9 @@ package remedy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -258,7 +260,7 @@ func TestCompactIndexesRaisesMonitorLambda(t *testing.T) {
 	}
 	t.Logf("outcome %d: %s (%s) class %s strategy %s λ %.3f → %.3f verified=%v rolled_back=%v in %v; error %q; result %v",
 		out.ID, out.Status, out.Reason, out.Decision.Problem.Class, out.Strategy, out.InitialLambda, out.FinalLambda,
-		out.Verified, out.RolledBack, out.Duration.Round(time.Millisecond), out.Error, out.Result.Metadata)
+		out.Verified, out.RolledBack, out.Duration.Round(time.Millisecond), out.Error, asJSON(out.Result.Metadata))
 	_, sigAfter := waitFor("the rebuilt indexes measured", 30*time.Second, func(_ monitor.Snapshot, sig health.Signals) bool {
 		return len(sig.Indexes) > 0 && sig.Indexes[0].SampledAt.After(time.Now().Add(-2*idx.Interval))
 	})
@@ -398,6 +400,14 @@ func TestCompactIndexesRaisesMonitorLambda(t *testing.T) {
 
 // VerifyBar is the engine's verification bar (healing.VerifyImprovement).
 const VerifyBar = healing.VerifyImprovement
+
+func asJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
 
 // witnessesIndex: an edge of the cut touches a (non-hub) index node.
 func witnessesIndex(w []classify.WitnessEdge) bool {
