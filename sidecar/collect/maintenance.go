@@ -154,7 +154,9 @@ func (m *Maintenance) Collect(ctx context.Context, q Querier, t Target, s *healt
 const JobAppNamePrefix = "ruvector job "
 
 // Running product jobs one row each, with the backend of the runner
-// working on it; queued and paused jobs one row per kind and state (a
+// working on it, and paused jobs whose runner is still finishing its step
+// (a pause takes effect at the next step boundary); queued and paused
+// jobs one row per kind and state (a
 // flood of thousands of queued jobs is one node per kind, not thousands).
 // 'autovacuum' rows are markers of autovacuum paused by pause_maintenance:
 // never claimed, so they are neither queued work nor running, only paused.
@@ -167,7 +169,8 @@ LEFT JOIN LATERAL (SELECT pid, wait_event_type, wait_event FROM pg_stat_activity
                    WHERE application_name = $2 || j.job_id
                      AND datid = (SELECT oid FROM pg_database WHERE datname = current_database())
                    ORDER BY pid LIMIT 1) a ON true
-WHERE j.collection_id = $1 AND j.state = 'running' AND j.kind <> 'autovacuum'
+WHERE j.collection_id = $1 AND j.kind <> 'autovacuum'
+  AND (j.state = 'running' OR (j.state = 'paused' AND a.pid IS NOT NULL))
 UNION ALL
 SELECT min(j.job_id), j.kind, j.state, count(*), max(j.priority), 0::float8,
        NULL::int, '', '', (SELECT name FROM tbl)
@@ -222,7 +225,11 @@ func productPriority(p int) int { return min(max(p, 0), 1000) * PriorityIndexBui
 //     the node is marked waiting ("Queue: ..."), which degrades it;
 //   - the paused jobs of a kind are one node, neither running nor queued
 //     (no load: pausing is what pause_maintenance does to relieve the
-//     queue), named "product:<kind> (paused)".
+//     queue), named "product:<kind> (paused)";
+//   - a paused job whose runner is still in its step's statement (it
+//     stops at the step's end) is that backend among pg, retyped
+//     "product:<kind> (pausing)": still load, but the product's, which a
+//     pause has already stopped, not someone else's manual VACUUM.
 func (m *Maintenance) productJobs(ctx context.Context, q Querier, t Target, pg []health.JobSignal) ([]health.JobSignal, error) {
 	rows, err := q.Query(ctx, productJobsSQL, t.ID, JobAppNamePrefix)
 	if err != nil {
@@ -290,6 +297,14 @@ func (m *Maintenance) productJobs(ctx context.Context, q Querier, t Target, pg [
 			}
 			out = append(out, j)
 		case "paused":
+			if r.pid != nil {
+				// Paused, its runner still in the step's statement: the
+				// product's job finishing a step, not someone's VACUUM.
+				if i, ok := byPid[int64(*r.pid)]; ok {
+					out[i].Type = typ + " (pausing)"
+				}
+				continue
+			}
 			out = append(out, health.JobSignal{ID: aggregateID(r.kind, r.state), Type: typ + " (paused)",
 				Relation: table, Priority: productPriority(r.priority)})
 		}

@@ -238,3 +238,62 @@ func TestMaintenanceProductJobContention(t *testing.T) {
 		t.Fatalf("after the job (%v, %v) the runner's session is still named %q", res.out, res.err, name)
 	}
 }
+
+// A paused job whose runner is still in its step's statement (the pause
+// takes effect at the step's end) is the product's job, pausing: its
+// backend is one node typed "product:vacuum (pausing)", not a manual
+// VACUUM of someone else's, next to the paused aggregate.
+func TestMaintenancePausingJobIsTheProducts(t *testing.T) {
+	t.Parallel()
+	c, conn, tg := startCollection(t)
+	ctx := context.Background()
+	fillEmb0(t, c)
+	enqueue(t, conn, "emb", "vacuum", "queued", 10, 1)
+	rconn := c.Connect(ctx, "postgres")
+	throttle(t, rconn)
+	var runnerPID int64
+	if err := rconn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&runnerPID); err != nil {
+		t.Fatal(err)
+	}
+	r := &jobs.Runner{Conn: rconn, Owner: "test"}
+	type result struct {
+		out jobs.Outcome
+		err error
+	}
+	ran := make(chan result, 1)
+	go func() { _, out, err := r.RunOne(ctx); ran <- result{out, err} }()
+	m := NewMaintenance()
+	var s health.Signals
+	pgtest.WaitFor(t, 20*time.Second, "the runner's VACUUM", func() (bool, error) {
+		var err error
+		s, err = collectOnce(t, m, conn, tg)
+		_, ok := findJob(s.Maintenance, runnerPID)
+		return ok, err
+	})
+	mustExec(t, conn, `UPDATE ruvector.maintenance_jobs SET state = 'paused', paused_by = 1 WHERE kind = 'vacuum'`)
+	s = mustCollect(t, m, conn, tg)
+	for _, j := range s.Maintenance {
+		t.Logf("pausing: %+v", j)
+	}
+	rv, ok := findJob(s.Maintenance, runnerPID)
+	if !ok || rv.Type != "product:vacuum (pausing)" || !rv.Running || len(s.Maintenance) != 2 {
+		t.Fatalf("jobs %+v: want the runner's backend as product:vacuum (pausing) and the paused aggregate", s.Maintenance)
+	}
+	var aggregate bool
+	for _, j := range s.Maintenance {
+		aggregate = aggregate || (j.Type == "product:vacuum (paused)" && !j.Running && j.WaitingFor == "")
+	}
+	if !aggregate {
+		t.Fatalf("jobs %+v: no paused aggregate", s.Maintenance)
+	}
+	// Its statement cut short, the runner leaves the job paused: stopped,
+	// not failed.
+	mustExec(t, conn, `SELECT pg_cancel_backend($1::int)`, runnerPID)
+	if res := <-ran; res.out != jobs.Stopped || res.err != nil {
+		t.Fatalf("runner: %v %v, want stopped", res.out, res.err)
+	}
+	var state string
+	if err := conn.QueryRow(ctx, `SELECT state FROM ruvector.maintenance_jobs WHERE kind = 'vacuum'`).Scan(&state); err != nil || state != "paused" {
+		t.Fatalf("job %s (%v), want paused", state, err)
+	}
+}
