@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
@@ -50,9 +51,20 @@ import (
 // The sidecar must run on the database host, as the server's OS user (or
 // root), to open the files; it never writes to them.
 //
-// Rollback reads back exactly the page ranges that were resident (recorded
-// per file before the eviction), with readahead disabled, so the previous
-// residency returns.
+// Rollback reads back the page ranges that were resident (recorded per
+// file before the eviction), so the previous residency returns. It reads
+// them through the server (pg_read_binary_file, which needs superuser or
+// pg_read_server_files) when allowed: a page is charged to the memory
+// cgroup of the process that reads it into the cache, so read by a backend
+// the pages are charged to the server's cgroup, where the eviction took
+// them from; read by the sidecar itself (the fallback, with readahead
+// disabled, so exactly the recorded pages) they would be charged to the
+// sidecar's own cgroup, on Kubernetes its container's, whose limit may
+// reclaim them at once. Either way the pages come back read once, on the
+// kernel's inactive list, which the memory collector counts as
+// reclaimable: a rollback restores the cache, not the pressure. Read by
+// the server, the kernel may read ahead a little past a range's end
+// (at most its readahead window).
 type EvictColdData struct {
 	Dial Dialer
 	// ColdFraction of the partitions is evicted (default 0.5).
@@ -387,6 +399,15 @@ func (e *EvictColdData) Rollback(ctx context.Context, rc *strategy.Context) erro
 	if err != nil {
 		return err
 	}
+	// Through the server when it lets us; else (no connection, or no
+	// right to read server files) from here.
+	var conn *pgx.Conn
+	if e.Dial != nil {
+		if c, err := e.Dial(ctx); err == nil {
+			conn = c
+			defer conn.Close(context.WithoutCancel(ctx))
+		}
+	}
 	var errs []error
 	for i := len(acts) - 1; i >= 0; i-- {
 		var a evictAction
@@ -410,6 +431,21 @@ func (e *EvictColdData) Rollback(ctx context.Context, rc *strategy.Context) erro
 		}
 		// A file that is gone was rewritten (VACUUM FULL, TRUNCATE):
 		// its old pages no longer exist to be cached.
+		if conn != nil {
+			err := serverReadBack(ctx, conn, a.Path, ranges)
+			if err == nil {
+				continue
+			}
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return errors.Join(append(errs, err)...)
+			}
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+				errs = append(errs, fmt.Errorf("evict_cold_data: re-warm %s through the server: %w", a.Path, err))
+				continue
+			}
+			conn = nil // not allowed to read server files: from here on, read them here
+		}
 		if _, err := readBack(a.Path, ranges, ctx.Err); err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return errors.Join(append(errs, err)...)
@@ -418,6 +454,29 @@ func (e *EvictColdData) Rollback(ctx context.Context, rc *strategy.Context) erro
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// serverReadChunk bounds one pg_read_binary_file: the backend holds what it
+// reads in memory until the call returns.
+const serverReadChunk = 8 << 20
+
+// serverReadBack has a backend read the ranges of path (only their length
+// comes back), so the pages are cached on the server's account.
+func serverReadBack(ctx context.Context, conn *pgx.Conn, path string, ranges []pageRange) error {
+	ps := int64(os.Getpagesize())
+	for _, r := range ranges {
+		for off, end := r.Start*ps, (r.Start+r.Len)*ps; off < end; off += serverReadChunk {
+			var n *int64
+			if err := conn.QueryRow(ctx, `SELECT length(pg_read_binary_file($1, $2, $3, true))::int8`,
+				path, off, min(int64(serverReadChunk), end-off)).Scan(&n); err != nil {
+				return err
+			}
+			if n == nil || *n < min(int64(serverReadChunk), end-off) {
+				return nil // gone or shorter now: nothing more of it to cache
+			}
+		}
+	}
+	return nil
 }
 
 // cachedBytes is /proc/meminfo's Cached.
