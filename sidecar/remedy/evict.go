@@ -32,9 +32,9 @@ import (
 //     the statistics were reset; PostgreSQL 15 keeps no last-read time.
 //     The coldest ColdFraction of them (at least one, never all) are
 //     evicted, but never one read in the window more than a tenth as much
-//     as the busiest partition: with fewer idle partitions than
-//     ColdFraction, the rest of the coldest half are being read, and their
-//     cache would only come back from disk.
+//     as the busiest partition: when fewer than ColdFraction of them are
+//     idle, only the idle ones go (the cache of a partition being read
+//     would only come straight back from disk).
 //   - Files: each partition's table, TOAST table and all their indexes
 //     (pg_relation_filepath under data_directory), every fork (main, fsm,
 //     vm, init) and every 1 GB segment (.1, .2, …).
@@ -431,24 +431,26 @@ func (e *EvictColdData) Rollback(ctx context.Context, rc *strategy.Context) erro
 		}
 		// A file that is gone was rewritten (VACUUM FULL, TRUNCATE):
 		// its old pages no longer exist to be cached.
+		var serverErr error
 		if conn != nil {
-			err := serverReadBack(ctx, conn, a.Path, ranges)
-			if err == nil {
+			serverErr = serverReadBack(ctx, conn, a.Path, ranges)
+			if serverErr == nil {
 				continue
 			}
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-				return errors.Join(append(errs, err)...)
+			if errors.Is(serverErr, context.Canceled) || errors.Is(serverErr, context.DeadlineExceeded) {
+				return errors.Join(append(errs, serverErr)...)
 			}
-			var pgErr *pgconn.PgError
-			if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
-				errs = append(errs, fmt.Errorf("evict_cold_data: re-warm %s through the server: %w", a.Path, err))
-				continue
+			if pgErr := (*pgconn.PgError)(nil); errors.As(serverErr, &pgErr) && pgErr.Code == "42501" {
+				conn, serverErr = nil, nil // no right to read server files: read them here from now on
 			}
-			conn = nil // not allowed to read server files: from here on, read them here
 		}
+		// From here: cached on the sidecar's account, but cached.
 		if _, err := readBack(a.Path, ranges, ctx.Err); err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return errors.Join(append(errs, err)...)
+			}
+			if serverErr != nil {
+				err = errors.Join(fmt.Errorf("through the server: %w", serverErr), err)
 			}
 			errs = append(errs, fmt.Errorf("evict_cold_data: re-warm %s: %w", a.Path, err))
 		}
