@@ -189,6 +189,32 @@ ruvector_route_shard(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("collection %d has no routing", collection_id),
 				 errhint("Only collections made by ruvector_collection_create or ruvector_collection_adopt route rows; pass shard explicitly.")));
+	/*
+	 * A capped shard (shardcap.c) takes routed rows only when every shard is
+	 * capped: otherwise a routed row bound for it would queue behind the
+	 * writer the cap is for, and a session writing several shards would slow
+	 * down on all of them, which lowers the very peers the cap is measured
+	 * against.
+	 */
+	if (total > 0 && pg_atomic_read_u32(&slot->shard_cap_owner) == (uint32) collection_id)
+	{
+		uint64		open = 0;
+		uint32		capped[RUV_MAX_SHARDS];
+
+		for (uint32 i = 0; i < nshards; i++)
+		{
+			capped[i] = (pg_atomic_read_u32(&slot->shard_caps[i]) & RUV_SHARD_CAP_RATE_MASK) != 0;
+			if (!capped[i])
+				open += milli[i];
+		}
+		if (open > 0 && open < total)
+		{
+			for (uint32 i = 0; i < nshards; i++)
+				if (capped[i])
+					milli[i] = 0;
+			total = open;
+		}
+	}
 	/* Cannot be set from SQL; fail open to uniform rather than refuse rows. */
 	if (total == 0)
 	{

@@ -64,10 +64,11 @@ func findSlot(seg Segment, name string, id int64, dbOID uint32) (shmproto.Collec
 //
 //   - hotspot_congestion whose hot partitions are shards of the vector
 //     collection (the trigger's witness edges name them, or {"shard": n} in a
-//     manual execution's parameters): a write cap on each hot shard, at
-//     (100 - pct)% of the shard's insert rate measured just before (pct 50
-//     in stress, 90 in critical; at least 1 row/s), enforced per row by the
-//     collection's row trigger. A writer that names its shard explicitly
+//     manual execution's parameters): a write cap on each hot shard, at the
+//     median insert rate of the other shards measured just before, or, when
+//     they write nothing, at (100 - pct)% of the shard's own (pct 50 in
+//     stress, 90 in critical; at least 1 row/s), enforced per row by the
+//     collection's row trigger (see shardCap). A writer that names its shard explicitly
 //     makes a hotspot that routing weights (drain_hot_partition) cannot move
 //     and rebalance_partitions cannot outrun; a whole-collection throttle
 //     would slow every shard alike and leave the hottest/median load ratio
@@ -140,12 +141,15 @@ type throttleAction struct {
 
 // shardCapTarget is one hot shard and the cap it gets.
 type shardCapTarget struct {
-	Shard    int               `json:"shard"`
-	RelID    int64             `json:"partition_relid"`
-	Rate     float64           `json:"measured_rows_per_sec"`
-	Source   string            `json:"measured_from"`
-	Cap      uint32            `json:"cap_rows_per_sec"`
-	Previous shmproto.ShardCap `json:"-"`
+	Shard  int     `json:"shard"`
+	RelID  int64   `json:"partition_relid"`
+	Rate   float64 `json:"measured_rows_per_sec"`
+	Source string  `json:"measured_from"`
+	// PeerMedian is the median insert rate of the collection's other
+	// shards over the same window (0: none measured).
+	PeerMedian float64           `json:"peer_median_rows_per_sec"`
+	Cap        uint32            `json:"cap_rows_per_sec"`
+	Previous   shmproto.ShardCap `json:"-"`
 }
 
 func (ThrottleIngestion) Name() string { return "throttle_ingestion" }
@@ -249,22 +253,43 @@ ORDER BY 2`, rc.CollectionID)
 		}
 		hot[i].Previous = sc
 	}
-	if err := t.measure(ctx, conn, rc, hot); err != nil {
+	var peers []int64
+	for _, s := range all {
+		if !slices.ContainsFunc(hot, func(h shardCapTarget) bool { return h.RelID == s.RelID }) {
+			peers = append(peers, s.RelID)
+		}
+	}
+	if err := t.measure(ctx, conn, rc, hot, peers); err != nil {
 		return nil, "", err
 	}
 	for i := range hot {
-		hot[i].Cap = uint32(min(max(hot[i].Rate*float64(100-pct)/100, 1), shmproto.ShardCapRateMask))
+		hot[i].Cap = shardCap(hot[i].Rate, hot[i].PeerMedian, pct)
 	}
 	return hot, "", nil
+}
+
+// shardCap is the cap of a hot shard measured at rate rows/s. When its
+// peers write, it is their median rate: one attempt brings the shard's
+// write load in line with a typical shard's, which is the ratio the hotspot
+// is judged by, where (100 - pct)% of a runaway writer's pace would still
+// be many times its peers' (measured: 10% of 2,000 rows/s left the ratio at
+// 5.7 and λ at 0.05); and a hot shard is never cut below what a normal one
+// takes. When no peer writes, (100 - pct)% of its own rate. At least 1 row/s.
+func shardCap(rate, peerMedian float64, pct uint32) uint32 {
+	c := rate * float64(100-pct) / 100
+	if peerMedian > 0 {
+		c = min(rate, peerMedian)
+	}
+	return uint32(min(max(c, 1), shmproto.ShardCapRateMask))
 }
 
 // measure fills each target's insert rate: n_tup_ins of its partition over
 // RateWindow, or the classified partition load when the statistics moved
 // not at all (a writer that has not flushed them yet).
-func (t ThrottleIngestion) measure(ctx context.Context, conn *pgx.Conn, rc *strategy.Context, hot []shardCapTarget) error {
-	ids := make([]int64, len(hot))
-	for i, h := range hot {
-		ids[i] = h.RelID
+func (t ThrottleIngestion) measure(ctx context.Context, conn *pgx.Conn, rc *strategy.Context, hot []shardCapTarget, peers []int64) error {
+	ids := slices.Clone(peers)
+	for _, h := range hot {
+		ids = append(ids, h.RelID)
 	}
 	read := func() (map[int64]int64, time.Time, error) {
 		rows, err := conn.Query(ctx, `SELECT r, pg_stat_get_tuples_inserted(r::oid) FROM unnest($1::int8[]) r`, ids)
@@ -300,9 +325,20 @@ func (t ThrottleIngestion) measure(ctx context.Context, conn *pgx.Conn, rc *stra
 	if err != nil {
 		return fmt.Errorf("throttle_ingestion: insert counts of %q: %w", rc.Collection, err)
 	}
+	el := t1.Sub(t0).Seconds()
+	var peerRates []float64
+	for _, id := range peers {
+		peerRates = append(peerRates, float64(max(after[id]-before[id], 0))/el)
+	}
+	median := 0.0
+	if n := len(peerRates); n > 0 {
+		slices.Sort(peerRates)
+		median = (peerRates[(n-1)/2] + peerRates[n/2]) / 2
+	}
 	for i := range hot {
+		hot[i].PeerMedian = median
 		if d := after[hot[i].RelID] - before[hot[i].RelID]; d > 0 {
-			hot[i].Rate, hot[i].Source = float64(d)/t1.Sub(t0).Seconds(), "n_tup_ins"
+			hot[i].Rate, hot[i].Source = float64(d)/el, "n_tup_ins"
 		} else {
 			hot[i].Rate, hot[i].Source = rc.Metrics.PartitionLoad[hot[i].RelID], "partition_load"
 		}

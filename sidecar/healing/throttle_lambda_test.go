@@ -89,7 +89,9 @@ func TestThrottleIngestionShardCapRaisesMonitorLambda(t *testing.T) {
 	}()
 
 	parts := collect.NewPartitions()
-	parts.Interval = time.Second
+	// The product's cadence: a capped COPY commits seconds of rows at once, so
+	// shorter periods read lumps (pg_stat counters arrive at commit).
+	parts.Interval = 5 * time.Second
 	runner := collect.NewRunner(env.Cluster.Connect(ctx, "postgres"), []collect.Target{target},
 		[]collect.Collector{parts, collect.NewGateway(seg)}, collect.RunnerOptions{})
 	var (
@@ -260,9 +262,11 @@ func TestThrottleIngestionShardCapRaisesMonitorLambda(t *testing.T) {
 	if len(caps) != 1 || caps[0].Shard != hot || caps[0].SetBy != shmproto.SetBySidecar || caps[0].OutcomeID != out.ID {
 		t.Fatalf("want one sidecar cap on shard %d for outcome %d, got %+v", hot, out.ID, caps)
 	}
+	// The cap is the other shards' median insert rate (shardCap), measured
+	// by the strategy over its own window: about what the monitor saw.
 	capRate := float64(caps[0].RowsPerSec)
-	if capRate > 0.2*hotBefore || capRate < 0.05*hotBefore {
-		t.Fatalf("cap %.0f rows/s is not about 10%% of the hot shard's %.0f rows/s", capRate, hotBefore)
+	if _, peers, _ := writeRates(sig); capRate > 2*peers || capRate < peers/2 {
+		t.Fatalf("cap %.0f rows/s is not about the other shards' median %.0f rows/s (hot shard %.0f)", capRate, peers, hotBefore)
 	}
 	for op := shmproto.Op(0); op < shmproto.NumOps; op++ {
 		if th, err := seg.ReadThrottle(col.Slot, op); err != nil || th.Pct != 0 {

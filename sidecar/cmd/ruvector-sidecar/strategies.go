@@ -37,7 +37,7 @@ func buildStrategies(ctx context.Context, d strategyDeps) (*strategy.Registry, f
 	// REINDEX may leave its connection unusable).
 	dial := remedy.Dialer(d.Dial)
 	list := []strategy.Strategy{
-		healing.ThrottleIngestion{Segment: d.Segment, DatabaseOID: d.DatabaseOID},
+		healing.ThrottleIngestion{Segment: d.Segment, DatabaseOID: d.DatabaseOID, Dial: d.Dial},
 		healing.NewPauseMaintenance(pmConn),
 		&remedy.CompactIndexes{Dial: dial},
 		&remedy.EvictColdData{Dial: dial},
