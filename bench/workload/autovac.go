@@ -96,12 +96,17 @@ type AutovacReport struct {
 // AutovacuumStorm creates maintenance contention made only of work the
 // product may pause: PostgreSQL's autovacuum on the collection's
 // partitions, made continuous and slow by reloptions and fed by update
-// churn, and a flood of the product's own low-priority jobs on the same
-// partitions. No manual VACUUM of anyone else is involved. The churn
-// rewrites rows with their own values, so checksums do not change and the
-// ledger records nothing. The storm runs until Undo, which restores every
-// reloption it changed exactly, stops the churn, deletes its jobs still
-// queued or paused and restores autovacuum_naptime.
+// churn, and a backlog of the product's own low-priority jobs on the same
+// partitions, kept topped up. No manual VACUUM of anyone else is
+// involved. The jobs need a runner (the daemon's --jobs, or a
+// jobs.Runner): it is what makes them wait on autovacuum's locks; without
+// one only the queued flood and autovacuum show. The churn rewrites rows
+// with their own values, so checksums do not change and the ledger
+// records nothing. The storm runs in the background until Undo, which
+// restores every reloption it set exactly (never autovacuum_enabled,
+// which is pause_maintenance's), stops the churn and the backlog, deletes
+// its jobs still queued or paused and restores autovacuum_naptime.
+// Naptime is applied in whole seconds.
 func (w *Workload) AutovacuumStorm(ctx context.Context, o AutovacOptions) (*AutovacStorm, error) {
 	o.defaults()
 	if o.CostDelayMS < 0 || o.CostDelayMS > 100 {
