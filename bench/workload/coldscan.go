@@ -21,10 +21,16 @@ type ColdScanOptions struct {
 	Cold []int
 	// Reading is the memory signal to drive up: the memory collector's
 	// usage percentage of the server's memory (its cgroup's used bytes
-	// less inactive_file, over the limit). Required.
+	// less inactive_file, over the limit), read afresh on each call (a
+	// collector that keeps its last reading for a while makes the fill
+	// overshoot: steps take milliseconds). Required.
 	Reading func(ctx context.Context) (float64, error)
 	// TargetPct: the fill stops once Reading is at or above it (default
-	// 90, above the classifier's memory_pressure threshold of 85%).
+	// 88, above the classifier's memory_pressure threshold of 85%). It must
+	// be reached before the cgroup is at its limit: there the kernel
+	// reclaims the inactive pages (read-ahead the scans did not use) and
+	// then deactivates the cache the fault is made of, and the reading
+	// falls instead of rising.
 	TargetPct float64
 	// ChunkBytes is how much more of a partition each step reads before
 	// the next Reading (default 4 MiB): small against the cgroup's limit,
@@ -35,11 +41,12 @@ type ColdScanOptions struct {
 
 // ColdScanReport is what ColdScan did.
 type ColdScanReport struct {
-	Partitions []string // the cold partitions, in reading order
-	Steps      int      // chunks read (each twice)
-	BytesRead  int64    // distinct bytes of the cold partitions read
-	StartPct   float64  // Reading before
-	EndPct     float64  // Reading when the fill stopped
+	Partitions []string  // the cold partitions, in reading order
+	Steps      int       // chunks read (each twice)
+	BytesRead  int64     // distinct bytes of the cold partitions read
+	StartPct   float64   // Reading before
+	EndPct     float64   // Reading when the fill stopped
+	Readings   []float64 // Reading after each step
 	DataDir    string
 }
 
@@ -70,7 +77,7 @@ func (w *Workload) ColdScan(ctx context.Context, o ColdScanOptions) (ColdScanRep
 		return rep, nil, errors.New("workload: cold scan: no Reading (the memory signal to drive up)")
 	}
 	if o.TargetPct == 0 {
-		o.TargetPct = 90
+		o.TargetPct = 88
 	}
 	if o.TargetPct <= 0 || o.TargetPct >= 100 {
 		return rep, nil, fmt.Errorf("workload: cold scan: target %.1f%%: want a percentage between 0 and 100 (exclusive)", o.TargetPct)
@@ -190,6 +197,7 @@ SET enable_bitmapscan = off; SET max_parallel_workers_per_gather = 0`); err != n
 			if rep.EndPct, err = o.Reading(ctx); err != nil {
 				return rep, undo, fmt.Errorf("workload: cold scan: reading: %w", err)
 			}
+			rep.Readings = append(rep.Readings, rep.EndPct)
 		}
 	}
 	// Its reads reach the statistics views now rather than whenever this

@@ -61,7 +61,7 @@ func TestColdScanFillsCgroupWithActiveCache(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "some but not all") {
 		t.Fatalf("every shard cold: %v, want a refusal", err)
 	}
-	rep, undo, err := env.W.ColdScan(ctx, workload.ColdScanOptions{Cold: cold, Reading: reading, TargetPct: 90})
+	rep, undo, err := env.W.ColdScan(ctx, workload.ColdScanOptions{Cold: cold, Reading: reading, TargetPct: 88})
 	u1, _ := g.Read()
 	t.Logf("cold scan: %+v (err %v); cgroup usage %d → %d MiB, active_file %d → %d MiB, inactive_file %d → %d MiB, rss %d MiB, shmem %d MiB",
 		rep, err, u0.Bytes>>20, u1.Bytes>>20, u0.Stat["total_active_file"]>>20, u1.Stat["total_active_file"]>>20,
@@ -72,8 +72,8 @@ func TestColdScanFillsCgroupWithActiveCache(t *testing.T) {
 	if !slices.Equal(rep.Partitions, []string{"cs_p1", "cs_p2", "cs_p3"}) {
 		t.Fatalf("read %v, want the cold shards' partitions", rep.Partitions)
 	}
-	if rep.EndPct < 90 || rep.EndPct >= 99 || rep.StartPct >= 70 {
-		t.Fatalf("reading %.1f%% → %.1f%%, want from the healthy band (≤70%%) to ≥90%%", rep.StartPct, rep.EndPct)
+	if rep.EndPct < 88 || rep.EndPct >= 95 || rep.StartPct >= 70 {
+		t.Fatalf("reading %.1f%% → %.1f%%, want from the healthy band (≤70%%) to 88..95%%", rep.StartPct, rep.EndPct)
 	}
 	// The pressure is the cold partitions' cache, on the active list.
 	if u1.Stat["total_shmem"] == 0 || u1.Stat["total_rss"] == 0 {
@@ -85,7 +85,7 @@ func TestColdScanFillsCgroupWithActiveCache(t *testing.T) {
 	// It stays: nothing reads the cold partitions any more, nothing
 	// reclaims below the limit.
 	time.Sleep(3 * time.Second)
-	if pct, err := reading(ctx); err != nil || pct < 88 {
+	if pct, err := reading(ctx); err != nil || pct < 86 {
 		t.Fatalf("reading 3 s later %.1f%% (%v)", pct, err)
 	}
 	if err := undo(ctx); err != nil {

@@ -146,6 +146,7 @@ func (g *Group) Procs() ([]int, error) {
 type Usage struct {
 	Bytes int64            // memory.usage_in_bytes
 	Limit int64            // memory.limit_in_bytes
+	Fails int64            // memory.failcnt: times usage hit the limit (and the kernel reclaimed)
 	Stat  map[string]int64 // memory.stat (total_* are the hierarchy's)
 }
 
@@ -157,6 +158,9 @@ func (g *Group) Read() (Usage, error) {
 		return u, err
 	}
 	if u.Limit, err = g.readInt("memory.limit_in_bytes"); err != nil {
+		return u, err
+	}
+	if u.Fails, err = g.readInt("memory.failcnt"); err != nil {
 		return u, err
 	}
 	raw, err := os.ReadFile(filepath.Join(g.Dir, "memory.stat"))

@@ -71,6 +71,9 @@ func TestCreateMoveChargeRemove(t *testing.T) {
 	if after.Bytes-before.Bytes < 15<<20 || after.Stat["cache"] < 15<<20 {
 		t.Fatalf("16 MiB written from inside the group: usage %d → %d, cache %d", before.Bytes, after.Bytes, after.Stat["cache"])
 	}
+	if after.Fails != 0 {
+		t.Fatalf("16 MiB in a 64 MiB group hit the limit %d times", after.Fails)
+	}
 	// Removal waits for the processes to leave.
 	short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
