@@ -78,6 +78,10 @@ func (*PauseMaintenance) Impact() float64                  { return 0.1 }
 func (*PauseMaintenance) EstimatedDuration() time.Duration { return 45 * time.Second }
 func (*PauseMaintenance) Reversible() bool                 { return true }
 
+// Temporary: autovacuum must not stay off once the contention is over
+// (strategy.Temporary).
+func (*PauseMaintenance) Temporary() bool { return true }
+
 func (p *PauseMaintenance) with(ctx context.Context, fn func(*pgx.Conn) error) error {
 	select {
 	case p.lock <- struct{}{}:

@@ -174,6 +174,13 @@ func (e *Engine) undo(ctx context.Context, collection string, collectionID, id i
 // is; the rollback is a record of its own (metadata kind "rollback",
 // rollback_of id) in the chain.
 func (e *Engine) RollbackOutcome(ctx context.Context, collection string, collectionID, id int64) (int64, error) {
+	return e.rollbackOutcome(ctx, collection, collectionID, id,
+		map[string]any{"manual": "rolled back by an operator (ruvector_healing_rollback)"}, "remediation rolled back by an operator")
+}
+
+// rollbackOutcome undoes finished outcome id and records the rollback with
+// decision (why it was rolled back) in the chain.
+func (e *Engine) rollbackOutcome(ctx context.Context, collection string, collectionID, id int64, decision map[string]any, logMsg string) (int64, error) {
 	var name, state string
 	var rolled bool
 	err := e.withConn(ctx, func(c *pgx.Conn) error {
@@ -206,6 +213,7 @@ func (e *Engine) RollbackOutcome(ctx context.Context, collection string, collect
 	}
 	var rid int64
 	meta, _ := json.Marshal(map[string]any{"kind": "rollback", "rollback_of": id, "actions_undone": n})
+	dec, _ := json.Marshal(decision)
 	err = e.withConn(ctx, func(c *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 			if err := checkLease(ctx, tx, l); err != nil {
@@ -216,9 +224,9 @@ func (e *Engine) RollbackOutcome(ctx context.Context, collection string, collect
 					error_message, initial_lambda, state, rolled_back, metadata, decision)
 				SELECT collection_id, tenant_id, problem_class, problem_details, strategy_name,
 					date_trunc('milliseconds', $2::timestamptz), date_trunc('milliseconds', clock_timestamp()), $3, $4, $5,
-					$6, initial_lambda, 'done', $4, $7::jsonb, jsonb_build_object('manual', 'rolled back by an operator (ruvector_healing_rollback)')
+					$6, initial_lambda, 'done', $4, $7::jsonb, $8::jsonb
 				FROM ruvector.healing_outcomes WHERE id = $1 RETURNING id`,
-				id, started, int32(time.Since(started).Milliseconds()), rbErr == nil, int32(n), errMsg, string(meta)).Scan(&rid)
+				id, started, int32(time.Since(started).Milliseconds()), rbErr == nil, int32(n), errMsg, string(meta), string(dec)).Scan(&rid)
 			if err != nil {
 				return err
 			}
@@ -230,7 +238,7 @@ func (e *Engine) RollbackOutcome(ctx context.Context, collection string, collect
 		return 0, fmt.Errorf("healing: record rollback of %d: %w", id, err)
 	}
 	e.opts.Log.Info().Int64("outcome_id", rid).Int64("rollback_of", id).Str("collection", collection).
-		Str("strategy", name).AnErr("error", rbErr).Msg("remediation rolled back by an operator")
+		Str("strategy", name).AnErr("error", rbErr).Msg(logMsg)
 	if rbErr != nil {
 		return rid, fmt.Errorf("healing: roll back outcome %d: %w", id, rbErr)
 	}

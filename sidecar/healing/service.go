@@ -88,8 +88,12 @@ type ServiceConfig struct {
 	// DegradedEvery is how often a collection that stays degraded is
 	// triggered again (default 30 s; the engine's cooldown still applies).
 	DegradedEvery time.Duration
-	Metrics       ServiceMetrics
-	Log           zerolog.Logger
+	// LiftAfter: verified temporary remediations (strategy.Temporary) are
+	// rolled back once their collection has been normal this long
+	// (Engine.LiftTemporary); 0 never lifts them.
+	LiftAfter time.Duration
+	Metrics   ServiceMetrics
+	Log       zerolog.Logger
 }
 
 // Service runs the engine in the daemon: triggers from the integrity loop,
@@ -105,8 +109,10 @@ type Service struct {
 	busy     map[int64]bool // collections with an attempt in this process
 	states   map[string]collState
 	wg       sync.WaitGroup
-	// recovering: an orphan recovery is running (recoverOrphans).
+	// recovering: an orphan recovery is running (recoverOrphans);
+	// lifting: a lift of temporary remediations is (liftTemporary).
 	recovering atomic.Bool
+	lifting    atomic.Bool
 }
 
 type collState struct {
@@ -310,6 +316,7 @@ func (s *Service) tick(ctx context.Context, withCtl func(func(*pgx.Conn) error) 
 	}
 	if now {
 		s.recoverOrphans(ctx)
+		s.liftTemporary(ctx)
 		// Every tick, not only on a notify: requests whose notify was
 		// missed (sent while the listener reconnected) are served too.
 		return s.serveRequests(ctx, withCtl)
@@ -335,6 +342,28 @@ func (s *Service) recoverOrphans(ctx context.Context) {
 			s.cfg.Log.Error().Err(err).Msg("healing: recovery of orphaned remediations failed")
 		} else if len(ids) > 0 {
 			s.cfg.Log.Warn().Ints64("outcome_ids", ids).Msg("healing: finished remediations a dead sidecar left running")
+		}
+	}()
+}
+
+// liftTemporary lifts, in the background, the temporary remediations whose
+// collection has been normal for LiftAfter. One lift at a time, like
+// recoverOrphans, so rollbacks never hold up the leader row's renewal.
+func (s *Service) liftTemporary(ctx context.Context) {
+	if s.cfg.LiftAfter <= 0 || !s.lifting.CompareAndSwap(false, true) {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.lifting.Store(false)
+		ids, err := s.cfg.Engine.LiftTemporary(ctx, s.cfg.LiftAfter)
+		if err != nil && ctx.Err() == nil {
+			s.cfg.Log.Warn().Err(err).Msg("healing: lifting temporary remediations")
+		}
+		if len(ids) > 0 {
+			s.cfg.Log.Info().Ints64("outcome_ids", ids).Dur("normal_for_at_least", s.cfg.LiftAfter).
+				Msg("healing: lifted temporary remediations")
 		}
 	}()
 }

@@ -160,6 +160,10 @@ func (ThrottleIngestion) Impact() float64                  { return 0.4 }
 func (ThrottleIngestion) EstimatedDuration() time.Duration { return 5 * time.Second }
 func (ThrottleIngestion) Reversible() bool                 { return true }
 
+// Temporary: a throttle or cap is lifted once the collection has been
+// normal long enough (strategy.Temporary).
+func (ThrottleIngestion) Temporary() bool { return true }
+
 func statePct(st strategy.IntegrityState) (uint32, bool) {
 	switch st {
 	case strategy.StateStress:

@@ -41,6 +41,10 @@ func (*DrainHotPartition) Impact() float64                  { return 0.15 }
 func (*DrainHotPartition) EstimatedDuration() time.Duration { return 5 * time.Second }
 func (*DrainHotPartition) Reversible() bool                 { return true }
 
+// Temporary: a drained shard is lifted once the collection has been normal
+// long enough (strategy.Temporary).
+func (*DrainHotPartition) Temporary() bool { return true }
+
 // routeAction is recorded before the weight is set.
 type routeAction struct {
 	Kind       string `json:"kind"` // "route"

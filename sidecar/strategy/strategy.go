@@ -50,6 +50,23 @@ type Availability interface {
 	Available(ctx context.Context) (ok bool, reason string)
 }
 
+// Temporary is implemented by strategies whose effect holds a problem back
+// rather than removing its cause: a throttle or shard cap, a pause of
+// maintenance, a routing weight. Verified, such a measure is still lifted
+// (rolled back, as a record of its own) once the collection has been normal
+// for the daemon's --lift-temporary-after, so that autovacuum is not left
+// off and a shard not left capped for good; if the problem comes back, the
+// engine acts again.
+type Temporary interface {
+	Temporary() bool
+}
+
+// IsTemporary reports whether s is a Temporary strategy.
+func IsTemporary(s Strategy) bool {
+	t, ok := s.(Temporary)
+	return ok && t.Temporary()
+}
+
 // Approval is deliberately not a strategy property: which strategies need a
 // human is operator policy (require_approval_strategies and
 // require_approval in the healing configuration), passed to Select in Limits,

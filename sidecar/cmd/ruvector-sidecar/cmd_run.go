@@ -46,6 +46,8 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	leaderTTL := fs.Duration("leader-ttl", 15*time.Second, "lifetime of the active sidecar's leader row (renewed every third of it)")
 	degradedEvery := fs.Duration("heal-every", 30*time.Second, "how often a collection that stays degraded is triggered again")
 	stabilization := fs.Duration("stabilization", 0, "override healing_config stabilization_seconds (0: use the configuration)")
+	liftAfter := fs.Duration("lift-temporary-after", 10*time.Minute,
+		"lift (roll back) a verified throttle, shard cap, maintenance pause or drain once its collection has been normal this long (0: never; they then stay until ruvector_healing_rollback)")
 	var scf scaleFlags
 	scf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -60,6 +62,9 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		if d <= 0 {
 			return fmt.Errorf("%s %v must be positive", name, d)
 		}
+	}
+	if *liftAfter < 0 {
+		return fmt.Errorf("--lift-temporary-after %v must not be negative (0 never lifts)", *liftAfter)
 	}
 	log, err := sf.logger(os.Stderr)
 	if err != nil {
@@ -145,7 +150,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	}()
 	if obs.hub != nil {
 		hopts := healingOptions{key: key, scale: scale, holder: defaultHolder(), leaderTTL: *leaderTTL,
-			degradedEvery: *degradedEvery, stabilization: *stabilization}
+			degradedEvery: *degradedEvery, stabilization: *stabilization, liftAfter: *liftAfter}
 		go func() {
 			if err := superviseHealing(ctx, func(ctx context.Context) (*pgx.Conn, error) { return dialSidecar(ctx, sf.dsn) },
 				seg, srv.DatabaseOID, obs.hub, obs.heal, hopts, log); err != nil {

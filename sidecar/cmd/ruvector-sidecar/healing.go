@@ -167,6 +167,7 @@ type healingOptions struct {
 	leaderTTL     time.Duration
 	degradedEvery time.Duration
 	stabilization time.Duration
+	liftAfter     time.Duration
 }
 
 // superviseHealing runs the healing service until ctx ends, rebuilding the
@@ -212,7 +213,7 @@ func runHealingOnce(ctx context.Context, dial func(context.Context) (*pgx.Conn, 
 	}
 	defer conn.Close(context.Background())
 	scfg := healing.ServiceConfig{Engine: eng, Dial: dial, Current: hub.get, Holder: opts.holder,
-		LeaderTTL: opts.leaderTTL, DegradedEvery: opts.degradedEvery, Log: hlog}
+		LeaderTTL: opts.leaderTTL, DegradedEvery: opts.degradedEvery, LiftAfter: opts.liftAfter, Log: hlog}
 	if m != nil {
 		scfg.Metrics = m
 	}

@@ -1,0 +1,82 @@
+package healing
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ruvector/ruvector-healing/sidecar/strategy"
+)
+
+// LiftTemporary rolls back the verified remediations of temporary
+// strategies (strategy.Temporary: throttles and shard caps, paused
+// maintenance, drained shards) that are still in force on a collection
+// that has been normal for at least after since they ran. Each lift is a
+// rollback record of its own (metadata kind "rollback", decision "lifted")
+// in the chain. A collection busy with another remediation is left for the
+// next call. It returns the outcome ids lifted.
+func (e *Engine) LiftTemporary(ctx context.Context, after time.Duration) ([]int64, error) {
+	var names []string
+	for _, s := range e.reg.Strategies() {
+		if strategy.IsTemporary(s) && s.Reversible() {
+			names = append(names, s.Name())
+		}
+	}
+	if len(names) == 0 || after <= 0 {
+		return nil, nil
+	}
+	type held struct {
+		id, collectionID int64
+		collection       string
+		normalSince      time.Time
+	}
+	var due []held
+	err := e.withConn(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `
+SELECT o.id, o.collection_id, c.name, t.created_at
+FROM ruvector.healing_outcomes o
+JOIN ruvector.collections c ON c.collection_id = o.collection_id
+CROSS JOIN LATERAL (
+    SELECT ev.new_state, ev.created_at FROM ruvector.integrity_events ev
+    WHERE ev.collection_id = o.collection_id AND ev.event_type = 'state_transition'
+    ORDER BY ev.created_at DESC, ev.id DESC LIMIT 1) t
+WHERE o.state = 'done' AND o.verified AND NOT coalesce(o.rolled_back, false)
+  AND coalesce(o.metadata->>'kind', '') <> 'rollback'
+  AND o.strategy_name = ANY($1)
+  AND t.new_state = 'normal' AND t.created_at > o.started_at
+  AND t.created_at < clock_timestamp() - make_interval(secs => $2)
+  AND NOT EXISTS (SELECT 1 FROM ruvector.healing_outcomes r
+      WHERE r.metadata->>'kind' = 'rollback' AND r.metadata->>'rollback_of' = o.id::text AND r.success)
+ORDER BY o.id`, names, after.Seconds())
+		if err != nil {
+			return err
+		}
+		var h held
+		_, err = pgx.ForEachRow(rows, []any{&h.id, &h.collectionID, &h.collection, &h.normalSince}, func() error {
+			due = append(due, h)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("healing: temporary remediations to lift: %w", err)
+	}
+	var lifted []int64
+	var errs []error
+	for _, h := range due {
+		why := fmt.Sprintf("lifted: collection %q has been normal since %s (%s), at least %s after the remediation (--lift-temporary-after)",
+			h.collection, h.normalSince.UTC().Format(time.RFC3339), time.Since(h.normalSince).Round(time.Second), after)
+		if _, err := e.rollbackOutcome(ctx, h.collection, h.collectionID, h.id, map[string]any{"lifted": why},
+			"temporary remediation lifted after the collection stayed normal"); err != nil {
+			errs = append(errs, fmt.Errorf("outcome %d: %w", h.id, err))
+			continue
+		}
+		lifted = append(lifted, h.id)
+	}
+	if len(errs) > 0 {
+		return lifted, fmt.Errorf("healing: lift temporary remediations: %v", errs)
+	}
+	return lifted, nil
+}

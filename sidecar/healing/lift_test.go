@@ -1,0 +1,118 @@
+package healing_test
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ruvector/ruvector-healing/internal/pgtest"
+	"github.com/ruvector/ruvector-healing/shmproto"
+	"github.com/ruvector/ruvector-healing/sidecar/audit"
+	"github.com/ruvector/ruvector-healing/sidecar/healing"
+	"github.com/ruvector/ruvector-healing/sidecar/instance"
+)
+
+// A verified temporary remediation (here a collection throttle for memory
+// pressure) stays while the collection is degraded or only recently
+// normal, and is lifted, as a rollback record of its own, once it has been
+// normal for the lift delay; a lifted one is not lifted twice.
+func TestLiftTemporaryAfterNormal(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := pgtest.Start(t, pgtest.Options{})
+	c.MustExec(ctx, setupSQL)
+	v := &env{c: c, db: c.Connect(ctx, "postgres")}
+	var err error
+	if v.srv, err = instance.Discover(ctx, v.db); err != nil {
+		t.Fatal(err)
+	}
+	if v.seg, err = instance.OpenSegment(v.srv, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer v.seg.Close()
+	hbCtx, stopHB := context.WithCancel(ctx)
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		_ = (&instance.Heartbeat{Segment: v.seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(hbCtx)
+	}()
+	defer func() { stopHB(); <-hbDone }()
+	if v.key, _, err = audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key")); err != nil {
+		t.Fatal(err)
+	}
+	var embID int64
+	if err := v.db.QueryRow(ctx, `SELECT collection_id FROM ruvector.collections WHERE name = 'emb'`).Scan(&embID); err != nil {
+		t.Fatal(err)
+	}
+	coll, err := v.seg.Find("emb", v.srv.DatabaseOID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgtest.WaitFor(t, 10*time.Second, "sidecar alive", func() (bool, error) {
+		var alive bool
+		err := v.db.QueryRow(ctx, `SELECT (ruvector._segment_status()->>'sidecar_alive')::boolean`).Scan(&alive)
+		return alive, err
+	})
+	s := &sampler{}
+	s.set(0.9, nil)
+	e := v.engine(ctx, t, s, healing.ThrottleIngestion{Segment: v.seg, DatabaseOID: v.srv.DatabaseOID})
+	out, err := e.Heal(ctx, memoryPressure("emb", embID, 0.5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != healing.StatusVerified {
+		t.Fatalf("outcome %+v", out)
+	}
+	transition := func(state string) {
+		t.Helper()
+		if _, err := v.db.Exec(ctx, `INSERT INTO ruvector.integrity_events (collection_id, event_type, previous_state, new_state, lambda_cut)
+			VALUES ($1, 'state_transition', 'stress', $2, 0.9)`, embID, state); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lift := func() []int64 {
+		t.Helper()
+		ids, err := e.LiftTemporary(ctx, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	throttled := func() uint32 { return v.throttle(t, coll.Slot, shmproto.OpInsert).Pct }
+
+	// Still degraded (no transition to normal since): kept.
+	if ids := lift(); len(ids) != 0 || throttled() != 50 {
+		t.Fatalf("degraded: lifted %v, throttle %d%%", ids, throttled())
+	}
+	// Normal, but for less than the lift delay: kept.
+	transition("normal")
+	if ids := lift(); len(ids) != 0 || throttled() != 50 {
+		t.Fatalf("normal just now: lifted %v, throttle %d%%", ids, throttled())
+	}
+	// Degraded again: kept, however long ago it was normal.
+	transition("stress")
+	time.Sleep(2500 * time.Millisecond)
+	if ids := lift(); len(ids) != 0 {
+		t.Fatalf("degraded again: lifted %v", ids)
+	}
+	// Normal for longer than the delay: lifted, recorded, and only once.
+	transition("normal")
+	time.Sleep(2500 * time.Millisecond)
+	ids := lift()
+	if !slices.Equal(ids, []int64{out.ID}) || throttled() != 0 {
+		t.Fatalf("normal for 2.5 s: lifted %v (want [%d]), throttle %d%%", ids, out.ID, throttled())
+	}
+	var why string
+	var ok bool
+	if err := v.db.QueryRow(ctx, `SELECT decision->>'lifted', success FROM ruvector.healing_outcomes
+		WHERE metadata->>'kind' = 'rollback' AND metadata->>'rollback_of' = ($1::bigint)::text`, out.ID).Scan(&why, &ok); err != nil || !ok || why == "" {
+		t.Fatalf("lift record: %q success=%v %v", why, ok, err)
+	}
+	if ids := lift(); len(ids) != 0 {
+		t.Fatalf("lifted twice: %v", ids)
+	}
+}
