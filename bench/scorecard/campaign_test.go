@@ -32,15 +32,17 @@ import (
 )
 
 var (
-	runFlag   = flag.Bool("scorecard.run", false, "run the campaign (it takes minutes; also RUVECTOR_SCORECARD=1)")
-	quickFlag = flag.Bool("scorecard.quick", false, "one injection per class, one fault-free period, one mixed fault")
-	modeFlag  = flag.String("scorecard.mode", "scorecard", "scorecard: steady paced workload; load: the workload at the machine's capacity (closed loop)")
-	seedFlag  = flag.Uint64("scorecard.seed", 1, "campaign seed (order of faults, hot shards)")
-	repsFlag  = flag.Int("scorecard.reps", 3, "injections per class in a full campaign")
-	capFlag   = flag.Duration("scorecard.cap", 0, "how long an injected fault is left in place for the healer before the harness lifts it (0: per class, 90 s for the classes with a 60 s target, 5 min for the others: their target)")
-	classFlag = flag.String("scorecard.classes", "", "comma-separated problem classes to inject (default: all six)")
-	outFlag   = flag.String("scorecard.out", "", "also write the report (Markdown) to this file")
-	memFlag   = flag.Int64("scorecard.memcg-mb", 1024, "memory limit of the server's cgroup for the memory-pressure fault (0: no cgroup, memory pressure not injected)")
+	runFlag     = flag.Bool("scorecard.run", false, "run the campaign (it takes minutes; also RUVECTOR_SCORECARD=1)")
+	quickFlag   = flag.Bool("scorecard.quick", false, "one injection per class, one fault-free period, one mixed fault")
+	modeFlag    = flag.String("scorecard.mode", "scorecard", "scorecard: steady paced workload; load: the workload at the machine's capacity (closed loop)")
+	seedFlag    = flag.Uint64("scorecard.seed", 1, "campaign seed (order of faults, hot shards)")
+	repsFlag    = flag.Int("scorecard.reps", 3, "injections per class in a full campaign")
+	capFlag     = flag.Duration("scorecard.cap", 0, "how long an injected fault is left in place for the healer before the harness lifts it (0: per class, 90 s for the classes with a 60 s target, 5 min for the others: their target)")
+	classFlag   = flag.String("scorecard.classes", "", "comma-separated problem classes to inject (default: all six)")
+	outFlag     = flag.String("scorecard.out", "", "also write the report (Markdown) to this file")
+	maintFlag   = flag.String("scorecard.maintenance", "product", "maintenance contention: product (autovacuum and the product's job queue, what pause_maintenance may pause) or manual (manual VACUUM loops, which it leaves alone)")
+	memModeFlag = flag.String("scorecard.memory", "cache", "memory pressure: cache (scans of a cold collection's partitions fill the server's cgroup with page cache, what evict_cold_data frees) or private (backends hold large sorts, which no strategy can free)")
+	memFlag     = flag.Int64("scorecard.memcg-mb", 512, "memory limit of the server's cgroup for the memory-pressure fault (0: no cgroup, memory pressure not injected)")
 )
 
 // harness is what the campaign and its faults share.
@@ -56,13 +58,16 @@ type harness struct {
 	rng      *rand.Rand
 	standby  *workload.Standby
 	memLimit int64
-	hotRate  float64
-	seg      *shmproto.Segment
-	slot     int
-	loads    *loadWindow
-	rec      *Recorder
-	log      *daemonLog
-	ep       *Episode // the episode running, for notes
+	// cold is the collection of the cache memory fault: its shards
+	// coldShards are read by nobody but the fault.
+	cold    *workload.Workload
+	hotRate float64
+	seg     *shmproto.Segment
+	slot    int
+	loads   *loadWindow
+	rec     *Recorder
+	log     *daemonLog
+	ep      *Episode // the episode running, for notes
 }
 
 func (h *harness) note(format string, args ...any) {
@@ -215,6 +220,15 @@ func TestScorecard(t *testing.T) {
 	if *classFlag != "" {
 		args += " -scorecard.classes=" + *classFlag
 	}
+	if *memModeFlag != "cache" {
+		args += " -scorecard.memory=" + *memModeFlag
+	}
+	if *memFlag != 512 {
+		args += fmt.Sprintf(" -scorecard.memcg-mb=%d", *memFlag)
+	}
+	if *maintFlag != "product" {
+		args += " -scorecard.maintenance=" + *maintFlag
+	}
 	fmt.Fprintf(&b, "Run %s, %d episodes in %s, cap %s, seed %d, `go test ./bench/scorecard -run TestScorecard -args -scorecard.run %s`.\n",
 		campaignStart.UTC().Format("2006-01-02 15:04 UTC"), len(eps), elapsed.Round(time.Second), capText, *seedFlag, args)
 	fmt.Fprintf(&b, "Machine: %d CPUs, load average at the end %s; workload %+v; %s.\n\n", runtime.NumCPU(), loadavg(), dopts, ledger)
@@ -330,8 +344,7 @@ ALTER DATABASE postgres SET search_path = "$user", public, ruvector`)
 	// The fast policy of the campaign: 3 samples (1.5 s) to degrade, a
 	// 5 s restore hold; heal again after 5 s; verify after 5 s.
 	c.MustExec(ctx, `SET search_path = public, ruvector;
-SELECT ruvector_integrity_policy_set('sc', 'scorecard',
-  '{"degrade_samples": 3, "critical_samples": 2, "restore_hold_seconds": 5, "cooldown_after_transition_seconds": 2}');
+SELECT ruvector_integrity_policy_set('sc', 'scorecard', '`+fastPolicy+`');
 SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 5, "max_attempts_per_hour": 1000, "attempt_window_seconds": 60, "stabilization_seconds": 5}');
 ANALYZE sc`)
 
@@ -357,6 +370,9 @@ ANALYZE sc`)
 					t.Logf("memory cgroup %s not removed: %v", cg.dir, err)
 				}
 			})
+			if *memModeFlag == "cache" {
+				h.setupCold(ctx)
+			}
 		}
 	}
 
@@ -405,7 +421,7 @@ func (h *harness) startDaemon() {
 	h.log = &daemonLog{file: f}
 	cmd := exec.Command(bin, "run", "--changefeed", "--sample-interval", "500ms", "--heartbeat-interval", "500ms",
 		"--collections-refresh", "5s", "--metrics-listen", "", "--heal-every", "5s", "--leader-ttl", "6s",
-		"--stabilization", "5s", "--index-sample-interval", indexCadence.String(), "--log-level", "info", "--audit-key", filepath.Join(dir, "audit.key"))
+		"--stabilization", "5s", "--index-sample-interval", indexCadence.String(), "--lift-temporary-after", "20s", "--log-level", "info", "--audit-key", filepath.Join(dir, "audit.key"))
 	cmd.Env = h.cluster.Env()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -491,6 +507,9 @@ func capSummary() string {
 	t := DefaultTargets()
 	return fmt.Sprintf("%s: %s, others %s", strings.Join(t.FastClasses, " and "), t.FastRecovery+30*time.Second, t.RecoveryBudget)
 }
+
+// fastPolicy is the campaign's integrity policy of its collections.
+const fastPolicy = `{"degrade_samples": 3, "critical_samples": 2, "restore_hold_seconds": 5, "cooldown_after_transition_seconds": 2}`
 
 // stableNormal is how long the state must stay normal to count as
 // recovered (the policy's restore hold already keeps it from flapping).
@@ -676,7 +695,9 @@ func (h *harness) runEpisode(n int, p planned, load bool) Episode {
 func (h *harness) gather(e *Episode) {
 	ctx := h.ctx
 	rows, err := h.pool.Query(ctx, `SELECT id, problem_class, strategy_name, coalesce(state, ''), started_at, completed_at, verified, coalesce(rolled_back, false)
-FROM ruvector.healing_outcomes WHERE started_at >= $1 AND started_at < $2 ORDER BY started_at`, e.Start, e.End)
+FROM ruvector.healing_outcomes WHERE started_at >= $1 AND started_at < $2
+  AND coalesce(metadata->>'kind', '') <> 'rollback' -- lifts of an earlier episode's temporary measures
+ORDER BY started_at`, e.Start, e.End)
 	if err != nil {
 		e.Note("outcomes: %v", err)
 		return

@@ -186,7 +186,33 @@ func signalSkew(ctx context.Context, h *harness) (string, bool, error) {
 // plus two sessions vacuuming the same partition in a loop, so one
 // always waits for the other's lock: jobs that contend, as the health
 // graph defines it.
+// Maintenance contention, by default made only of work the product may
+// pause (workload.AutovacuumStorm: slow continuous autovacuum on every
+// partition fed by update churn, plus a backlog of the product's own
+// low-priority jobs the daemon's job runner works on, waiting on
+// autovacuum's locks). -scorecard.maintenance=manual injects the earlier
+// variant instead: manual VACUUM loops of "someone else", which
+// pause_maintenance rightly leaves alone (it is not the product's work to
+// pause), so that variant is only ever recovered after the lift.
 func injectMaintenance(ctx context.Context, h *harness) (func(context.Context) error, error) {
+	if *maintFlag == "manual" {
+		return injectManualMaintenance(ctx, h)
+	}
+	storm, err := h.w.AutovacuumStorm(ctx, workload.AutovacOptions{Naptime: 2 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		rep, err := storm.Undo(ctx)
+		if h.ep != nil {
+			h.ep.Note("autovacuum storm: %d rows churned, %d jobs queued (%d ran, %d deleted at the lift)",
+				rep.Churned, rep.Jobs, rep.JobsRan, rep.JobsDeleted)
+		}
+		return err
+	}, nil
+}
+
+func injectManualMaintenance(ctx context.Context, h *harness) (func(context.Context) error, error) {
 	var mu sync.Mutex
 	var jobIDs []int64
 	heavy := background(ctx, func(ctx context.Context) error {
@@ -315,6 +341,104 @@ func injectMemory(ctx context.Context, h *harness) (func(context.Context) error,
 	if h.memLimit == 0 {
 		return nil, errors.New("no memory cgroup: memory pressure cannot be injected on this machine")
 	}
+	if *memModeFlag == "cache" {
+		return injectCacheMemory(ctx, h)
+	}
+	return injectPrivateMemory(ctx, h)
+}
+
+// The cold collection of the cache memory fault: 256 dimensions (about 1.1
+// kB a row), shards 0-3 read all along by a light reader (the partitions
+// an application uses), shards 4-5 loaded with enough rows that reading
+// them fills the cgroup from its resting level to the target (ColdScan
+// refuses a partition under a quarter of shared_buffers: it would be
+// cached there, out of reach).
+const (
+	coldName   = "cold"
+	coldDim    = 256
+	coldShards = 6
+	coldRowB   = 1150 // heap bytes a row takes (setupCold logs the measured size)
+)
+
+var coldScanShards = []int{4, 5}
+
+func (h *harness) setupCold(ctx context.Context) {
+	t := h.t
+	if err := workload.Create(ctx, h.pool, coldName, coldDim, coldShards, 4); err != nil {
+		t.Fatal(err)
+	}
+	wc, err := workload.Open(ctx, h.pool, coldName, h.seed+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for shard := range 4 {
+		if err := wc.CopyInsert(ctx, 2000, func(int) int { return shard }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 70% of the limit between them: enough to go from the resting level
+	// (shared_buffers, backends, the growing main collection) to 88%.
+	perShard := int(h.memLimit * 7 / 10 / int64(len(coldScanShards)) / coldRowB)
+	for _, shard := range coldScanShards {
+		for done := 0; done < perShard; {
+			n := min(5000, perShard-done)
+			if err := wc.CopyInsert(ctx, n, func(int) int { return shard }); err != nil {
+				t.Fatal(err)
+			}
+			done += n
+		}
+	}
+	if _, err := h.pool.Exec(ctx, "VACUUM ANALYZE "+coldName); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.pool.Exec(ctx, `SELECT ruvector.ruvector_integrity_policy_set($1, 'scorecard', $2::jsonb)`, coldName, fastPolicy); err != nil {
+		t.Fatal(err)
+	}
+	h.cold = wc
+	// The application's reads of the hot shards, all campaign long, so
+	// that evict_cold_data knows which partitions are in use.
+	readCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for readCtx.Err() == nil {
+			for shard := range 4 {
+				_, _ = h.pool.Exec(readCtx, fmt.Sprintf("SELECT count(*) FROM %s_p%d", coldName, shard))
+			}
+			sleepCtx(readCtx, 500*time.Millisecond)
+		}
+	}()
+	t.Cleanup(func() { stop(); <-done })
+	var bytes int64
+	if err := h.pool.QueryRow(ctx, fmt.Sprintf("SELECT pg_relation_size('%s_p%d')", coldName, coldScanShards[0])).Scan(&bytes); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cold collection: %d rows in each of shards %v (%d bytes a row on disk), 2000 in shards 0-3", perShard, coldScanShards, bytes/int64(max(perShard, 1)))
+}
+
+// Memory pressure made of page cache: the cold shards' partitions read
+// (twice, so the pages are active) until the memory collector reads 88%
+// (workload.ColdScan). Lifted by dropping their cache again.
+func injectCacheMemory(ctx context.Context, h *harness) (func(context.Context) error, error) {
+	if h.cold == nil {
+		return nil, errors.New("no cold collection: cache memory pressure not set up")
+	}
+	rep, undo, err := h.cold.ColdScan(ctx, workload.ColdScanOptions{Cold: coldScanShards, TargetPct: 88,
+		Reading: func(ctx context.Context) (float64, error) {
+			s, err := h.collect(ctx, collect.NewMemory())
+			return s.Memory.UsagePct, err
+		}})
+	if err != nil {
+		return nil, err
+	}
+	if h.ep != nil {
+		h.ep.Note("cold scan: %d MiB of %v read in %d steps, memory %.0f%% → %.0f%% of a %d MiB cgroup",
+			rep.BytesRead>>20, rep.Partitions, rep.Steps, rep.StartPct, rep.EndPct, h.memLimit>>20)
+	}
+	return undo, nil
+}
+
+func injectPrivateMemory(ctx context.Context, h *harness) (func(context.Context) error, error) {
 	// A sort holds more than the workload's estimate of it, and a hold past
 	// the limit is OOM-killed (a crash restart of the whole server): grow
 	// the pressure in small holds until the collector reads 85%.
