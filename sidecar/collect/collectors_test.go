@@ -151,12 +151,29 @@ func TestGatewayFromSegment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Gateway.RejectedPerSec <= 0 || s.Gateway.WriteRowsPerSec != 0 {
-		t.Fatalf("gateway under a 100%% throttle: %+v", s.Gateway)
+	// The sidecar's own throttle: its refusals are the remediation's
+	// price, reported apart and not as congestion.
+	if s.Gateway.HealerRejectedPerSec <= 0 || s.Gateway.RejectedPerSec != 0 || s.Gateway.WriteRowsPerSec != 0 {
+		t.Fatalf("gateway under a 100%% sidecar throttle: %+v", s.Gateway)
 	}
 	if _, err := seg.ReleaseSidecarThrottles(time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	// Released: the interval that ends now still had it at its start.
+	if s, err = collectOnce(t, g, nil, tg); err != nil || s.Gateway.RejectedPerSec != 0 {
+		t.Fatalf("gateway after the release: %+v %v", s.Gateway, err)
+	}
+	// A person's throttle is congestion the healer did not choose.
+	mustExec(t, writer, "SELECT ruvector.ruvector_throttle_set('emb', 'insert', 100)")
+	for range 3 {
+		if _, err := writer.Exec(ctx, "INSERT INTO emb (embedding, shard) VALUES ('{1}', 0)"); err == nil {
+			t.Fatal("insert passed a 100% manual throttle")
+		}
+	}
+	if s, err = collectOnce(t, g, nil, tg); err != nil || s.Gateway.RejectedPerSec <= 0 || s.Gateway.HealerRejectedPerSec != 0 {
+		t.Fatalf("gateway under a 100%% manual throttle: %+v %v", s.Gateway, err)
+	}
+	mustExec(t, writer, "SELECT ruvector.ruvector_throttle_clear('emb')")
 }
 
 // A VACUUM waiting for a lock another session holds is a job with

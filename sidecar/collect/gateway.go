@@ -14,6 +14,16 @@ import (
 // SQL): admitted rows, delayed and rejected statements per second, and the
 // share of wall time statements spent waiting, summed over the insert and
 // bulk_insert ops.
+//
+// Waits and refusals under a throttle the sidecar set itself (a
+// remediation's throttle_ingestion) are reported apart, in
+// HealerWaitFraction and HealerRejectedPerSec, and not in the congestion
+// the health graph judges: they are the price of that remediation, chosen
+// and accounted in its outcome, not a fault of the collection. Counted as
+// congestion they made every collection-wide throttle read as a collapse
+// of the gateway (λ 0.01) and be rolled back even when it cured what it
+// was for (a slow replica catching up: bench/RESULTS.md). Waits under
+// manual throttles still count: the healer did not choose them.
 type Gateway struct {
 	// Interval is the cadence (default 1 s: reading the segment is cheap).
 	Interval time.Duration
@@ -27,7 +37,9 @@ type gwSample struct {
 	at         time.Time
 	generation uint64
 	slot       int
-	c          shmproto.Counters
+	c          [shmproto.NumOps]shmproto.Counters
+	// healer: the op's throttle was the sidecar's when sampled.
+	healer [shmproto.NumOps]bool
 }
 
 // NewGateway returns the gateway collector over a mapped segment.
@@ -53,18 +65,20 @@ func (g *Gateway) Collect(ctx context.Context, _ Querier, t Target, s *health.Si
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	var sum shmproto.Counters
-	for _, op := range []shmproto.Op{shmproto.OpInsert, shmproto.OpBulkInsert} {
+	cur := gwSample{generation: info.Generation, slot: col.Slot}
+	ops := []shmproto.Op{shmproto.OpInsert, shmproto.OpBulkInsert}
+	for _, op := range ops {
 		c, err := g.seg.ReadCounters(col.Slot, op)
 		if err != nil {
 			return fmt.Errorf("gateway: counters of %s: %w", shmproto.OpNames[op], err)
 		}
-		sum.AdmittedRows += c.AdmittedRows
-		sum.DelayedStatements += c.DelayedStatements
-		sum.WaitMicros += c.WaitMicros
-		sum.RejectedStatements += c.RejectedStatements
+		th, err := g.seg.ReadThrottle(col.Slot, op)
+		if err != nil {
+			return fmt.Errorf("gateway: throttle of %s: %w", shmproto.OpNames[op], err)
+		}
+		cur.c[op], cur.healer[op] = c, th.SetBy == shmproto.SetBySidecar && th.Pct > 0
 	}
-	cur := gwSample{at: time.Now(), generation: info.Generation, slot: col.Slot, c: sum}
+	cur.at = time.Now()
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -73,9 +87,15 @@ func (g *Gateway) Collect(ctx context.Context, _ Querier, t Target, s *health.Si
 	}
 	prev, had := g.prev[t.ID]
 	g.prev[t.ID] = cur
-	if !had || prev.generation != cur.generation || prev.slot != cur.slot ||
-		sum.AdmittedRows < prev.c.AdmittedRows || sum.DelayedStatements < prev.c.DelayedStatements ||
-		sum.WaitMicros < prev.c.WaitMicros || sum.RejectedStatements < prev.c.RejectedStatements {
+	fresh := !had || prev.generation != cur.generation || prev.slot != cur.slot
+	for _, op := range ops {
+		a, b := prev.c[op], cur.c[op]
+		if b.AdmittedRows < a.AdmittedRows || b.DelayedStatements < a.DelayedStatements ||
+			b.WaitMicros < a.WaitMicros || b.RejectedStatements < a.RejectedStatements {
+			fresh = true
+		}
+	}
+	if fresh {
 		s.Gateway = health.GatewaySignal{}
 		return fmt.Errorf("gateway of %s: %w", t.Name, ErrFirstSample)
 	}
@@ -83,12 +103,25 @@ func (g *Gateway) Collect(ctx context.Context, _ Querier, t Target, s *health.Si
 	if el <= 0 {
 		return fmt.Errorf("gateway of %s: no time elapsed since the previous sample", t.Name)
 	}
-	s.Gateway = health.GatewaySignal{
-		WriteRowsPerSec: float64(sum.AdmittedRows-prev.c.AdmittedRows) / el.Seconds(),
-		DelayedPerSec:   float64(sum.DelayedStatements-prev.c.DelayedStatements) / el.Seconds(),
-		RejectedPerSec:  float64(sum.RejectedStatements-prev.c.RejectedStatements) / el.Seconds(),
+	sec, us := el.Seconds(), float64(el.Microseconds())
+	var gw health.GatewaySignal
+	for _, op := range ops {
+		a, b := prev.c[op], cur.c[op]
+		gw.WriteRowsPerSec += float64(b.AdmittedRows-a.AdmittedRows) / sec
+		delayed := float64(b.DelayedStatements-a.DelayedStatements) / sec
+		rejected := float64(b.RejectedStatements-a.RejectedStatements) / sec
 		// Summed over backends, so it can exceed 1 when several wait at once.
-		WaitFraction: float64(sum.WaitMicros-prev.c.WaitMicros) / float64(el.Microseconds()),
+		wait := float64(b.WaitMicros-a.WaitMicros) / us
+		// The sidecar's throttle at either end of the interval: its waits.
+		if prev.healer[op] || cur.healer[op] {
+			gw.HealerWaitFraction += wait
+			gw.HealerRejectedPerSec += rejected
+			continue
+		}
+		gw.DelayedPerSec += delayed
+		gw.RejectedPerSec += rejected
+		gw.WaitFraction += wait
 	}
+	s.Gateway = gw
 	return nil
 }

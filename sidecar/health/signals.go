@@ -37,6 +37,11 @@ type GatewaySignal struct {
 	// WaitFraction is the share of wall time statements spent waiting in
 	// the gate (wait_ms delta / interval), summed over backends.
 	WaitFraction float64
+	// HealerWaitFraction and HealerRejectedPerSec are the waits and
+	// refusals under the sidecar's own throttles (a remediation's), left
+	// out of the three fields above and of the gateway's capacity.
+	HealerWaitFraction   float64
+	HealerRejectedPerSec float64
 }
 
 // PartitionSignal is one partition (or the table itself when the
