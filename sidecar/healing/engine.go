@@ -290,12 +290,6 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	}
 	defer e.release(ctx, l)
 
-	if reason, err := e.gate(ctx, tr.CollectionID, cfg); err != nil {
-		return Outcome{}, err
-	} else if reason != "" {
-		return deferred(out, reason), nil
-	}
-
 	weights, err := e.Weights(ctx)
 	if err != nil {
 		return Outcome{}, err
@@ -305,6 +299,16 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 		return Outcome{}, err
 	}
 	sel := e.reg.Select(ctx, dec.Problem, lim)
+	// A strategy not yet tried for this problem in this episode is an
+	// escalation, which the ineffective-healing stop lets through: the
+	// stop is for repeating what did not work, not for trying the next
+	// remedy (max_attempts_per_hour still bounds the attempts).
+	escalation := sel.Found() && lim.Tried[sel.Chosen] == 0
+	if reason, err := e.gate(ctx, tr.CollectionID, cfg, escalation); err != nil {
+		return Outcome{}, err
+	} else if reason != "" {
+		return deferred(out, reason), nil
+	}
 	out.Selection = &sel
 	if !sel.Found() {
 		out.Status = StatusNoStrategy
@@ -704,9 +708,10 @@ func (e *Engine) release(ctx context.Context, l *lease) {
 
 // gate applies the safety limits to the collection's history: the cooldown,
 // the attempts per window, and stopping when healing is ineffective (the
-// last IneffectiveAfter attempts in the window all unverified). It returns
-// why healing is deferred, or "".
-func (e *Engine) gate(ctx context.Context, collectionID int64, cfg healconfig.Config) (string, error) {
+// last IneffectiveAfter attempts in the window all unverified) unless the
+// attempt is an escalation to a strategy not yet tried in this episode. It
+// returns why healing is deferred, or "".
+func (e *Engine) gate(ctx context.Context, collectionID int64, cfg healconfig.Config, escalation bool) (string, error) {
 	var last *time.Time
 	var attempts int
 	var recent []*bool
@@ -749,7 +754,7 @@ func (e *Engine) gate(ctx context.Context, collectionID int64, cfg healconfig.Co
 				ineffective = false
 			}
 		}
-		if ineffective {
+		if ineffective && !escalation {
 			return fmt.Sprintf("healing is ineffective: the last %d attempts did not improve λ; a human should look",
 				len(recent)), nil
 		}

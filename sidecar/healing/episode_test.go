@@ -3,6 +3,7 @@ package healing_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,5 +87,49 @@ func TestEscalationWithinEpisode(t *testing.T) {
 	third := heal()
 	if tried(third, "a_first") != 0 || tried(third, "b_second") != 0 {
 		t.Fatalf("after normal: tried a %d, b %d, want 0 and 0", tried(third, "a_first"), tried(third, "b_second"))
+	}
+}
+
+// The ineffective-healing stop (the last two attempts unverified) does not
+// stop an escalation to a strategy not yet tried in the episode; once every
+// strategy was tried, it stops.
+func TestIneffectiveStopLetsEscalationThrough(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := pgtest.Start(t, pgtest.Options{})
+	c.MustExec(ctx, setupSQL)
+	v := &env{c: c, db: c.Connect(ctx, "postgres")}
+	var err error
+	if v.key, _, err = audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key")); err != nil {
+		t.Fatal(err)
+	}
+	var embID int64
+	if err := v.db.QueryRow(ctx, `SELECT collection_id FROM ruvector.collections WHERE name = 'emb'`).Scan(&embID); err != nil {
+		t.Fatal(err)
+	}
+	mem := []classify.Class{classify.ClassMemoryPressure}
+	liar := func(name string) *fake {
+		return &fake{name: name, classes: mem, estimate: time.Second,
+			run: func(_ context.Context, rc *strategy.Context) (strategy.Result, error) {
+				return strategy.Result{Success: true}, rc.Record("x")
+			}}
+	}
+	s := &sampler{}
+	s.set(0.5, nil) // λ never moves: every attempt unverified
+	e := v.engine(ctx, t, s, liar("a"), liar("b"), liar("c"))
+	var ran []string
+	for i := range 3 {
+		out, err := e.Heal(ctx, memoryPressure("emb", embID, 0.5))
+		if err != nil || out.Status != healing.StatusUnverified {
+			t.Fatalf("attempt %d: %+v %v", i+1, out, err)
+		}
+		ran = append(ran, out.Strategy)
+	}
+	if strings.Join(ran, ",") != "a,b,c" {
+		t.Fatalf("ran %v, want each strategy once: a,b,c", ran)
+	}
+	out, err := e.Heal(ctx, memoryPressure("emb", embID, 0.5))
+	if err != nil || out.Status != healing.StatusDeferred || !strings.Contains(out.Reason, "ineffective") {
+		t.Fatalf("fourth attempt, every strategy tried: %+v %v", out, err)
 	}
 }
