@@ -694,17 +694,18 @@ func (h *harness) runEpisode(n int, p planned, load bool) Episode {
 // gather reads what the engine recorded in the episode.
 func (h *harness) gather(e *Episode) {
 	ctx := h.ctx
-	rows, err := h.pool.Query(ctx, `SELECT id, problem_class, strategy_name, coalesce(state, ''), started_at, completed_at, verified, coalesce(rolled_back, false)
-FROM ruvector.healing_outcomes WHERE started_at >= $1 AND started_at < $2
-  AND coalesce(metadata->>'kind', '') <> 'rollback' -- lifts of an earlier episode's temporary measures
-ORDER BY started_at`, e.Start, e.End)
+	rows, err := h.pool.Query(ctx, `SELECT o.id, c.name, o.problem_class, o.strategy_name, coalesce(o.state, ''), o.started_at, o.completed_at, o.verified, coalesce(o.rolled_back, false)
+FROM ruvector.healing_outcomes o JOIN ruvector.collections c USING (collection_id)
+WHERE o.started_at >= $1 AND o.started_at < $2
+  AND coalesce(o.metadata->>'kind', '') <> 'rollback' -- lifts of an earlier episode's temporary measures
+ORDER BY o.started_at`, e.Start, e.End)
 	if err != nil {
 		e.Note("outcomes: %v", err)
 		return
 	}
 	for rows.Next() {
 		var o Outcome
-		if err := rows.Scan(&o.ID, &o.Class, &o.Strategy, &o.State, &o.Started, &o.Completed, &o.Verified, &o.RolledBack); err != nil {
+		if err := rows.Scan(&o.ID, &o.Collection, &o.Class, &o.Strategy, &o.State, &o.Started, &o.Completed, &o.Verified, &o.RolledBack); err != nil {
 			e.Note("outcomes: %v", err)
 			break
 		}
@@ -723,9 +724,21 @@ ORDER BY started_at`, e.Start, e.End)
 	}
 	_ = h.pool.QueryRow(ctx, `SELECT count(*) FROM ruvector.integrity_events WHERE event_type = 'state_transition'
 		AND created_at >= $1 AND created_at < $2`, e.Start, e.End).Scan(&e.Transitions)
+	// The class named is the main collection's: the cold collection of the
+	// memory fault is the fault's instrument (its scans also make its cold
+	// shards read-hot), and it shares the server-wide signals.
+	var mainFirst *Outcome
+	for i := range e.Outcomes {
+		if e.Outcomes[i].Collection == h.w.Name {
+			mainFirst = &e.Outcomes[i]
+			break
+		}
+	}
 	switch {
+	case mainFirst != nil:
+		e.Named, e.NamedSource = mainFirst.Class, "outcome"
 	case len(e.Outcomes) > 0:
-		e.Named, e.NamedSource = e.Outcomes[0].Class, "outcome"
+		e.Named, e.NamedSource = e.Outcomes[0].Class, "outcome on "+e.Outcomes[0].Collection
 	default:
 		if c, ok := h.log.namedIn(e.Start, e.End); ok {
 			e.Named, e.NamedSource = c, "decision without a strategy"

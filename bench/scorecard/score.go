@@ -59,6 +59,7 @@ func rate(n int, s float64) float64 {
 // Outcome is one row of ruvector.healing_outcomes seen in an episode.
 type Outcome struct {
 	ID                 int64
+	Collection         string
 	Class, Strategy    string
 	State              string
 	Started            time.Time
@@ -411,7 +412,7 @@ func WriteEpisodes(w io.Writer, eps []Episode) {
 	for _, e := range eps {
 		var outs []string
 		for _, o := range e.Outcomes {
-			s := fmt.Sprintf("%d %s/%s %s", o.ID, short(o.Class), o.Strategy, o.State)
+			s := fmt.Sprintf("%d %s:%s/%s %s", o.ID, o.Collection, short(o.Class), o.Strategy, o.State)
 			if o.Verified != nil {
 				s += fmt.Sprintf(" verified=%v", *o.Verified)
 			}
