@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
 	"github.com/ruvector/ruvector-healing/shmproto"
@@ -142,41 +140,12 @@ func (v *env) row(ctx context.Context, t *testing.T, id int64) (state string, su
 func TestEngineOnRealServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := pgtest.Start(t, pgtest.Options{})
-	c.MustExec(ctx, setupSQL)
-	v := &env{c: c, db: c.Connect(ctx, "postgres")}
-	var err error
-	if v.srv, err = instance.Discover(ctx, v.db); err != nil {
-		t.Fatal(err)
-	}
-	if v.seg, err = instance.OpenSegment(v.srv, ""); err != nil {
-		t.Fatal(err)
-	}
-	defer v.seg.Close()
-	// The watchdog releases sidecar throttles of a silent sidecar.
-	hbCtx, stopHB := context.WithCancel(ctx)
-	hbDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		_ = (&instance.Heartbeat{Segment: v.seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(hbCtx)
-	}()
-	defer func() { stopHB(); <-hbDone }()
-	if v.key, _, err = audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key")); err != nil {
-		t.Fatal(err)
-	}
-	var embID int64
-	if err := v.db.QueryRow(ctx, `SELECT collection_id FROM ruvector.collections WHERE name = 'emb'`).Scan(&embID); err != nil {
-		t.Fatal(err)
-	}
+	v, embID := startEnv(ctx, t)
+	c := v.c
 	coll, err := v.seg.Find("emb", v.srv.DatabaseOID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pgtest.WaitFor(t, 10*time.Second, "sidecar alive", func() (bool, error) {
-		var alive bool
-		err := v.db.QueryRow(ctx, `SELECT (ruvector._segment_status()->>'sidecar_alive')::boolean`).Scan(&alive)
-		return alive, err
-	})
 	throttle := healing.ThrottleIngestion{Segment: v.seg, DatabaseOID: v.srv.DatabaseOID}
 
 	t.Run("the segment sampler reads the published λ", func(t *testing.T) {

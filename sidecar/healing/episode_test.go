@@ -2,16 +2,12 @@ package healing_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ruvector/ruvector-healing/internal/pgtest"
-	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
-	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
@@ -21,24 +17,7 @@ import (
 func TestEscalationWithinEpisode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := pgtest.Start(t, pgtest.Options{})
-	c.MustExec(ctx, setupSQL)
-	v := &env{c: c, db: c.Connect(ctx, "postgres")}
-	var err error
-	if v.srv, err = instance.Discover(ctx, v.db); err != nil {
-		t.Fatal(err)
-	}
-	if v.seg, err = instance.OpenSegment(v.srv, ""); err != nil {
-		t.Fatal(err)
-	}
-	defer v.seg.Close()
-	if v.key, _, err = audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key")); err != nil {
-		t.Fatal(err)
-	}
-	var embID int64
-	if err := v.db.QueryRow(ctx, `SELECT collection_id FROM ruvector.collections WHERE name = 'emb'`).Scan(&embID); err != nil {
-		t.Fatal(err)
-	}
+	v, embID := startEnv(ctx, t)
 	ok := func(context.Context, *strategy.Context) (strategy.Result, error) {
 		return strategy.Result{Success: true, ActionsTaken: 1}, nil
 	}
@@ -96,17 +75,7 @@ func TestEscalationWithinEpisode(t *testing.T) {
 func TestIneffectiveStopLetsEscalationThrough(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := pgtest.Start(t, pgtest.Options{})
-	c.MustExec(ctx, setupSQL)
-	v := &env{c: c, db: c.Connect(ctx, "postgres")}
-	var err error
-	if v.key, _, err = audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key")); err != nil {
-		t.Fatal(err)
-	}
-	var embID int64
-	if err := v.db.QueryRow(ctx, `SELECT collection_id FROM ruvector.collections WHERE name = 'emb'`).Scan(&embID); err != nil {
-		t.Fatal(err)
-	}
+	v, embID := startEnv(ctx, t)
 	mem := []classify.Class{classify.ClassMemoryPressure}
 	liar := func(name string) *fake {
 		return &fake{name: name, classes: mem, estimate: time.Second,

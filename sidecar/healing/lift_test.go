@@ -2,18 +2,12 @@ package healing_test
 
 import (
 	"context"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/ruvector/ruvector-healing/internal/pgtest"
 	"github.com/ruvector/ruvector-healing/shmproto"
-	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
-	"github.com/ruvector/ruvector-healing/sidecar/instance"
 )
 
 // A verified temporary remediation (here a collection throttle for memory
@@ -23,40 +17,11 @@ import (
 func TestLiftTemporaryAfterNormal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := pgtest.Start(t, pgtest.Options{})
-	c.MustExec(ctx, setupSQL)
-	v := &env{c: c, db: c.Connect(ctx, "postgres")}
-	var err error
-	if v.srv, err = instance.Discover(ctx, v.db); err != nil {
-		t.Fatal(err)
-	}
-	if v.seg, err = instance.OpenSegment(v.srv, ""); err != nil {
-		t.Fatal(err)
-	}
-	defer v.seg.Close()
-	hbCtx, stopHB := context.WithCancel(ctx)
-	hbDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		_ = (&instance.Heartbeat{Segment: v.seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(hbCtx)
-	}()
-	defer func() { stopHB(); <-hbDone }()
-	if v.key, _, err = audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key")); err != nil {
-		t.Fatal(err)
-	}
-	var embID int64
-	if err := v.db.QueryRow(ctx, `SELECT collection_id FROM ruvector.collections WHERE name = 'emb'`).Scan(&embID); err != nil {
-		t.Fatal(err)
-	}
+	v, embID := startEnv(ctx, t)
 	coll, err := v.seg.Find("emb", v.srv.DatabaseOID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pgtest.WaitFor(t, 10*time.Second, "sidecar alive", func() (bool, error) {
-		var alive bool
-		err := v.db.QueryRow(ctx, `SELECT (ruvector._segment_status()->>'sidecar_alive')::boolean`).Scan(&alive)
-		return alive, err
-	})
 	s := &sampler{}
 	s.set(0.9, nil)
 	e := v.engine(ctx, t, s, healing.ThrottleIngestion{Segment: v.seg, DatabaseOID: v.srv.DatabaseOID})

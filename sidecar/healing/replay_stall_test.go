@@ -9,17 +9,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/bench/workload"
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
 	"github.com/ruvector/ruvector-healing/shmproto"
-	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
-	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
@@ -32,27 +29,8 @@ import (
 func TestEngineHandsOverStalledReplay(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := pgtest.Start(t, pgtest.Options{})
-	c.MustExec(ctx, setupSQL)
-	v := &env{c: c, db: c.Connect(ctx, "postgres")}
-	var err error
-	if v.srv, err = instance.Discover(ctx, v.db); err != nil {
-		t.Fatal(err)
-	}
-	if v.seg, err = instance.OpenSegment(v.srv, ""); err != nil {
-		t.Fatal(err)
-	}
-	defer v.seg.Close()
-	hbCtx, stopHB := context.WithCancel(ctx)
-	hbDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		_ = (&instance.Heartbeat{Segment: v.seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(hbCtx)
-	}()
-	defer func() { stopHB(); <-hbDone }()
-	if v.key, _, err = audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key")); err != nil {
-		t.Fatal(err)
-	}
+	v, _ := startEnv(ctx, t)
+	c := v.c
 	coll, err := v.seg.Find("emb", v.srv.DatabaseOID)
 	if err != nil {
 		t.Fatal(err)
