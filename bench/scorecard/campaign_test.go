@@ -128,6 +128,11 @@ func (d *daemonLog) namedIn(from, to time.Time) (string, bool) {
 		if strings.HasPrefix(x.reason, "unknown problem") {
 			return "unknown", true
 		}
+		// The engine's hand-over of a replication_lag whose replicas all
+		// have their replay stalled (no WAL reduction can help).
+		if strings.HasPrefix(x.reason, "replay stalled on ") {
+			return "replication_lag", true
+		}
 	}
 	return "", false
 }
@@ -741,7 +746,7 @@ ORDER BY o.started_at`, e.Start, e.End)
 		e.Named, e.NamedSource = e.Outcomes[0].Class, "outcome on "+e.Outcomes[0].Collection
 	default:
 		if c, ok := h.log.namedIn(e.Start, e.End); ok {
-			e.Named, e.NamedSource = c, "decision without a strategy"
+			e.Named, e.NamedSource = c, "decision without a strategy (handed to a person)"
 			break
 		}
 		var c *string
