@@ -158,7 +158,7 @@ SCORECARD_SEED ?= 1
 SCORECARD_ARGS ?=
 .PHONY: scorecard bench-recovery bench-load
 scorecard bench-recovery: build install-ext
-	$(GO) test -count=1 -run TestScorecard -v -timeout 60m ./bench/scorecard -args -scorecard.run -scorecard.seed=$(SCORECARD_SEED) $(SCORECARD_ARGS)
+	$(GO) test -count=1 -run TestScorecard -v -timeout 150m ./bench/scorecard -args -scorecard.run -scorecard.seed=$(SCORECARD_SEED) $(SCORECARD_ARGS)
 
 bench-load: build install-ext
 	$(GO) test -count=1 -run TestScorecard -v -timeout 60m ./bench/scorecard -args -scorecard.run -scorecard.mode=load -scorecard.seed=$(SCORECARD_SEED) $(SCORECARD_ARGS)
