@@ -64,7 +64,7 @@ queued AS (
     GROUP BY b.pid
 ),
 jobs AS (
-    SELECT a.pid, a.backend_type, coalesce(a.query, '') AS query,
+    SELECT a.pid, a.backend_type, coalesce(a.query, '') AS query, coalesce(a.application_name, '') AS app,
            coalesce(a.wait_event_type, '') AS wait_type, coalesce(a.wait_event, '') AS wait_event,
            CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) ELSE '{}' END AS blockers,
            coalesce(v.relid, an.relid, ci.relid, cl.relid, w.relid,
@@ -86,7 +86,7 @@ jobs AS (
     WHERE a.datid = (SELECT oid FROM db) AND a.pid <> pg_backend_pid()
       AND (a.backend_type = 'autovacuum worker' OR a.state = 'active')
 )
-SELECT pid, backend_type, query, wait_type, wait_event, blockers, relid::regclass::text,
+SELECT pid, backend_type, query, app, wait_type, wait_event, blockers, relid::regclass::text,
        v_phase, heap_blks_total, heap_blks_scanned, heap_blks_vacuumed,
        an_phase, sample_blks_total, sample_blks_scanned,
        ci_command, ci_phase, blocks_total, blocks_done, tuples_total, tuples_done,
@@ -96,7 +96,7 @@ ORDER BY pid`
 
 type jobRow struct {
 	pid                         int64
-	backendType, query          string
+	backendType, query, app     string
 	waitType, waitEvent         string
 	blockers                    []int32
 	relation                    string
@@ -124,7 +124,7 @@ func (m *Maintenance) Collect(ctx context.Context, q Querier, t Target, s *healt
 	var out []health.JobSignal
 	for rows.Next() {
 		var r jobRow
-		if err := rows.Scan(&r.pid, &r.backendType, &r.query, &r.waitType, &r.waitEvent, &r.blockers, &r.relation,
+		if err := rows.Scan(&r.pid, &r.backendType, &r.query, &r.app, &r.waitType, &r.waitEvent, &r.blockers, &r.relation,
 			&r.vPhase, &r.vTotal, &r.vScanned, &r.vVacuumed,
 			&r.anPhase, &r.anTotal, &r.anScanned,
 			&r.ciCommand, &r.ciPhase, &r.ciBlocksTotal, &r.ciBlocksDone, &r.ciTuplesTotal, &r.ciTuplesDone,
@@ -132,6 +132,13 @@ func (m *Maintenance) Collect(ctx context.Context, q Querier, t Target, s *healt
 			return fmt.Errorf("maintenance: scan: %w", err)
 		}
 		if j, ok := r.job(); ok {
+			// A job runner's session: the product's work even when its job
+			// row no longer says so (marked done between this query and the
+			// queue's), never someone's manual VACUUM. productJobs names the
+			// kind when the row still matches.
+			if strings.HasPrefix(r.app, JobAppNamePrefix) {
+				j.Type = "product:" + j.Type + " (finishing)"
+			}
 			out = append(out, j)
 		}
 	}
