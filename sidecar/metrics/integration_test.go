@@ -132,9 +132,14 @@ func TestMetricsOnRealServer(t *testing.T) {
 		}
 	}()
 	writer := c.Connect(ctx, "postgres")
-	writeCtx, stopWriter := context.WithCancel(loopCtx)
+	writeCtx, cancelWriter := context.WithCancel(loopCtx)
+	writerDone := make(chan struct{})
+	// Stopping waits for the writer: an insert still in flight would meet
+	// the 100% throttle below and count as a second refusal.
+	stopWriter := func() { cancelWriter(); <-writerDone }
 	go func() {
 		defer loops.Done()
+		defer close(writerDone)
 		for writeCtx.Err() == nil {
 			if _, err := writer.Exec(writeCtx, insertSQL); err != nil {
 				return
