@@ -42,7 +42,7 @@ var (
 	outFlag     = flag.String("scorecard.out", "", "also write the report (Markdown) to this file")
 	maintFlag   = flag.String("scorecard.maintenance", "product", "maintenance contention: product (autovacuum and the product's job queue, what pause_maintenance may pause) or manual (manual VACUUM loops, which it leaves alone)")
 	memModeFlag = flag.String("scorecard.memory", "cache", "memory pressure: cache (scans of a cold collection's partitions fill the server's cgroup with page cache, what evict_cold_data frees) or private (backends hold large sorts, which no strategy can free)")
-	memFlag     = flag.Int64("scorecard.memcg-mb", 512, "memory limit of the server's cgroup for the memory-pressure fault (0: no cgroup, memory pressure not injected)")
+	memFlag     = flag.Int64("scorecard.memcg-mb", 1024, "memory limit of the server's cgroup for the memory-pressure fault (0: no cgroup, memory pressure not injected)")
 )
 
 // harness is what the campaign and its faults share.
@@ -228,7 +228,7 @@ func TestScorecard(t *testing.T) {
 	if *memModeFlag != "cache" {
 		args += " -scorecard.memory=" + *memModeFlag
 	}
-	if *memFlag != 512 {
+	if *memFlag != 1024 {
 		args += fmt.Sprintf(" -scorecard.memcg-mb=%d", *memFlag)
 	}
 	if *maintFlag != "product" {
