@@ -118,13 +118,16 @@ func (e *Engine) Approve(ctx context.Context, tr Trigger, id int64) (Outcome, er
 }
 
 // stabilization is the wait before verification: Options.Stabilization
-// when set, else the configured stabilization_seconds raised to the time
-// the class's measurements need to reflect a change (Options.SignalRefresh).
+// when set, else the configured stabilization_seconds, raised either way to
+// the time the class's measurements need to reflect a change
+// (Options.SignalRefresh): verifying before the signal can have moved
+// judges the remediation on the fault's own numbers (an override of 5 s
+// verified compact_indexes against a 30 s index sample, and always failed).
 func (e *Engine) stabilization(cfg healconfig.Config, class classify.Class) time.Duration {
-	if e.opts.Stabilization > 0 {
-		return e.opts.Stabilization
-	}
 	stab := cfg.Stabilization
+	if e.opts.Stabilization > 0 {
+		stab = e.opts.Stabilization
+	}
 	if e.opts.SignalRefresh != nil {
 		stab = max(stab, e.opts.SignalRefresh(class))
 	}

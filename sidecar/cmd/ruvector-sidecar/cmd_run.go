@@ -45,7 +45,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		"Ed25519 key that signs healing records and integrity events, created at first start (default: $data_directory/ruvector_healing_audit.key)")
 	leaderTTL := fs.Duration("leader-ttl", 15*time.Second, "lifetime of the active sidecar's leader row (renewed every third of it)")
 	degradedEvery := fs.Duration("heal-every", 30*time.Second, "how often a collection that stays degraded is triggered again")
-	stabilization := fs.Duration("stabilization", 0, "override healing_config stabilization_seconds (0: use the configuration)")
+	stabilization := fs.Duration("stabilization", 0, "override healing_config stabilization_seconds (0: use the configuration); either way raised to the time the problem class's collectors need to show a change")
 	liftAfter := fs.Duration("lift-temporary-after", 10*time.Minute,
 		"lift (roll back) a verified throttle, shard cap, maintenance pause or drain once its collection has been normal this long (0: never; they then stay until ruvector_healing_rollback)")
 	var scf scaleFlags
