@@ -68,6 +68,9 @@ type entry struct {
 type Runner struct {
 	opts    RunnerOptions
 	targets []Target
+	// inflight counts the collector calls' goroutines, so that Run does
+	// not return while one still uses the querier its caller will close.
+	inflight sync.WaitGroup
 
 	mu      sync.Mutex // guards everything below and q
 	q       Querier
@@ -108,11 +111,28 @@ func (r *Runner) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			r.drain(shutdownWait)
 			return ctx.Err()
 		case <-timer.C:
 		}
 		next := r.tick(ctx, false)
 		timer.Reset(max(time.Until(next), 10*time.Millisecond))
+	}
+}
+
+// shutdownWait bounds how long Run waits, once its context is done, for
+// the collector calls still running: they get the cancelled context and
+// return at once unless one ignores it, which is not worth hanging the
+// shutdown for.
+const shutdownWait = 5 * time.Second
+
+// drain waits up to d for the collector calls in flight.
+func (r *Runner) drain(d time.Duration) {
+	done := make(chan struct{})
+	go func() { r.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
 	}
 }
 
@@ -185,7 +205,9 @@ func (r *Runner) runOne(ctx context.Context, e *entry, t Target) {
 	defer cancel()
 	done := make(chan result, 1)
 	start := time.Now()
+	r.inflight.Add(1)
 	go func() {
+		defer r.inflight.Done()
 		var res result
 		defer func() {
 			if p := recover(); p != nil {
