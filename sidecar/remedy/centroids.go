@@ -28,6 +28,15 @@ import (
 // beyond the sampling error is rolled back by the strategy itself and
 // reported as failed (ErrRecallLowered), so the engine never verifies it.
 //
+// Reassignment updates every row's ivf_list, an indexed column, so every
+// index of the collection gets a second entry per row: half-empty, out of
+// order leaf pages that the indexes collector reads as fragmentation (and
+// that made λ fall again right after a rebuild had cured the skew, so the
+// engine rolled the rebuild back). The strategy therefore ends, after a
+// kept rebuild and after a rollback's reassignment alike, by rebuilding
+// the collection's indexes with REINDEX INDEX CONCURRENTLY (writes go on),
+// dropping any invalid leftover an interruption leaves.
+//
 // Recall is compared at equal cost, not at equal probes: a skewed
 // version's big lists hold more candidates, so at the same probes it often
 // has the higher recall at a higher price (ivf.MatchedCost). The new
@@ -290,6 +299,12 @@ func (r *RebuildCentroids) Execute(ctx context.Context, rc *strategy.Context) (s
 			return strategy.Result{ActionsTaken: 2, Metadata: meta}, err
 		}
 	}
+	rebuilt, err := reindexCollection(ctx, conn, rc.CollectionID)
+	meta["indexes_rebuilt"] = len(rebuilt)
+	if err != nil {
+		// The rebuild stands; only the clean-up of its index bloat failed.
+		meta["reindex_error"] = err.Error()
+	}
 	res := strategy.Result{Success: true, ActionsTaken: 2, Metadata: meta}
 	if rc.Sample != nil {
 		if l, err := rc.SampleIntegrity(ctx); err == nil {
@@ -334,6 +349,11 @@ func (r *RebuildCentroids) verifyRecall(ctx context.Context, conn *pgx.Conn, rc 
 			ErrRecallLowered, reason, previous, err)
 	}
 	meta["restored_version"] = previous
+	if rebuilt, err := reindexCollection(ctx, conn, rc.CollectionID); err != nil {
+		meta["reindex_error"] = err.Error()
+	} else {
+		meta["indexes_rebuilt"] = len(rebuilt)
+	}
 	// Tells Rollback it is done. If this record fails, the engine's
 	// rollback only repeats the (idempotent) reassignment.
 	_ = rc.Record(centroidsAction{Kind: "centroids_restored", Collection: name, Previous: previous})
@@ -372,7 +392,40 @@ func (r *RebuildCentroids) Rollback(ctx context.Context, rc *strategy.Context) e
 		if err := ivf.RollbackTo(ctx, conn, a.Collection, a.Previous, r.batch(), nil); err != nil {
 			return fmt.Errorf("rebuild_centroids: re-activate version %d of %q: %w", a.Previous, a.Collection, err)
 		}
+		if _, err := reindexCollection(ctx, conn, rc.CollectionID); err != nil {
+			return fmt.Errorf("rebuild_centroids: version %d of %q re-activated and every row reassigned, but: %w", a.Previous, a.Collection, err)
+		}
 		return nil
 	}
 	return nil
+}
+
+// reindexCollection rebuilds every valid index of the collection's
+// partitions with REINDEX INDEX CONCURRENTLY and returns their names; on an
+// error it drops the invalid leftover the interrupted rebuild left.
+func reindexCollection(ctx context.Context, conn *pgx.Conn, collectionID int64) ([]string, error) {
+	rows, err := conn.Query(ctx, `
+SELECT c.oid::regclass::text
+FROM ruvector.collection_relations r
+JOIN pg_index i ON i.indrelid = r.relid
+JOIN pg_class c ON c.oid = i.indexrelid
+WHERE r.collection_id = $1 AND i.indisvalid AND c.relkind = 'i'
+ORDER BY c.oid`, collectionID)
+	if err != nil {
+		return nil, fmt.Errorf("indexes of collection %d: %w", collectionID, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("indexes of collection %d: %w", collectionID, err)
+	}
+	var done []string
+	for _, n := range names {
+		if _, err := conn.Exec(ctx, `REINDEX INDEX CONCURRENTLY `+n); err != nil {
+			c := &CompactIndexes{}
+			dropped, derr := c.dropLeftovers(context.WithoutCancel(ctx), conn, collectionID)
+			return done, errors.Join(fmt.Errorf("REINDEX INDEX CONCURRENTLY %s: %w (invalid leftovers dropped: %v)", n, err, dropped), derr)
+		}
+		done = append(done, n)
+	}
+	return done, nil
 }

@@ -106,6 +106,16 @@ func TestRebuildCentroids(t *testing.T) {
 	if m["recall_after_matched_cost"].(float64) < m["recall_before"].(float64)-m["recall_tolerance"].(float64) {
 		t.Fatalf("a kept rebuild with lower recall: %v", m)
 	}
+	// Every index of the collection was rebuilt after the reassignment
+	// (which rewrote every row): 4 partitions × (primary key, ivf_list).
+	if n, _ := m["indexes_rebuilt"].(int); n < 8 {
+		t.Fatalf("indexes rebuilt after the reassignment: %v (error %v)", m["indexes_rebuilt"], m["reindex_error"])
+	}
+	var invalid int
+	if err := env.Conn.QueryRow(ctx, `SELECT count(*) FROM pg_index i JOIN ruvector.collection_relations r ON r.relid = i.indrelid
+		WHERE r.collection_id = $1 AND NOT i.indisvalid`, w.ID).Scan(&invalid); err != nil || invalid != 0 {
+		t.Fatalf("%d invalid indexes left (%v)", invalid, err)
+	}
 	if _, rejected := m["recall_rejected"]; rejected {
 		t.Fatalf("rejected: %v", m)
 	}
