@@ -73,7 +73,7 @@ func findSlot(seg Segment, name string, id int64, dbOID uint32) (shmproto.Collec
 //     and rebalance_partitions cannot outrun; a whole-collection throttle
 //     would slow every shard alike and leave the hottest/median load ratio
 //     where it was, while a cap on the hot shard lowers exactly that ratio.
-//     The insert rate is n_tup_ins of the shard's partition over RateWindow,
+//     The insert rate is n_tup_ins of the shard's partition over RateWindow (5 s),
 //     or, when the statistics show none, the partition load the problem was
 //     classified from.
 //   - otherwise (memory_pressure, replication_lag, or a hotspot no shard
@@ -103,9 +103,11 @@ type ThrottleIngestion struct {
 	RateWindow time.Duration
 }
 
-// DefaultRateWindow spans two flushes of the writers' statistics (a
-// backend reports them at most once a second).
-const DefaultRateWindow = 2 * time.Second
+// DefaultRateWindow is the partitions collector's cadence: a backend
+// reports its statistics at most once a second and single-row writers in
+// lumps, so over 2 s the peers' median came out at 19 rows/s where the
+// monitor read 48, and the hot shard was capped below its peers.
+const DefaultRateWindow = 5 * time.Second
 
 // shardCapSegment is the part of the segment that keeps shard caps
 // (*shmproto.Segment).
@@ -157,7 +159,7 @@ func (ThrottleIngestion) Handles() []classify.Class {
 	return []classify.Class{classify.ClassHotspotCongestion, classify.ClassMemoryPressure, classify.ClassReplicationLag}
 }
 func (ThrottleIngestion) Impact() float64                  { return 0.4 }
-func (ThrottleIngestion) EstimatedDuration() time.Duration { return 5 * time.Second }
+func (ThrottleIngestion) EstimatedDuration() time.Duration { return 8 * time.Second } // DefaultRateWindow and the caps
 func (ThrottleIngestion) Reversible() bool                 { return true }
 
 // Temporary: a throttle or cap is lifted once the collection has been
