@@ -304,7 +304,7 @@ ruvector_healing_enabled 1
 		v.db.QueryRow(ctx, `SELECT count(*) FROM ruvector.healing_outcomes`).Scan(&before)
 		v.db.QueryRow(ctx, `SELECT count(*) FROM ruvector.healing_requests`).Scan(&reqsBefore)
 		doc := v.call(ctx, t, `SELECT ruvector_healing_execute('emb', 'throttle_ingestion', '{"dry_run": true}')`)
-		if doc["dry_run"] != true || doc["would_run"] != true || doc["reversible"] != true || doc["timeout_seconds"] != 10.0 {
+		if doc["dry_run"] != true || doc["would_run"] != true || doc["reversible"] != true || doc["timeout_seconds"] != 16.0 {
 			t.Fatalf("plan %v", doc)
 		}
 		var after, reqsAfter int

@@ -159,10 +159,14 @@ func TestEvictColdDataVerifiedByMonitorLambda(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
+	// The writer stops between statements, by a flag, never by cancelling
+	// one: a COPY cancelled after its commit would be missing from the
+	// ledger (seen in CI: 4 rows).
+	var stopWriter atomic.Bool
 	go func() {
 		defer loops.Done()
-		for loopCtx.Err() == nil {
-			if err := env.W.CopyInsert(loopCtx, len(hot), func(i int) int { return hot[i] }); err != nil {
+		for loopCtx.Err() == nil && !stopWriter.Load() {
+			if err := env.W.CopyInsert(ctx, len(hot), func(i int) int { return hot[i] }); err != nil {
 				if loopCtx.Err() == nil {
 					hotErr.Store(err)
 				}
@@ -391,6 +395,7 @@ func TestEvictColdDataVerifiedByMonitorLambda(t *testing.T) {
 		t.Fatalf("memory reading %.1f%% after rollback: the re-warmed cache should be inactive (reclaimable), not pressure", m3.UsagePct)
 	}
 
+	stopWriter.Store(true)
 	stopLoops()
 	loops.Wait()
 	check, err := env.W.Ledger.Verify(ctx, env.Pool, env.W.Table)
