@@ -106,7 +106,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	isLeader bool
-	busy     map[int64]bool // collections with an attempt in this process
+	queues   map[int64]*collQueue // collections with work in this process
 	states   map[string]collState
 	wg       sync.WaitGroup
 	// recovering: an orphan recovery is running (recoverOrphans);
@@ -137,7 +137,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	}
 	return &Service{cfg: cfg, leader: Leader{Holder: cfg.Holder, TTL: cfg.LeaderTTL},
 		wake: make(chan struct{}, 1), auto: make(chan Trigger, 64),
-		busy: map[int64]bool{}, states: map[string]collState{}}, nil
+		queues: map[int64]*collQueue{}, states: map[string]collState{}}, nil
 }
 
 // IsLeader reports whether this process is the active sidecar.
@@ -266,7 +266,7 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		case tr := <-s.auto:
 			if s.IsLeader() {
-				s.spawn(ctx, tr.CollectionID, func(ctx context.Context) {
+				s.spawnAuto(ctx, tr.CollectionID, func(ctx context.Context) {
 					out, err := s.cfg.Engine.Heal(ctx, tr)
 					s.logAuto(tr, out, err)
 				})
@@ -463,32 +463,62 @@ func (s *Service) serveRequests(ctx context.Context, withCtl func(func(*pgx.Conn
 	}
 }
 
-// spawn runs fn for a collection on its own goroutine, one at a time per
-// collection in this process (the lease enforces it across processes).
+// collQueue is one collection's work in this process: one item runs at a
+// time (the lease enforces it across processes). A person's requests run
+// in the order they came and before any automatic attempt, so a persisting
+// problem whose automatic attempts follow one another cannot starve them;
+// automatic attempts waiting behind a running one collapse into the newest,
+// which carries the freshest trigger.
+type collQueue struct {
+	requests []func(context.Context)
+	auto     func(context.Context)
+}
+
+// spawn queues a request's work for a collection.
 func (s *Service) spawn(ctx context.Context, collID int64, fn func(context.Context)) {
+	s.enqueue(ctx, collID, func(q *collQueue) { q.requests = append(q.requests, fn) })
+}
+
+// spawnAuto queues an automatic attempt for a collection, replacing one
+// that is still waiting.
+func (s *Service) spawnAuto(ctx context.Context, collID int64, fn func(context.Context)) {
+	s.enqueue(ctx, collID, func(q *collQueue) { q.auto = fn })
+}
+
+func (s *Service) enqueue(ctx context.Context, collID int64, add func(*collQueue)) {
+	s.mu.Lock()
+	q, running := s.queues[collID]
+	if !running {
+		q = &collQueue{}
+		s.queues[collID] = q
+	}
+	add(q)
+	s.mu.Unlock()
+	if running {
+		return // the collection's runner takes it next
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		for {
 			s.mu.Lock()
-			if !s.busy[collID] {
-				s.busy[collID] = true
+			var fn func(context.Context)
+			switch {
+			case ctx.Err() != nil:
+			case len(q.requests) > 0:
+				fn = q.requests[0]
+				q.requests = q.requests[1:]
+			case q.auto != nil:
+				fn, q.auto = q.auto, nil
+			}
+			if fn == nil {
+				delete(s.queues, collID)
 				s.mu.Unlock()
-				break
-			}
-			s.mu.Unlock()
-			select {
-			case <-ctx.Done():
 				return
-			case <-time.After(50 * time.Millisecond):
 			}
-		}
-		defer func() {
-			s.mu.Lock()
-			delete(s.busy, collID)
 			s.mu.Unlock()
-		}()
-		fn(ctx)
+			fn(ctx)
+		}
 	}()
 }
 
