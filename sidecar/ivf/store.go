@@ -57,6 +57,11 @@ type TrainOptions struct {
 	Seed uint64
 	// OutcomeID is recorded on the version when a healing outcome made it.
 	OutcomeID *int64
+	// MaxListRatio, when > 0, trains with BalancedKMeans: lists are split
+	// and merged until the largest holds at most this many times the
+	// median list's vectors (DefaultMaxListRatio is the usual choice; ≥ 1).
+	// 0: plain k-means.
+	MaxListRatio float64
 }
 
 // ReadSample streams the collection's embeddings with COPY and keeps a
@@ -192,7 +197,12 @@ func Train(ctx context.Context, conn *pgx.Conn, collection string, opts TrainOpt
 	if err != nil {
 		return 0, err
 	}
-	res, err := KMeans(sample, lists, opts.MaxIter, opts.Seed)
+	var res KMeansResult
+	if opts.MaxListRatio != 0 {
+		res, _, err = BalancedKMeans(sample, lists, opts.MaxIter, opts.Seed, BalanceOptions{MaxRatio: opts.MaxListRatio})
+	} else {
+		res, err = KMeans(sample, lists, opts.MaxIter, opts.Seed)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("ivf: train %q: %w", collection, err)
 	}

@@ -45,7 +45,9 @@ import (
 // search latency at the old probes are reported too.
 type RebuildCentroids struct {
 	Dial Dialer
-	// Train tunes training (sample size, iterations, seed).
+	// Train tunes training (sample size, iterations, seed, list size
+	// bound). MaxListRatio 0 means ivf.DefaultMaxListRatio here: a rebuild
+	// always bounds the largest list relative to the median.
 	Train ivf.TrainOptions
 	// BatchSize is rows per reassignment batch (default 1000).
 	BatchSize int
@@ -271,6 +273,12 @@ func (r *RebuildCentroids) Execute(ctx context.Context, rc *strategy.Context) (s
 		return strategy.Result{Metadata: meta}, err
 	}
 	opts := r.Train
+	if opts.MaxListRatio == 0 {
+		// Size-bounded: plain k-means gives a dense drift blob one list,
+		// which stays the largest however often it is retrained.
+		opts.MaxListRatio = ivf.DefaultMaxListRatio
+	}
+	meta["max_list_ratio"] = opts.MaxListRatio
 	if id, ok := outcomeID(rc); ok {
 		opts.OutcomeID = &id
 	}
