@@ -109,6 +109,11 @@ type Outcome struct {
 	Error      string              `json:"error,omitempty"`
 	Verified   bool                `json:"verified"`
 	RolledBack bool                `json:"rolled_back"`
+	// Held says why an unverified temporary measure was kept in force for
+	// the episode's next remedy (strategy.Holder); "" when it was not.
+	Held string `json:"held,omitempty"`
+	// HoldCheck is what the hold check measured, held or not.
+	HoldCheck string `json:"hold_check,omitempty"`
 	// InitialLambda and FinalLambda (NaN-free: 0 when not sampled).
 	InitialLambda float64       `json:"initial_lambda"`
 	FinalLambda   float64       `json:"final_lambda"`
@@ -298,6 +303,9 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	if lim.Tried, err = e.triedThisEpisode(ctx, tr.CollectionID, dec.Problem.Class, cfg.AttemptWindow.Seconds()); err != nil {
 		return Outcome{}, err
 	}
+	if lim.Held, err = e.heldInForce(ctx, tr.CollectionID); err != nil {
+		return Outcome{}, err
+	}
 	sel := e.reg.Select(ctx, dec.Problem, lim)
 	// A strategy not yet tried for this problem in this episode is an
 	// escalation, which the ineffective-healing stop lets through: the
@@ -412,9 +420,33 @@ func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, r
 	}
 	out.Signal = measureSignal(row.problem, tr.Metrics, after, afterAt)
 
-	// Roll back whatever was done unless it verified. Failures included:
-	// a strategy that timed out or panicked may have acted half-way.
-	if !out.Verified && !res.Noop && s.Reversible() {
+	// An unverified measure that still holds the problem's cause is kept
+	// for the next remedy of the episode (strategy.Holder); the lift of
+	// temporary measures bounds how long.
+	if !failed && !out.Verified && !res.Noop && strategy.IsTemporary(s) {
+		if h, ok := s.(strategy.Holder); ok {
+			hctx, cancel := context.WithTimeout(actx, timeout)
+			var holds bool
+			var why string
+			herr := safeCall(func() error {
+				var err error
+				holds, why, err = h.Holds(hctx, rc)
+				return err
+			})
+			cancel()
+			switch {
+			case herr != nil:
+				e.opts.Log.Warn().Err(herr).Int64("outcome_id", id).Msg("healing: could not tell whether the measure holds; rolling it back")
+			case holds:
+				out.Held = why
+			}
+			out.HoldCheck = why
+		}
+	}
+	// Roll back whatever was done unless it verified or is held. Failures
+	// included: a strategy that timed out or panicked may have acted
+	// half-way.
+	if !out.Verified && out.Held == "" && !res.Noop && s.Reversible() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		rbErr := safeCall(func() error { return s.Rollback(rctx, rc) })
 		cancel()
@@ -443,6 +475,9 @@ func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, r
 	}
 	out.Duration = time.Since(started)
 	out.Reason = fmt.Sprintf("%s: %s", s.Name(), out.Status)
+	if out.Held != "" {
+		out.Reason += ", held: " + out.Held
+	}
 	ferr := e.finish(ctx, id, out, verifiedPtr, final, rc)
 	ev := e.opts.Log.Info()
 	if out.Status == StatusFailed || ferr != nil {

@@ -3,6 +3,7 @@ package healing
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -42,4 +43,38 @@ func (e *Engine) triedThisEpisode(ctx context.Context, collectionID int64, class
 		return nil, fmt.Errorf("healing: attempts this episode on collection %d: %w", collectionID, err)
 	}
 	return tried, nil
+}
+
+// heldSQL selects the measures held in force (Outcome.Held): done, kept
+// unverified, and neither rolled back by the attempt nor lifted since.
+const heldSQL = `
+SELECT o.id, o.collection_id, o.strategy_name, o.started_at
+FROM ruvector.healing_outcomes o
+WHERE o.state = 'done' AND o.metadata ? 'held' AND NOT coalesce(o.rolled_back, false)
+  AND coalesce(o.metadata->>'kind', '') <> 'rollback'
+  AND NOT EXISTS (SELECT 1 FROM ruvector.healing_outcomes r
+      WHERE r.metadata->>'kind' = 'rollback' AND r.metadata->>'rollback_of' = o.id::text AND r.success)`
+
+// heldInForce maps each strategy whose measure is held in force on the
+// collection to the newest outcome holding it (strategy.Limits.Held).
+func (e *Engine) heldInForce(ctx context.Context, collectionID int64) (map[string]int64, error) {
+	held := map[string]int64{}
+	err := e.withConn(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, heldSQL+` AND o.collection_id = $1 ORDER BY o.id`, collectionID)
+		if err != nil {
+			return err
+		}
+		var id, coll int64
+		var name string
+		var started time.Time
+		_, err = pgx.ForEachRow(rows, []any{&id, &coll, &name, &started}, func() error {
+			held[name] = id
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("healing: measures held on collection %d: %w", collectionID, err)
+	}
+	return held, nil
 }

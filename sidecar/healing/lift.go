@@ -10,7 +10,7 @@ import (
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
-// LiftTemporary rolls back the verified remediations of temporary
+// LiftTemporary rolls back the verified or held remediations of temporary
 // strategies (strategy.Temporary: throttles and shard caps, paused
 // maintenance, drained shards) that are still in force on a collection
 // that has been normal for at least after since they ran. Each lift is a
@@ -42,7 +42,7 @@ CROSS JOIN LATERAL (
     SELECT ev.new_state, ev.created_at FROM ruvector.integrity_events ev
     WHERE ev.collection_id = o.collection_id AND ev.event_type = 'state_transition'
     ORDER BY ev.created_at DESC, ev.id DESC LIMIT 1) t
-WHERE o.state = 'done' AND o.verified AND NOT coalesce(o.rolled_back, false)
+WHERE o.state = 'done' AND (o.verified OR o.metadata ? 'held') AND NOT coalesce(o.rolled_back, false)
   AND coalesce(o.metadata->>'kind', '') <> 'rollback'
   AND o.strategy_name = ANY($1)
   AND t.new_state = 'normal' AND t.created_at > o.started_at
@@ -77,6 +77,69 @@ ORDER BY o.id`, names, after.Seconds())
 	}
 	if len(errs) > 0 {
 		return lifted, fmt.Errorf("healing: lift temporary remediations: %v", errs)
+	}
+	return lifted, nil
+}
+
+// LiftHeld rolls back the measures held in force (Outcome.Held) for longer
+// than limit while their collection never got back to normal: a hold is for
+// the next remedy of the episode to act under, and if none cured the
+// problem in that time, a cap must not stay on a person's collection
+// indefinitely. Like a lift, each is a rollback record of its own (decision
+// "lifted"). It returns the outcome ids lifted.
+func (e *Engine) LiftHeld(ctx context.Context, limit time.Duration) ([]int64, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	type held struct {
+		id, collectionID int64
+		strategy         string
+		started          time.Time
+	}
+	var due []held
+	var names map[int64]string
+	err := e.withConn(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, heldSQL+` AND o.started_at < clock_timestamp() - make_interval(secs => $1) ORDER BY o.id`, limit.Seconds())
+		if err != nil {
+			return err
+		}
+		var h held
+		if _, err := pgx.ForEachRow(rows, []any{&h.id, &h.collectionID, &h.strategy, &h.started}, func() error {
+			due = append(due, h)
+			return nil
+		}); err != nil {
+			return err
+		}
+		names = map[int64]string{}
+		for _, h := range due {
+			if _, ok := names[h.collectionID]; ok {
+				continue
+			}
+			var n string
+			if err := c.QueryRow(ctx, `SELECT name FROM ruvector.collections WHERE collection_id = $1`, h.collectionID).Scan(&n); err != nil {
+				return err
+			}
+			names[h.collectionID] = n
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("healing: held measures to lift: %w", err)
+	}
+	var lifted []int64
+	var errs []error
+	for _, h := range due {
+		why := fmt.Sprintf("lifted: %s held since %s (%s) without collection %q getting back to normal (--held-max %s)",
+			h.strategy, h.started.UTC().Format(time.RFC3339), time.Since(h.started).Round(time.Second), names[h.collectionID], limit)
+		if _, err := e.rollbackOutcome(ctx, names[h.collectionID], h.collectionID, h.id, map[string]any{"lifted": why},
+			"held measure lifted: no remedy cured the problem under it in time"); err != nil {
+			errs = append(errs, fmt.Errorf("outcome %d: %w", h.id, err))
+			continue
+		}
+		lifted = append(lifted, h.id)
+	}
+	if len(errs) > 0 {
+		return lifted, fmt.Errorf("healing: lift held measures: %v", errs)
 	}
 	return lifted, nil
 }

@@ -152,6 +152,12 @@ func (e *Engine) finish(ctx context.Context, id int64, out Outcome, verified *bo
 	if out.Signal != nil {
 		doc["signal"] = out.Signal
 	}
+	if out.Held != "" {
+		doc["held"] = out.Held
+	}
+	if out.HoldCheck != "" {
+		doc["hold_check"] = out.HoldCheck
+	}
 	meta, _ := json.Marshal(doc)
 	// The record must land even if the caller's context was cancelled
 	// mid-attempt: an abort is an outcome too.

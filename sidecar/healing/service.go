@@ -92,8 +92,12 @@ type ServiceConfig struct {
 	// rolled back once their collection has been normal this long
 	// (Engine.LiftTemporary); 0 never lifts them.
 	LiftAfter time.Duration
-	Metrics   ServiceMetrics
-	Log       zerolog.Logger
+	// HeldMax: a measure held in force for the episode's next remedy
+	// (strategy.Holder) is lifted after this long if its collection never
+	// got back to normal; 0 means DefaultHeldMax.
+	HeldMax time.Duration
+	Metrics ServiceMetrics
+	Log     zerolog.Logger
 }
 
 // Service runs the engine in the daemon: triggers from the integrity loop,
@@ -135,10 +139,19 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if cfg.Holder == "" {
 		cfg.Holder = cfg.Engine.opts.Holder
 	}
+	if cfg.HeldMax <= 0 {
+		cfg.HeldMax = DefaultHeldMax
+	}
 	return &Service{cfg: cfg, leader: Leader{Holder: cfg.Holder, TTL: cfg.LeaderTTL},
 		wake: make(chan struct{}, 1), auto: make(chan Trigger, 64),
 		queues: map[int64]*collQueue{}, states: map[string]collState{}}, nil
 }
+
+// DefaultHeldMax bounds a held measure (ServiceConfig.HeldMax): long
+// enough for the episode's other remedies, each verified within minutes,
+// short enough that an uncured problem soon goes back to a person with
+// nothing of the sidecar's left in force.
+const DefaultHeldMax = 10 * time.Minute
 
 // IsLeader reports whether this process is the active sidecar.
 func (s *Service) IsLeader() bool {
@@ -347,19 +360,29 @@ func (s *Service) recoverOrphans(ctx context.Context) {
 }
 
 // liftTemporary lifts, in the background, the temporary remediations whose
-// collection has been normal for LiftAfter. One lift at a time, like
+// collection has been normal for LiftAfter, and the held measures older
+// than HeldMax. One lift at a time, like
 // recoverOrphans, so rollbacks never hold up the leader row's renewal.
 func (s *Service) liftTemporary(ctx context.Context) {
-	if s.cfg.LiftAfter <= 0 || !s.lifting.CompareAndSwap(false, true) {
+	if !s.lifting.CompareAndSwap(false, true) {
 		return
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer s.lifting.Store(false)
+		// LiftAfter 0 keeps verified measures; held ones are bounded anyway.
 		ids, err := s.cfg.Engine.LiftTemporary(ctx, s.cfg.LiftAfter)
 		if err != nil && ctx.Err() == nil {
 			s.cfg.Log.Warn().Err(err).Msg("healing: lifting temporary remediations")
+		}
+		held, err := s.cfg.Engine.LiftHeld(ctx, s.cfg.HeldMax)
+		if err != nil && ctx.Err() == nil {
+			s.cfg.Log.Warn().Err(err).Msg("healing: lifting held measures")
+		}
+		if len(held) > 0 {
+			s.cfg.Log.Warn().Ints64("outcome_ids", held).Dur("held_max", s.cfg.HeldMax).
+				Msg("healing: lifted held measures: no remedy cured the problem under them in time")
 		}
 		if len(ids) > 0 {
 			s.cfg.Log.Info().Ints64("outcome_ids", ids).Dur("normal_for_at_least", s.cfg.LiftAfter).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -114,6 +115,7 @@ const DefaultRateWindow = 5 * time.Second
 type shardCapSegment interface {
 	ReadShardCap(i, shard int) (shmproto.ShardCap, error)
 	SetSidecarShardCap(i, shard int, rowsPerSec uint32, outcomeID int64) error
+	ReadShardCapCounters(i int) (shmproto.ShardCapCounters, error)
 }
 
 // Kinds of rollback records.
@@ -139,6 +141,8 @@ type throttleAction struct {
 	PreviousOutcome int64  `json:"previous_outcome_id,omitempty"`
 	NewPct          uint32 `json:"new_pct,omitempty"`
 	NewCap          uint32 `json:"new_cap,omitempty"`
+	// Rate is the capped shard's insert rate measured before, rows/s.
+	Rate float64 `json:"measured_rows_per_sec,omitempty"`
 }
 
 // shardCapTarget is one hot shard and the cap it gets.
@@ -218,23 +222,9 @@ func (t ThrottleIngestion) shardCaps(ctx context.Context, rc *strategy.Context, 
 		return nil, "", fmt.Errorf("throttle_ingestion: connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	rows, err := conn.Query(ctx, `
-SELECT c.oid::int8, (regexp_match(pg_get_expr(c.relpartbound, c.oid), '^FOR VALUES IN \((\d+)\)$'))[1]::int
-FROM ruvector.collection_relations r
-JOIN ruvector.vector_collections v ON v.collection_id = r.collection_id
-JOIN pg_class c ON c.oid = r.relid
-WHERE r.collection_id = $1 AND c.relispartition
-  AND pg_get_expr(c.relpartbound, c.oid) ~ '^FOR VALUES IN \(\d+\)$'
-ORDER BY 2`, rc.CollectionID)
+	all, err := shardPartitions(ctx, conn, rc)
 	if err != nil {
-		return nil, "", fmt.Errorf("throttle_ingestion: shards of %q: %w", rc.Collection, err)
-	}
-	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (shardCapTarget, error) {
-		var x shardCapTarget
-		return x, r.Scan(&x.RelID, &x.Shard)
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("throttle_ingestion: shards of %q: %w", rc.Collection, err)
+		return nil, "", err
 	}
 	var hot []shardCapTarget
 	for _, s := range all {
@@ -274,6 +264,29 @@ ORDER BY 2`, rc.CollectionID)
 	return hot, "", nil
 }
 
+// shardPartitions lists the collection's shards and their partitions.
+func shardPartitions(ctx context.Context, conn *pgx.Conn, rc *strategy.Context) ([]shardCapTarget, error) {
+	rows, err := conn.Query(ctx, `
+SELECT c.oid::int8, (regexp_match(pg_get_expr(c.relpartbound, c.oid), '^FOR VALUES IN \((\d+)\)$'))[1]::int
+FROM ruvector.collection_relations r
+JOIN ruvector.vector_collections v ON v.collection_id = r.collection_id
+JOIN pg_class c ON c.oid = r.relid
+WHERE r.collection_id = $1 AND c.relispartition
+  AND pg_get_expr(c.relpartbound, c.oid) ~ '^FOR VALUES IN \(\d+\)$'
+ORDER BY 2`, rc.CollectionID)
+	if err != nil {
+		return nil, fmt.Errorf("throttle_ingestion: shards of %q: %w", rc.Collection, err)
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (shardCapTarget, error) {
+		var x shardCapTarget
+		return x, r.Scan(&x.RelID, &x.Shard)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("throttle_ingestion: shards of %q: %w", rc.Collection, err)
+	}
+	return all, nil
+}
+
 // shardCap is the cap of a hot shard measured at rate rows/s. When its
 // peers write, it is their median rate: one attempt brings the shard's
 // write load in line with a typical shard's, which is the ratio the hotspot
@@ -297,44 +310,13 @@ func (t ThrottleIngestion) measure(ctx context.Context, conn *pgx.Conn, rc *stra
 	for _, h := range hot {
 		ids = append(ids, h.RelID)
 	}
-	read := func() (map[int64]int64, time.Time, error) {
-		rows, err := conn.Query(ctx, `SELECT r, pg_stat_get_tuples_inserted(r::oid) FROM unnest($1::int8[]) r`, ids)
-		if err != nil {
-			return nil, time.Time{}, err
-		}
-		at := time.Now()
-		out := map[int64]int64{}
-		for rows.Next() {
-			var id, n int64
-			if err := rows.Scan(&id, &n); err != nil {
-				rows.Close()
-				return nil, at, err
-			}
-			out[id] = n
-		}
-		return out, at, rows.Err()
-	}
-	window := t.RateWindow
-	if window <= 0 {
-		window = DefaultRateWindow
-	}
-	before, t0, err := read()
+	rates, err := t.insertRates(ctx, conn, ids, nil)
 	if err != nil {
 		return fmt.Errorf("throttle_ingestion: insert counts of %q: %w", rc.Collection, err)
 	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(window):
-	}
-	after, t1, err := read()
-	if err != nil {
-		return fmt.Errorf("throttle_ingestion: insert counts of %q: %w", rc.Collection, err)
-	}
-	el := t1.Sub(t0).Seconds()
 	var peerRates []float64
 	for _, id := range peers {
-		peerRates = append(peerRates, float64(max(after[id]-before[id], 0))/el)
+		peerRates = append(peerRates, rates[id])
 	}
 	median := 0.0
 	if n := len(peerRates); n > 0 {
@@ -343,13 +325,173 @@ func (t ThrottleIngestion) measure(ctx context.Context, conn *pgx.Conn, rc *stra
 	}
 	for i := range hot {
 		hot[i].PeerMedian = median
-		if d := after[hot[i].RelID] - before[hot[i].RelID]; d > 0 {
-			hot[i].Rate, hot[i].Source = float64(d)/el, "n_tup_ins"
+		if r := rates[hot[i].RelID]; r > 0 {
+			hot[i].Rate, hot[i].Source = r, "n_tup_ins"
 		} else {
 			hot[i].Rate, hot[i].Source = rc.Metrics.PartitionLoad[hot[i].RelID], "partition_load"
 		}
 	}
 	return nil
+}
+
+// insertRates measures the rows/s inserted into each partition of ids
+// (n_tup_ins) over RateWindow; between, if not nil, runs at the start and
+// the end of the window.
+func (t ThrottleIngestion) insertRates(ctx context.Context, conn *pgx.Conn, ids []int64, between func() error) (map[int64]float64, error) {
+	read := func() (map[int64]int64, time.Time, error) {
+		rows, err := conn.Query(ctx, `SELECT r, pg_stat_get_tuples_inserted(r::oid) FROM unnest($1::int8[]) r`, ids)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		at := time.Now()
+		out := map[int64]int64{}
+		var id, n int64
+		_, err = pgx.ForEachRow(rows, []any{&id, &n}, func() error {
+			out[id] = n
+			return nil
+		})
+		return out, at, err
+	}
+	window := t.RateWindow
+	if window <= 0 {
+		window = DefaultRateWindow
+	}
+	mark := func() error {
+		if between == nil {
+			return nil
+		}
+		return between()
+	}
+	if err := mark(); err != nil {
+		return nil, err
+	}
+	before, t0, err := read()
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(window):
+	}
+	after, t1, err := read()
+	if err != nil {
+		return nil, err
+	}
+	if err := mark(); err != nil {
+		return nil, err
+	}
+	el := t1.Sub(t0).Seconds()
+	rates := make(map[int64]float64, len(ids))
+	for _, id := range ids {
+		rates[id] = float64(max(after[id]-before[id], 0)) / el
+	}
+	return rates, nil
+}
+
+// Holds (strategy.Holder) says whether the attempt's shard caps still hold
+// back the writer that made the hotspot: every cap is still this outcome's,
+// each capped shard took at most its cap (with a margin for the GCRA's
+// burst) over RateWindow where it took at least HoldBindingFactor × the cap
+// before, and the segment delayed or refused writes during the window, so
+// a writer is being held back right now rather than gone by itself. A
+// whole-collection throttle is never held: it slows every shard alike and
+// its effect is λ's to show.
+func (t ThrottleIngestion) Holds(ctx context.Context, rc *strategy.Context) (bool, string, error) {
+	acts, err := rc.Actions()
+	if err != nil {
+		return false, "", err
+	}
+	var capped []throttleAction
+	for _, raw := range acts {
+		var a throttleAction
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return false, "", fmt.Errorf("throttle_ingestion: action record: %w", err)
+		}
+		if a.Kind == actionShardCap {
+			capped = append(capped, a)
+		}
+	}
+	if len(capped) == 0 {
+		return false, "a whole-collection throttle is not held: it slows every shard alike", nil
+	}
+	caps, ok := t.Segment.(shardCapSegment)
+	if !ok || t.Dial == nil {
+		return false, "", errors.New("throttle_ingestion: shard caps were set but this sidecar cannot read them now")
+	}
+	c, err := findSlot(t.Segment, rc.Collection, rc.CollectionID, t.DatabaseOID)
+	if err != nil {
+		return false, "", err
+	}
+	for _, a := range capped {
+		sc, err := caps.ReadShardCap(c.Slot, a.Shard)
+		if err != nil {
+			return false, "", fmt.Errorf("throttle_ingestion: read cap of shard %d: %w", a.Shard, err)
+		}
+		if sc.SetBy != shmproto.SetBySidecar || sc.OutcomeID != rc.OutcomeID {
+			return false, fmt.Sprintf("the cap of shard %d is no longer this remediation's (%d rows/s set by %s, outcome %d)",
+				a.Shard, sc.RowsPerSec, shmproto.SetByNames[sc.SetBy], sc.OutcomeID), nil
+		}
+		if a.Rate < HoldBindingFactor*float64(a.NewCap) {
+			return false, fmt.Sprintf("shard %d took %.0f rows/s before its cap of %d: the cap never bound it", a.Shard, a.Rate, a.NewCap), nil
+		}
+	}
+	conn, err := t.Dial(ctx)
+	if err != nil {
+		return false, "", fmt.Errorf("throttle_ingestion: connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	all, err := shardPartitions(ctx, conn, rc)
+	if err != nil {
+		return false, "", err
+	}
+	relOf := map[int]int64{}
+	for _, p := range all {
+		relOf[p.Shard] = p.RelID
+	}
+	var ids []int64
+	for _, a := range capped {
+		if id, ok := relOf[a.Shard]; ok {
+			ids = append(ids, id)
+		}
+	}
+	var counters []shmproto.ShardCapCounters
+	rates, err := t.insertRates(ctx, conn, ids, func() error {
+		cc, err := caps.ReadShardCapCounters(c.Slot)
+		counters = append(counters, cc)
+		return err
+	})
+	if err != nil {
+		return false, "", fmt.Errorf("throttle_ingestion: insert rates under the caps: %w", err)
+	}
+	held := counters[1].DelayedRows - counters[0].DelayedRows
+	refused := counters[1].RejectedStatements - counters[0].RejectedStatements
+	var parts []string
+	for _, a := range capped {
+		r := rates[relOf[a.Shard]]
+		if r > float64(a.NewCap)*1.25+2 {
+			return false, fmt.Sprintf("shard %d takes %.0f rows/s under its cap of %d: the cap does not hold it", a.Shard, r, a.NewCap), nil
+		}
+		parts = append(parts, fmt.Sprintf("shard %d: %.0f rows/s before, %.0f under a cap of %d", a.Shard, a.Rate, r, a.NewCap))
+	}
+	if held == 0 && refused == 0 {
+		return false, fmt.Sprintf("no write was delayed or refused by the caps for %s (%s): the writer stopped by itself",
+			orWindow(t.RateWindow), strings.Join(parts, "; ")), nil
+	}
+	return true, fmt.Sprintf("the caps hold the hot writer back (%s; %d rows delayed, %d statements refused in %s); λ needs the shard's excess rows moved too",
+		strings.Join(parts, "; "), held, refused, orWindow(t.RateWindow)), nil
+}
+
+// HoldBindingFactor: a shard cap is held only where the shard took at
+// least this many times its cap before; below that the cap barely binds
+// and what λ shows is its whole effect.
+const HoldBindingFactor = 1.5
+
+func orWindow(w time.Duration) time.Duration {
+	if w <= 0 {
+		return DefaultRateWindow
+	}
+	return w
 }
 
 // Execute applies the caps or the throttle.
@@ -385,7 +527,7 @@ func (t ThrottleIngestion) capShards(ctx context.Context, rc *strategy.Context, 
 		}
 		if err := rc.Record(throttleAction{Kind: actionShardCap, CollectionID: rc.CollectionID, Shard: h.Shard,
 			PreviousCap: h.Previous.RowsPerSec, PreviousBy: shmproto.SetByNames[h.Previous.SetBy],
-			PreviousOutcome: h.Previous.OutcomeID, NewCap: h.Cap}); err != nil {
+			PreviousOutcome: h.Previous.OutcomeID, NewCap: h.Cap, Rate: h.Rate}); err != nil {
 			return strategy.Result{ActionsTaken: done}, err
 		}
 		if err := caps.SetSidecarShardCap(slot, h.Shard, h.Cap, rc.OutcomeID); err != nil {

@@ -127,6 +127,11 @@ type Limits struct {
 	// next one, as an operator escalates rather than repeat what did not
 	// cure it. Once every candidate was tried, learned weight decides again.
 	Tried map[string]int
+	// Held maps a strategy to the outcome whose measure it keeps in force
+	// on the collection after an unverified attempt (Holder). It is not
+	// chosen again while held: its measure is already in place, and the
+	// episode moves on to a remedy that acts under it.
+	Held map[string]int64
 }
 
 // EscalationFactor is what each earlier attempt in the episode multiplies a
@@ -144,6 +149,8 @@ const (
 	VerdictImpactTooHigh Verdict = "impact_exceeds_limit"
 	// VerdictUnavailable: Available reported false.
 	VerdictUnavailable Verdict = "unavailable"
+	// VerdictHeld: its measure is held in force (Limits.Held).
+	VerdictHeld Verdict = "held_in_force"
 	// VerdictApprovalRequired: eligible, but needs approval while a strategy
 	// that does not was chosen.
 	VerdictApprovalRequired Verdict = "approval_required"
@@ -260,6 +267,11 @@ func (r *Registry) Select(ctx context.Context, p classify.Problem, lim Limits) S
 					}
 					break
 				}
+			}
+			if held := lim.Held[c.Name]; held != 0 {
+				c.Verdict = VerdictHeld
+				c.Reason = fmt.Sprintf("its measure from outcome %d is held in force; another remedy acts under it", held)
+				break
 			}
 			var needs []string
 			if approvalClass {

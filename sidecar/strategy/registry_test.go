@@ -181,6 +181,18 @@ func TestSelect(t *testing.T) {
 			verdicts: map[string]Verdict{"k8s": VerdictUnavailable, "local": VerdictChosen},
 		},
 		{
+			name:       "a held measure is not chosen again: the next remedy acts under it",
+			strategies: []Strategy{s("cap", 0.1, true, hot), s("move", 0.3, true, hot)},
+			class:      hot, lim: Limits{MaxImpact: 1, Held: map[string]int64{"cap": 7}}, want: "move",
+			verdicts: map[string]Verdict{"cap": VerdictHeld, "move": VerdictChosen},
+		},
+		{
+			name:       "held and alone: nothing to choose",
+			strategies: []Strategy{s("cap", 0.1, true, hot)},
+			class:      hot, lim: Limits{MaxImpact: 1, Held: map[string]int64{"cap": 7}}, want: "",
+			verdicts: map[string]Verdict{"cap": VerdictHeld},
+		},
+		{
 			name:       "available gated strategy can win",
 			strategies: []Strategy{&gated{fake: *s("k8s", 0.1, true, hot), up: true}, s("local", 0.3, true, hot)},
 			class:      hot, lim: Limits{MaxImpact: 1}, want: "k8s",

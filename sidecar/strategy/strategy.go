@@ -67,6 +67,23 @@ func IsTemporary(s Strategy) bool {
 	return ok && t.Temporary()
 }
 
+// Holder is implemented by temporary strategies whose measure can hold a
+// problem's cause in check without raising λ by itself: a shard cap stops
+// a runaway writer, but the shard stays as large as it grew and searches
+// keep reading it, so λ rises only once a second remedy (rebalancing) acts
+// under the cap — and that remedy alone cannot outrun the writer. After an
+// unverified attempt the engine asks Holds; when the measure demonstrably
+// acts on the cause, it is kept in force ("held") instead of rolled back,
+// the episode's next attempt chooses another strategy (Limits.Held), and
+// the held measure is lifted like a verified temporary one once the
+// collection has been normal long enough, or after a bounded hold when it
+// never recovers.
+type Holder interface {
+	// Holds measures, changing nothing, whether what Execute did still acts
+	// on the problem's cause; why says what was measured either way.
+	Holds(ctx context.Context, rc *Context) (ok bool, why string, err error)
+}
+
 // Approval is deliberately not a strategy property: which strategies need a
 // human is operator policy (require_approval_strategies and
 // require_approval in the healing configuration), passed to Select in Limits,

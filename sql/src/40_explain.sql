@@ -213,6 +213,9 @@ BEGIN
             'by', CASE WHEN kind = 'rollback' THEN 'operator'
                        WHEN o.rolled_back THEN 'engine' END,
             'rollback_of', CASE WHEN kind = 'rollback' THEN o.metadata->'rollback_of' END,
+            -- Kept in force unverified for the episode's next remedy, and
+            -- what the engine measured to decide (strategy.Holder).
+            'held', o.metadata->'held', 'hold_check', o.metadata->'hold_check',
             'later_rollbacks', later),
         'audit', jsonb_build_object('sealed', o.chain_seq IS NOT NULL, 'chain_seq', o.chain_seq,
                                     'signed', o.signature IS NOT NULL, 'key_id', o.key_id),

@@ -92,6 +92,7 @@ type explanation struct {
 		RolledBack     bool   `json:"rolled_back"`
 		By             string `json:"by"`
 		RollbackOf     *int64 `json:"rollback_of"`
+		Held           string `json:"held"`
 		LaterRollbacks []struct {
 			ID      int64 `json:"id"`
 			Success bool  `json:"success"`
@@ -340,6 +341,9 @@ func printExplanation(w io.Writer, e explanation, tty bool) error {
 		rb += fmt.Sprintf(", of outcome %d", *e.Rollback.RollbackOf)
 	}
 	row("rolled back", "%s", rb)
+	if e.Rollback.Held != "" {
+		row("held", "kept in force for the next remedy: %s", e.Rollback.Held)
+	}
 	for _, l := range e.Rollback.LaterRollbacks {
 		row("later", "rolled back by an operator: outcome %d (success %s)", l.ID, yesNo(l.Success))
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/changefeed"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
+	"github.com/ruvector/ruvector-healing/sidecar/healing"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
 	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/metrics"
@@ -48,6 +49,8 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	stabilization := fs.Duration("stabilization", 0, "override healing_config stabilization_seconds (0: use the configuration); either way raised to the time the problem class's collectors need to show a change")
 	liftAfter := fs.Duration("lift-temporary-after", 10*time.Minute,
 		"lift (roll back) a verified throttle, shard cap, maintenance pause or drain once its collection has been normal this long (0: never; they then stay until ruvector_healing_rollback)")
+	heldMax := fs.Duration("held-max", healing.DefaultHeldMax,
+		"lift a measure kept in force for the next remedy (an unverified shard cap that stops a hot shard's writer) after this long if its collection never got back to normal")
 	var scf scaleFlags
 	scf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -62,6 +65,9 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		if d <= 0 {
 			return fmt.Errorf("%s %v must be positive", name, d)
 		}
+	}
+	if *heldMax <= 0 {
+		return fmt.Errorf("--held-max %v must be positive: a held measure is always bounded", *heldMax)
 	}
 	if *liftAfter < 0 {
 		return fmt.Errorf("--lift-temporary-after %v must not be negative (0 never lifts)", *liftAfter)
@@ -150,7 +156,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	}()
 	if obs.hub != nil {
 		hopts := healingOptions{key: key, scale: scale, holder: defaultHolder(), leaderTTL: *leaderTTL,
-			degradedEvery: *degradedEvery, stabilization: *stabilization, liftAfter: *liftAfter}
+			degradedEvery: *degradedEvery, stabilization: *stabilization, liftAfter: *liftAfter, heldMax: *heldMax}
 		go func() {
 			if err := superviseHealing(ctx, func(ctx context.Context) (*pgx.Conn, error) { return dialSidecar(ctx, sf.dsn) },
 				seg, srv.DatabaseOID, obs.hub, obs.heal, hopts, log); err != nil {

@@ -168,6 +168,7 @@ type healingOptions struct {
 	degradedEvery time.Duration
 	stabilization time.Duration
 	liftAfter     time.Duration
+	heldMax       time.Duration
 }
 
 // superviseHealing runs the healing service until ctx ends, rebuilding the
@@ -213,7 +214,7 @@ func runHealingOnce(ctx context.Context, dial func(context.Context) (*pgx.Conn, 
 	}
 	defer conn.Close(context.Background())
 	scfg := healing.ServiceConfig{Engine: eng, Dial: dial, Current: hub.get, Holder: opts.holder,
-		LeaderTTL: opts.leaderTTL, DegradedEvery: opts.degradedEvery, LiftAfter: opts.liftAfter, Log: hlog}
+		LeaderTTL: opts.leaderTTL, DegradedEvery: opts.degradedEvery, LiftAfter: opts.liftAfter, HeldMax: opts.heldMax, Log: hlog}
 	if m != nil {
 		scfg.Metrics = m
 	}
