@@ -29,7 +29,12 @@ type Partitions struct {
 }
 
 type partCounters struct {
-	writes, scans, reads int64
+	writes, scans int64
+	// seqRead is seq_tup_read; idxFetch idx_tup_fetch (heap rows fetched
+	// through an index: plain and bitmap index scans); idxRead the
+	// idx_tup_read of the partition's indexes summed (entries returned,
+	// which is the only count an index-only scan leaves).
+	seqRead, idxFetch, idxRead int64
 }
 
 type partSample struct {
@@ -49,7 +54,8 @@ SELECT c.oid::bigint, c.oid::regclass::text,
        coalesce(pg_get_expr(c.relpartbound, c.oid), ''),
        s.n_tup_ins + s.n_tup_upd + s.n_tup_del,
        s.seq_scan + coalesce(s.idx_scan, 0),
-       coalesce(s.seq_tup_read, 0) + coalesce(s.idx_tup_fetch, 0),
+       coalesce(s.seq_tup_read, 0), coalesce(s.idx_tup_fetch, 0),
+       coalesce((SELECT sum(pg_stat_get_tuples_returned(x.indexrelid)) FROM pg_index x WHERE x.indrelid = c.oid), 0)::bigint,
        s.n_live_tup, s.n_dead_tup
 FROM pg_class c
 JOIN pg_stat_user_tables s ON s.relid = c.oid
@@ -78,7 +84,7 @@ func (p *Partitions) Collect(ctx context.Context, q Querier, t Target, s *health
 		var ps health.PartitionSignal
 		var bound string
 		var c partCounters
-		if err := rows.Scan(&ps.RelID, &ps.Name, &bound, &c.writes, &c.scans, &c.reads, &ps.LiveRows, &ps.DeadRows); err != nil {
+		if err := rows.Scan(&ps.RelID, &ps.Name, &bound, &c.writes, &c.scans, &c.seqRead, &c.idxFetch, &c.idxRead, &ps.LiveRows, &ps.DeadRows); err != nil {
 			return fmt.Errorf("partitions: scan: %w", err)
 		}
 		ps.Shard = ShardOf(bound)
@@ -105,13 +111,13 @@ func (p *Partitions) Collect(ctx context.Context, q Querier, t Target, s *health
 				continue
 			}
 			c := cur.rels[out[i].RelID]
-			if c.writes < pc.writes || c.scans < pc.scans || c.reads < pc.reads {
+			if c.writes < pc.writes || c.scans < pc.scans || c.seqRead < pc.seqRead || c.idxFetch < pc.idxFetch {
 				reset = true
 				continue
 			}
 			out[i].WriteRowsPerSec = rate(c.writes, pc.writes, el)
 			out[i].ScansPerSec = rate(c.scans, pc.scans, el)
-			out[i].ReadRowsPerSec = rate(c.reads, pc.reads, el)
+			out[i].ReadRowsPerSec = rate(c.seqRead, pc.seqRead, el) + indexReadRate(c, pc, el)
 		}
 	}
 	s.Partitions = out
@@ -119,6 +125,25 @@ func (p *Partitions) Collect(ctx context.Context, q Querier, t Target, s *health
 		return fmt.Errorf("partitions of %s: %w", t.Name, ErrFirstSample)
 	}
 	return nil
+}
+
+// indexReadRate is the rate of rows read through the partition's indexes:
+// the larger of the heap fetches and the index entries returned. A plain or
+// bitmap index scan counts both (about the same rows, so they are not
+// added), an index-only scan only the entries: counting idx_tup_fetch alone
+// read a partition served by index-only scans as idle, and the same reads
+// counted 0 or in full as the planner switched between an index-only and
+// a sequential scan (the visibility map cleared by writes, set again by
+// VACUUM), which made equally read partitions look several times hotter
+// than one another. The entries' sum falls when an index is dropped or
+// rebuilt under a new oid: that is not a statistics reset, so its rate is
+// then 0 for one sample.
+func indexReadRate(c, pc partCounters, el time.Duration) float64 {
+	fetch := rate(c.idxFetch, pc.idxFetch, el)
+	if c.idxRead < pc.idxRead {
+		return fetch
+	}
+	return max(fetch, rate(c.idxRead, pc.idxRead, el))
 }
 
 var listBound = regexp.MustCompile(`^FOR VALUES IN \('?(-?[0-9]+)'?\)$`)

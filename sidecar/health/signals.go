@@ -51,7 +51,7 @@ type PartitionSignal struct {
 	Name            string
 	Shard           int64 // the LIST value when known, else -1
 	WriteRowsPerSec float64
-	ReadRowsPerSec  float64 // tuples fetched + returned per second
+	ReadRowsPerSec  float64 // rows read per second: sequential scans, plus index scans (heap fetches or index entries, index-only scans included)
 	ScansPerSec     float64 // seq + index scans per second
 	LiveRows        int64
 	DeadRows        int64
