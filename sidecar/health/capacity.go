@@ -104,7 +104,10 @@ func (c Config) centroidCapacities(cs []CentroidSignal) []float64 {
 }
 
 // replicaCapacity is 1 − lag/budget (the worse of the seconds and bytes
-// budgets); a broken replica gets 0, i.e. the floor.
+// budgets), or 1 while the lag is within LagToleranceSeconds (the bytes
+// lag within the same share of its budget); a broken replica gets 0, i.e.
+// the floor. The tolerance is a step, not a shift of the line, so a lag
+// above it reads what it always did.
 func (c Config) replicaCapacity(r ReplicaSignal) float64 {
 	if r.Broken {
 		return c.Floor
@@ -112,6 +115,9 @@ func (c Config) replicaCapacity(r ReplicaSignal) float64 {
 	frac := nonNeg(r.LagSeconds) / c.LagBudgetSeconds
 	if c.LagBudgetBytes > 0 {
 		frac = max(frac, float64(max(r.LagBytes, 0))/c.LagBudgetBytes)
+	}
+	if frac <= c.LagToleranceSeconds/c.LagBudgetSeconds {
+		return c.clampCap(1)
 	}
 	return c.clampCap(1 - frac)
 }

@@ -38,6 +38,16 @@ type Config struct {
 
 	// LagBudgetSeconds: replication capacity is 1 − lag/budget.
 	LagBudgetSeconds float64 `json:"lag_budget_seconds"`
+	// LagToleranceSeconds: a replica whose replay lag is at most this (and
+	// whose bytes lag, when budgeted, is within the same share of its
+	// budget) is fully healthy, as every other capacity has a tolerance.
+	// Without one, the few milliseconds of lag of a replica that streams
+	// normally made it the weakest component of a graph otherwise at full
+	// health, so a trigger taken while the state was still degraded (its
+	// restore hold) blamed replication lag and acted on it. Above the
+	// tolerance the capacity is unchanged (1 − lag/budget), so the stress
+	// and critical levels stay where they were (12 s and 42 s at 60 s).
+	LagToleranceSeconds float64 `json:"lag_tolerance_seconds"`
 	// LagBudgetBytes, when > 0, is a second budget on replay lag in bytes;
 	// the worse of the two fractions counts.
 	LagBudgetBytes float64 `json:"lag_budget_bytes"`
@@ -83,6 +93,7 @@ func DefaultConfig() Config {
 		CentroidSkewTolerance:     2,
 		MinCentroidListSize:       100,
 		LagBudgetSeconds:          60,
+		LagToleranceSeconds:       2,
 		LagBudgetBytes:            0,
 		GateWaitBudget:            1,
 		RejectBudgetPerSec:        10,
@@ -146,6 +157,9 @@ func (c Config) Validate() error {
 	}
 	if !finite(c.BundleWorstFraction) || c.BundleWorstFraction <= 0 || c.BundleWorstFraction > 1 {
 		return bad("bundle_worst_fraction", c.BundleWorstFraction, "must be in (0, 1]")
+	}
+	if !finite(c.LagToleranceSeconds) || c.LagToleranceSeconds < 0 || c.LagToleranceSeconds >= c.LagBudgetSeconds {
+		return bad("lag_tolerance_seconds", c.LagToleranceSeconds, fmt.Sprintf("must be >= 0 and below lag_budget_seconds (%v)", c.LagBudgetSeconds))
 	}
 	if !finite(c.LagBudgetBytes) || c.LagBudgetBytes < 0 {
 		return bad("lag_budget_bytes", c.LagBudgetBytes, "must be >= 0 (0 disables it)")
