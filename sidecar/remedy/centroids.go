@@ -1,6 +1,7 @@
 package remedy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -218,7 +219,8 @@ func (r *RebuildCentroids) Plan(ctx context.Context, rc *strategy.Context) (Plan
 		return Plan{}, err
 	}
 	steps := []Step{
-		{Action: "train", Target: name, Detail: map[string]any{"replaces_version": sk.Version, "lists": len(sk.Sizes)}},
+		{Action: "train", Target: name, Detail: map[string]any{"replaces_version": sk.Version, "lists": len(sk.Sizes),
+			"max_list_ratio": cmp.Or(r.Train.MaxListRatio, ivf.DefaultMaxListRatio)}},
 		{Action: "reassign", Target: name, Detail: map[string]any{"skew_factor": sk.Factor, "batch_size": r.batch()}},
 	}
 	if chk.tolerance >= 0 {
@@ -273,11 +275,9 @@ func (r *RebuildCentroids) Execute(ctx context.Context, rc *strategy.Context) (s
 		return strategy.Result{Metadata: meta}, err
 	}
 	opts := r.Train
-	if opts.MaxListRatio == 0 {
-		// Size-bounded: plain k-means gives a dense drift blob one list,
-		// which stays the largest however often it is retrained.
-		opts.MaxListRatio = ivf.DefaultMaxListRatio
-	}
+	// Size-bounded: plain k-means gives a dense drift blob one list, which
+	// stays the largest however often it is retrained.
+	opts.MaxListRatio = cmp.Or(opts.MaxListRatio, ivf.DefaultMaxListRatio)
 	meta["max_list_ratio"] = opts.MaxListRatio
 	if id, ok := outcomeID(rc); ok {
 		opts.OutcomeID = &id

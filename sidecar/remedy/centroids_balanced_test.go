@@ -68,6 +68,9 @@ func TestRebuildCentroidsHealsDenseBlob(t *testing.T) {
 				Recall: ivf.RecallOptions{Queries: 100, Probes: tc.probes}}
 			rc := &strategy.Context{Collection: "vec", CollectionID: int64(w.ID), Recorder: &outcomeRecorder{id: 90},
 				Started: time.Now(), Timeout: 2 * s.EstimatedDuration()}
+			if p, err := s.Plan(ctx, rc); err != nil || p.Steps[0].Detail["max_list_ratio"] != ivf.DefaultMaxListRatio {
+				t.Fatalf("plan %+v, %v: want the train step's max_list_ratio", p, err)
+			}
 			res, err := s.Execute(ctx, rc)
 			if err != nil || !res.Success {
 				t.Fatalf("%+v, %v", res, err)
