@@ -28,11 +28,10 @@ type Cut struct {
 	// of the weakest bundle, independent of the graph's size. NaN when the
 	// baseline is 0 (a graph with no bundle, which Build never produces).
 	LambdaNorm float64 `json:"lambda_norm"`
-	// Side is the smaller side of the minimum cut (the isolated bundle);
-	// empty at full health (λ = baseline), when no bundle is weaker.
+	// Side is the smaller side of the minimum cut (the isolated bundle).
 	Side []Node `json:"side"`
 	// Witness are the edges crossing Side, flow = capacity (a saturated cut
-	// edge carries its capacity); empty (not nil) at full health.
+	// edge carries its capacity).
 	Witness []classify.WitnessEdge `json:"witness_edges"`
 	// Graph is the snapshot for ruvector_contracted_graph.
 	Graph *Graph `json:"graph"`
@@ -299,16 +298,6 @@ func (t *Tracker) cut(s Signals, g *Graph, r mincut.Result) Cut {
 	}
 	if t.baseline > 0 {
 		c.LambdaNorm = float64(r.Lambda) / float64(t.baseline)
-	}
-	if t.baseline > 0 && r.Lambda >= t.baseline {
-		// At full health every bundle is tied at its baseline and mincut
-		// returns one of them by the order of its search: that is not a
-		// weakest component, and a trigger taken while the state was still
-		// degraded (its restore hold) classified it as a problem (all the
-		// partition_link edges of a healthy bundle read as a hotspot). No
-		// component is to blame, so there is no side and no witness.
-		c.Witness = []classify.WitnessEdge{}
-		return c
 	}
 	for _, v := range r.Side {
 		c.Side = append(c.Side, g.Nodes[byID[v]])
