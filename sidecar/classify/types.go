@@ -119,6 +119,10 @@ type Metrics struct {
 	// PartitionLoad is the load of each partition, in any unit that is the same
 	// for all partitions (rows/s or share of traffic).
 	PartitionLoad map[int64]float64 `json:"partition_load,omitempty"`
+	// PartitionWrites is the part of PartitionLoad that is rows written
+	// per second: the strategies that move or route rows judge by it
+	// whether they can act on a hotspot at all.
+	PartitionWrites map[int64]float64 `json:"partition_writes,omitempty"`
 	// CentroidListSizes is the number of vectors in each IVF list.
 	CentroidListSizes map[int64]int64 `json:"centroid_list_sizes,omitempty"`
 	// ReplicaLagSeconds is the replication lag of each replica.

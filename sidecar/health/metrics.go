@@ -21,8 +21,10 @@ func MetricsFrom(s Signals) classify.Metrics {
 	var m classify.Metrics
 	if !s.Unknown[KindPartitions] && len(s.Partitions) > 0 {
 		m.PartitionLoad = make(map[int64]float64, len(s.Partitions))
+		m.PartitionWrites = make(map[int64]float64, len(s.Partitions))
 		for _, p := range s.Partitions {
 			m.PartitionLoad[p.RelID] = partitionLoad(p)
+			m.PartitionWrites[p.RelID] = nonNeg(p.WriteRowsPerSec)
 		}
 	}
 	if !s.Unknown[KindCentroids] && len(s.Centroids) > 0 {
