@@ -759,7 +759,8 @@ func (e *Engine) gate(ctx context.Context, collectionID int64, cfg healconfig.Co
 		if err != nil {
 			return err
 		}
-		rows, err := c.Query(ctx, `SELECT verified FROM ruvector.healing_outcomes
+		// A held measure (Outcome.Held) acted on the cause: not ineffective.
+		rows, err := c.Query(ctx, `SELECT CASE WHEN metadata ? 'held' THEN true ELSE verified END FROM ruvector.healing_outcomes
 			WHERE collection_id = $1 AND state = 'done' AND started_at > clock_timestamp() - make_interval(secs => $2)
 			AND coalesce(metadata->>'kind', '') <> 'rollback'
 			ORDER BY started_at DESC LIMIT $3`, collectionID, cfg.AttemptWindow.Seconds(), e.opts.IneffectiveAfter)

@@ -95,7 +95,55 @@ func (d *DrainHotPartition) prepare(ctx context.Context, conn *pgx.Conn, rc *str
 	if prev != nil && prev.Weight == 0 {
 		return hot, prev, fmt.Sprintf("shard %d of %q already gets no new rows", hot.Shard, rc.Collection), nil
 	}
-	return hot, prev, "", nil
+	why, err := drainCannotCool(ctx, conn, rc, shards, hot)
+	return hot, prev, why, err
+}
+
+// drainCannotCool says why draining would leave the shard hot, or "": a
+// drain takes only the shard's routed rows out of its load, at most its
+// routing weight's share of the routed inserts (the peers' median write
+// rate per unit of weight); reads of the rows it holds and rows written
+// with an explicit shard value stay. When what stays is still a hotspot
+// (stillHotRatio × the median partition load), draining changes nothing λ
+// can show, as a writer naming its shard or a shard grown large shows.
+func drainCannotCool(ctx context.Context, conn *pgx.Conn, rc *strategy.Context, shards []shardLoad, hot shardLoad) (string, error) {
+	wr, ok := writesOf(rc, shards, hot)
+	if !ok || hot.Load <= 0 {
+		return "", nil
+	}
+	rows, err := conn.Query(ctx, `SELECT shard, weight FROM ruvector.routing_weights WHERE collection_id = $1`, rc.CollectionID)
+	if err != nil {
+		return "", fmt.Errorf("drain_hot_partition: routing weights of %q: %w", rc.Collection, err)
+	}
+	weights := map[int]float64{}
+	var shard int
+	var weight float32
+	if _, err := pgx.ForEachRow(rows, []any{&shard, &weight}, func() error {
+		weights[shard] = float64(weight)
+		return nil
+	}); err != nil {
+		return "", fmt.Errorf("drain_hot_partition: routing weights of %q: %w", rc.Collection, err)
+	}
+	weightOf := func(s int) float64 {
+		if w, ok := weights[s]; ok {
+			return w
+		}
+		return 1
+	}
+	var perWeight []float64
+	for s, rate := range wr.peers {
+		if w := weightOf(s); w > 0 {
+			perWeight = append(perWeight, rate/w)
+		}
+	}
+	routed := min(wr.hot, weightOf(hot.Shard)*medianOf(perWeight))
+	left := hot.Load - routed
+	if ratio := left / wr.refLoad; ratio > stillHotRatio {
+		return fmt.Sprintf("draining shard %d of %q takes at most its routed share out of its load (about %.0f of the %.0f rows/s written to it); "+
+			"the rest, %.0f rows/s (reads of the rows it holds and rows written with an explicit shard), stays %.1f× the median partition load: "+
+			"routing cannot cool it", hot.Shard, rc.Collection, routed, wr.hot, left, ratio), nil
+	}
+	return "", nil
 }
 
 // Plan names the shard that would be drained.

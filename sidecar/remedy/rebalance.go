@@ -171,6 +171,19 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 		}
 	}
 	p := rebalancePlan{counts: counts, settle: settle}
+	if wr, ok := writesOf(rc, shards, hot); ok {
+		// Moving rows lowers the reads of the rows the shard holds, at
+		// most maxMoves within the estimated duration; a writer that adds
+		// rows faster than that beyond the median shard's pace outruns
+		// the move, which then only churns rows and is rolled back.
+		pace := float64(maxMoves) / r.EstimatedDuration().Seconds()
+		if excess := wr.hot - wr.peerMedian; excess > pace {
+			p.noop = fmt.Sprintf("shard %d of %q grows %.0f rows/s faster than the median shard (%.0f against %.0f rows/s written); "+
+				"moving at most %d rows in %s (%.0f rows/s) cannot catch up while it does: its writer needs a cap first (throttle_ingestion)",
+				hot.Shard, rc.Collection, excess, wr.hot, wr.peerMedian, maxMoves, r.EstimatedDuration(), pace)
+			return p, nil
+		}
+	}
 	if len(to) == 0 {
 		p.noop = fmt.Sprintf("no shard of %q is below the mean load to take rows", rc.Collection)
 		return p, nil

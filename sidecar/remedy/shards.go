@@ -127,3 +127,63 @@ func hotShard(rc *strategy.Context, shards []shardLoad) (shardLoad, error) {
 	})
 	return cands[0], nil
 }
+
+// stillHotRatio is the classifier's default hot-partition ratio
+// (classify.Thresholds.HotPartitionRatio): a shard whose load would still
+// be this many times the median partition's after a strategy did its best
+// is still a hotspot, so the strategy cannot cure it.
+const stillHotRatio = 1.5
+
+// minReferenceLoad mirrors health's MinPartitionLoad: below 10 rows/s the
+// median is not a meaningful reference.
+const minReferenceLoad = 10.0
+
+// medianOf returns the median of vs (0 for none).
+func medianOf(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	n := len(s)
+	return (s[(n-1)/2] + s[n/2]) / 2
+}
+
+// writeRates is what the problem's metrics say of the shards' write rates:
+// the hot shard's, its peers' median, and the reference load (the median
+// partition load, as the health graph judges a hotspot). ok is false when
+// the metrics carry no write rates (an older sidecar's trigger, a manual
+// execution without signals): the callers then act as before.
+type writeRates struct {
+	hot, peerMedian, refLoad float64
+	peers                    map[int]float64 // shard → rows/s written
+}
+
+func writesOf(rc *strategy.Context, shards []shardLoad, hot shardLoad) (writeRates, bool) {
+	w := rc.Metrics.PartitionWrites
+	if len(w) == 0 {
+		return writeRates{}, false
+	}
+	hw, ok := w[hot.RelID]
+	if !ok {
+		return writeRates{}, false
+	}
+	r := writeRates{hot: hw, peers: map[int]float64{}}
+	var peer, loads []float64
+	for _, s := range shards {
+		loads = append(loads, s.Load)
+		if s.Shard == hot.Shard {
+			continue
+		}
+		if v, ok := w[s.RelID]; ok {
+			r.peers[s.Shard] = v
+			peer = append(peer, v)
+		}
+	}
+	if len(peer) == 0 {
+		return writeRates{}, false
+	}
+	r.peerMedian = medianOf(peer)
+	r.refLoad = max(medianOf(loads), minReferenceLoad)
+	return r, true
+}
