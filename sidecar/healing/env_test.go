@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
+	"github.com/ruvector/ruvector-healing/shmproto"
 	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/instance"
 )
@@ -21,20 +23,8 @@ func startEnv(ctx context.Context, t *testing.T) (*env, int64) {
 	c := pgtest.Start(t, pgtest.Options{})
 	c.MustExec(ctx, setupSQL)
 	v := &env{c: c, db: c.Connect(ctx, "postgres")}
+	v.srv, v.seg = liveSegment(ctx, t, v.db)
 	var err error
-	if v.srv, err = instance.Discover(ctx, v.db); err != nil {
-		t.Fatal(err)
-	}
-	if v.seg, err = instance.OpenSegment(v.srv, ""); err != nil {
-		t.Fatal(err)
-	}
-	hbCtx, stopHB := context.WithCancel(ctx)
-	hbDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		_ = (&instance.Heartbeat{Segment: v.seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(hbCtx)
-	}()
-	t.Cleanup(func() { stopHB(); <-hbDone; v.seg.Close() })
 	if v.key, _, err = audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key")); err != nil {
 		t.Fatal(err)
 	}
@@ -48,4 +38,27 @@ func startEnv(ctx context.Context, t *testing.T) (*env, int64) {
 		return alive, err
 	})
 	return v, embID
+}
+
+// liveSegment maps the segment of the server behind conn and keeps a
+// sidecar heartbeat going until the test ends (the watchdog releases the
+// throttles and caps of a silent sidecar).
+func liveSegment(ctx context.Context, t *testing.T, conn *pgx.Conn) (instance.Server, *shmproto.Segment) {
+	t.Helper()
+	srv, err := instance.Discover(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg, err := instance.OpenSegment(srv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hbCtx, stopHB := context.WithCancel(ctx)
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		_ = (&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(hbCtx)
+	}()
+	t.Cleanup(func() { stopHB(); <-hbDone; seg.Close() })
+	return srv, seg
 }

@@ -13,13 +13,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
 	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
-	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
@@ -42,22 +40,7 @@ func TestShardCapHeldForTheNextRemedy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := workloadtest.Start(t, workloadtest.Spec{Name: "vec", Dim: 4, Partitions: 4, Lists: 2, Seed: 9})
-	srv, err := instance.Discover(ctx, env.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seg, err := instance.OpenSegment(srv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seg.Close()
-	hbCtx, stopHB := context.WithCancel(ctx)
-	hbDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		_ = (&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(hbCtx)
-	}()
-	defer func() { stopHB(); <-hbDone }()
+	srv, seg := liveSegment(ctx, t, env.Conn)
 	col, err := seg.Find("vec", srv.DatabaseOID)
 	if err != nil {
 		t.Fatal(err)

@@ -19,7 +19,6 @@ import (
 	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
-	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/remedy"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
@@ -174,22 +173,7 @@ func TestDryRunPlansOnRealServer(t *testing.T) {
 	}
 
 	// The sidecar starts: heartbeat, engine, service.
-	srv, err := instance.Discover(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seg, err := instance.OpenSegment(srv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seg.Close()
-	hbCtx, stopHB := context.WithCancel(ctx)
-	hbDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		_ = (&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(hbCtx)
-	}()
-	defer func() { stopHB(); <-hbDone }()
+	srv, seg := liveSegment(ctx, t, conn)
 	key, _, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key"))
 	if err != nil {
 		t.Fatal(err)

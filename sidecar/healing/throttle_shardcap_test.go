@@ -10,14 +10,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
 	"github.com/ruvector/ruvector-healing/shmproto"
 	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
-	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
@@ -32,22 +30,7 @@ func TestThrottleIngestionShardCapRestoresAndPins(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	env := workloadtest.Start(t, workloadtest.Spec{Name: "vec", Dim: 4, Partitions: 4, Lists: 2, Seed: 5})
-	srv, err := instance.Discover(ctx, env.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seg, err := instance.OpenSegment(srv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seg.Close()
-	hbCtx, stopHB := context.WithCancel(ctx)
-	hbDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		_ = (&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(hbCtx)
-	}()
-	defer func() { stopHB(); <-hbDone }()
+	srv, seg := liveSegment(ctx, t, env.Conn)
 	col, err := seg.Find("vec", srv.DatabaseOID)
 	if err != nil {
 		t.Fatal(err)
