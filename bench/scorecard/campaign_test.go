@@ -323,7 +323,18 @@ func setup(t *testing.T, ctx context.Context) *harness {
 		rng: rand.New(rand.NewPCG(*seedFlag, 0x5c0eca7d)), loads: &loadWindow{}, rec: &Recorder{}}
 	c.MustExec(ctx, `CREATE EXTENSION ruvector_healing;
 ALTER DATABASE postgres SET search_path = "$user", public, ruvector`)
-	pool, err := pgxpool.New(ctx, h.dsn)
+	pcfg, err := pgxpool.ParseConfig(h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The steady writers and searchers, the injected writers (a hot
+	// writer's COPY waits out its shard cap on its connection), the cold
+	// reader and the harness's own measurements are separate clients of
+	// the server: pgxpool's default of 4 connections on this machine made
+	// the steady inserts queue for a connection behind a capped hot
+	// writer, which read as the cap slowing the whole workload.
+	pcfg.MaxConns = 16
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
