@@ -164,7 +164,7 @@ func (s *Service) IsLeader() bool {
 // collection. It never blocks: it decides whether the sample is a trigger
 // (a transition from normal into stress or critical, an escalation from
 // stress to critical, or still degraded DegradedEvery after the last
-// trigger) and queues it.
+// trigger while λ is below the restore level) and queues it.
 func (s *Service) Observe(tr Trigger, now time.Time) {
 	s.mu.Lock()
 	prev := s.states[tr.Collection]
@@ -177,7 +177,11 @@ func (s *Service) Observe(tr Trigger, now time.Time) {
 		cur.degradedSince = now
 		fire = true
 	case degraded && now.Sub(prev.lastTrigger) >= s.cfg.DegradedEvery:
-		fire = true
+		// Back at the restore level, the state only waits out its restore
+		// hold: a trigger now would be classified on whatever is weakest in
+		// a graph that is healthy again (a streaming replica's milliseconds
+		// of lag, a tie of healthy bundles) and act on nothing.
+		fire = tr.RestoreLambda <= 0 || tr.Lambda < tr.RestoreLambda
 	case tr.State == strategy.StateCritical && prev.state == strategy.StateStress:
 		// Escalation is news: the response is graduated by state.
 		fire = true
