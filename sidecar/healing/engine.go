@@ -829,7 +829,13 @@ func (e *Engine) UpdateWeights(ctx context.Context, now time.Time) error {
 	err := e.withConn(ctx, func(c *pgx.Conn) error {
 		rows, err := c.Query(ctx, `SELECT strategy_name, success, verified, improvement_pct, started_at
 			FROM ruvector.healing_outcomes WHERE state = 'done' AND started_at > $1
-			AND coalesce(metadata->>'kind', '') <> 'rollback'`, now.Add(-learning.DefaultWindow))
+			AND coalesce(metadata->>'kind', '') <> 'rollback'
+			-- A noop changed nothing (nothing to evict here, a hotspot the
+			-- strategy declined): no evidence of how well it works where it
+			-- acts, and counted as a failure it would sink the weight it
+			-- needs elsewhere (one collection's noop kept evict_cold_data
+			-- from the next collection's memory pressure).
+			AND coalesce(metadata->>'status', '') <> 'noop'`, now.Add(-learning.DefaultWindow))
 		if err != nil {
 			return err
 		}

@@ -505,9 +505,22 @@ func TestEngineOnRealServer(t *testing.T) {
 		e := v.engineWith(ctx, t, healing.Options{Holder: t.Name(), IneffectiveAfter: 100}, s, throttle)
 		tr := memoryPressure("emb", embID, 0.5)
 		tr.State = strategy.StateNormal
+		weight := func() float64 {
+			var w float64
+			if err := v.db.QueryRow(ctx, `SELECT coalesce((SELECT weight FROM ruvector.healing_strategy_weights
+				WHERE strategy_name = 'throttle_ingestion'), -1)`).Scan(&w); err != nil {
+				t.Fatal(err)
+			}
+			return w
+		}
+		before := weight()
 		out, err := e.Heal(ctx, tr)
 		if err != nil || out.Status != healing.StatusNoop || out.RolledBack {
 			t.Fatalf("outcome %+v %v", out, err)
+		}
+		// Nothing was done, so nothing was learned.
+		if after := weight(); after != before {
+			t.Fatalf("a noop moved the learned weight %v → %v", before, after)
 		}
 		if th := v.throttle(t, coll.Slot, shmproto.OpInsert); th.Pct != 0 {
 			t.Fatalf("insert throttle %+v", th)
