@@ -68,6 +68,10 @@ CREATE INDEX idx_healing_outcomes_strategy ON ruvector.healing_outcomes(strategy
 CREATE INDEX idx_healing_outcomes_success ON ruvector.healing_outcomes(success, verified);
 CREATE INDEX idx_healing_outcomes_collection_time
     ON ruvector.healing_outcomes(collection_id, started_at DESC);
+-- The sidecar looks up an outcome's rollback records on every leader tick
+-- (lifting temporary and held measures) and explain does too.
+CREATE INDEX idx_healing_outcomes_rollback_of
+    ON ruvector.healing_outcomes((metadata->>'rollback_of')) WHERE metadata->>'kind' = 'rollback';
 
 -- Public keys of the sidecars' audit signing keys. Only admins read them:
 -- monitors verify signatures through SECURITY DEFINER helpers
