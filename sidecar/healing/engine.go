@@ -317,30 +317,48 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	} else if reason != "" {
 		return deferred(out, reason), nil
 	}
-	out.Selection = &sel
-	if !sel.Found() {
-		out.Status = StatusNoStrategy
-		out.Reason = "no eligible strategy for " + string(dec.Problem.Class) + ": " + sel.Explain()
-		return out, nil
-	}
-	s := sel.Strategy
-	out.Strategy = s.Name()
-	decision, _ := json.Marshal(map[string]any{"classification": dec, "explanation": dec.Explain(),
-		"selection": sel, "selection_explanation": sel.Explain(), "limits": limitsDoc(cfg, weights)})
-
-	row := outcomeRow{collectionID: tr.CollectionID, tenant: tr.TenantID, problem: dec.Problem,
-		strategy: s.Name(), initial: tr.Lambda, witness: tr.Witness, metrics: tr.Metrics, decision: decision}
-	if sel.RequiresApproval {
-		id, err := e.insertPending(ctx, row)
-		if err != nil {
-			return Outcome{}, err
+	declined := map[string]bool{}
+	for {
+		out.Selection = &sel
+		if !sel.Found() {
+			out.Status = StatusNoStrategy
+			out.Reason = "no eligible strategy for " + string(dec.Problem.Class) + ": " + sel.Explain()
+			return out, nil
 		}
-		out.ID = id
-		out.Status = StatusPendingApproval
-		out.Reason = fmt.Sprintf("strategy %s needs approval: pending action %d", s.Name(), id)
-		return out, nil
+		s := sel.Strategy
+		out.Strategy = s.Name()
+		decision, _ := json.Marshal(map[string]any{"classification": dec, "explanation": dec.Explain(),
+			"selection": sel, "selection_explanation": sel.Explain(), "limits": limitsDoc(cfg, weights)})
+
+		row := outcomeRow{collectionID: tr.CollectionID, tenant: tr.TenantID, problem: dec.Problem,
+			strategy: s.Name(), initial: tr.Lambda, witness: tr.Witness, metrics: tr.Metrics, decision: decision}
+		if sel.RequiresApproval {
+			id, err := e.insertPending(ctx, row)
+			if err != nil {
+				return Outcome{}, err
+			}
+			out.ID = id
+			out.Status = StatusPendingApproval
+			out.Reason = fmt.Sprintf("strategy %s needs approval: pending action %d", s.Name(), id)
+			return out, nil
+		}
+		res, err := e.attempt(ctx, tr, s, row, l, cfg, stab, out)
+		if err != nil || res.Status != StatusNoop {
+			return res, err
+		}
+		// A noop changed nothing (a strategy that found nothing to do or
+		// declined a problem it cannot cool): the next candidate runs now,
+		// under the same lease, rather than a cooldown and a trigger later.
+		// Its record stays, and it counts as tried in the episode.
+		declined[s.Name()] = true
+		lim.Tried[s.Name()]++
+		next := e.reg.Select(ctx, dec.Problem, lim)
+		if !next.Found() || declined[next.Chosen] {
+			return res, nil
+		}
+		sel = next
+		out = Outcome{Decision: dec, InitialLambda: tr.Lambda}
 	}
-	return e.attempt(ctx, tr, s, row, l, cfg, stab, out)
 }
 
 // attempt runs strategy s under the held lease l: record → execute →

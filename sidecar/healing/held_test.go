@@ -28,11 +28,13 @@ type heavier struct{ *fake }
 
 func (heavier) Impact() float64 { return 0.45 }
 
-// A shard cap that stops a hot writer but leaves λ where it was (the shard
-// stays as large as it grew) is held, not rolled back: the writer, still
-// running, is delayed by the cap; the next attempt of the episode does not
-// choose throttle_ingestion again (its measure is in force) but the next
-// remedy, which runs with the cap still on; the held cap is lifted after
+// A strategy that declines (a noop) hands over to the next candidate in
+// the same call. A shard cap that stops a hot writer but leaves λ where it
+// was (the shard stays as large as it grew) is held, not rolled back: the
+// writer, still running, is delayed by the cap; the next attempt of the
+// episode does not choose throttle_ingestion again (its measure is in
+// force) but the next remedy, which runs with the cap still on; the held
+// cap is lifted after
 // the bound when the collection never got back to normal, as a rollback
 // record of its own. The same attempt with no writer held back is rolled
 // back (TestThrottleIngestionShardCapRestoresAndPins).
@@ -119,7 +121,14 @@ func TestShardCapHeldForTheNextRemedy(t *testing.T) {
 			}
 			return strategy.Result{Success: true, ActionsTaken: 1}, nil
 		}}}
-	reg, err := strategy.NewRegistry(throttle, mover)
+	// Ranked first (impact 0.2) and declining, as drain_hot_partition does
+	// against a writer that names its shard: the next candidate runs in the
+	// same call.
+	decliner := &fake{name: "decline_first", classes: []classify.Class{classify.ClassHotspotCongestion}, estimate: 5 * time.Second,
+		run: func(context.Context, *strategy.Context) (strategy.Result, error) {
+			return strategy.NoopResult("routing cannot cool it"), nil
+		}}
+	reg, err := strategy.NewRegistry(throttle, mover, decliner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +150,13 @@ func TestShardCapHeldForTheNextRemedy(t *testing.T) {
 		!strings.Contains(first.Held, "hold the hot writer back") {
 		t.Fatalf("first attempt: %s %s rolled_back=%v held %q (check %q) error %q", first.Strategy, first.Status, first.RolledBack,
 			first.Held, first.HoldCheck, first.Error)
+	}
+	var declinedID int64
+	var declinedStatus string
+	if err := env.Conn.QueryRow(ctx, `SELECT id, metadata->>'status' FROM ruvector.healing_outcomes
+		WHERE strategy_name = 'decline_first'`).Scan(&declinedID, &declinedStatus); err != nil ||
+		declinedID >= first.ID || declinedStatus != "noop" {
+		t.Fatalf("the declining strategy's record: id %d status %q (throttle %d): %v", declinedID, declinedStatus, first.ID, err)
 	}
 	sc, err := seg.ReadShardCap(col.Slot, hot)
 	if err != nil || sc.OutcomeID != first.ID || sc.RowsPerSec == 0 {
