@@ -63,20 +63,36 @@ ORDER BY o.id`, names, after.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("healing: temporary remediations to lift: %w", err)
 	}
+	lifts := make([]lift, 0, len(due))
+	for _, h := range due {
+		lifts = append(lifts, lift{id: h.id, collectionID: h.collectionID, collection: h.collection,
+			why: fmt.Sprintf("lifted: collection %q has been normal since %s (%s), at least %s after the remediation (--lift-temporary-after)",
+				h.collection, h.normalSince.UTC().Format(time.RFC3339), time.Since(h.normalSince).Round(time.Second), after)})
+	}
+	return e.lift(ctx, lifts, "temporary remediation lifted after the collection stayed normal", "lift temporary remediations")
+}
+
+// lift is one outcome to roll back as a lift, and why.
+type lift struct {
+	id, collectionID int64
+	collection, why  string
+}
+
+// lift rolls back each outcome as a rollback record of its own (decision
+// "lifted": why) and returns the ids lifted; one failing does not stop the
+// others.
+func (e *Engine) lift(ctx context.Context, lifts []lift, reason, what string) ([]int64, error) {
 	var lifted []int64
 	var errs []error
-	for _, h := range due {
-		why := fmt.Sprintf("lifted: collection %q has been normal since %s (%s), at least %s after the remediation (--lift-temporary-after)",
-			h.collection, h.normalSince.UTC().Format(time.RFC3339), time.Since(h.normalSince).Round(time.Second), after)
-		if _, err := e.rollbackOutcome(ctx, h.collection, h.collectionID, h.id, map[string]any{"lifted": why},
-			"temporary remediation lifted after the collection stayed normal"); err != nil {
-			errs = append(errs, fmt.Errorf("outcome %d: %w", h.id, err))
+	for _, l := range lifts {
+		if _, err := e.rollbackOutcome(ctx, l.collection, l.collectionID, l.id, map[string]any{"lifted": l.why}, reason); err != nil {
+			errs = append(errs, fmt.Errorf("outcome %d: %w", l.id, err))
 			continue
 		}
-		lifted = append(lifted, h.id)
+		lifted = append(lifted, l.id)
 	}
 	if len(errs) > 0 {
-		return lifted, fmt.Errorf("healing: lift temporary remediations: %v", errs)
+		return lifted, fmt.Errorf("healing: %s: %v", what, errs)
 	}
 	return lifted, nil
 }
@@ -126,20 +142,11 @@ func (e *Engine) LiftHeld(ctx context.Context, limit time.Duration) ([]int64, er
 	if err != nil {
 		return nil, fmt.Errorf("healing: held measures to lift: %w", err)
 	}
-	var lifted []int64
-	var errs []error
+	lifts := make([]lift, 0, len(due))
 	for _, h := range due {
-		why := fmt.Sprintf("lifted: %s held since %s (%s) without collection %q getting back to normal (--held-max %s)",
-			h.strategy, h.started.UTC().Format(time.RFC3339), time.Since(h.started).Round(time.Second), names[h.collectionID], limit)
-		if _, err := e.rollbackOutcome(ctx, names[h.collectionID], h.collectionID, h.id, map[string]any{"lifted": why},
-			"held measure lifted: no remedy cured the problem under it in time"); err != nil {
-			errs = append(errs, fmt.Errorf("outcome %d: %w", h.id, err))
-			continue
-		}
-		lifted = append(lifted, h.id)
+		lifts = append(lifts, lift{id: h.id, collectionID: h.collectionID, collection: names[h.collectionID],
+			why: fmt.Sprintf("lifted: %s held since %s (%s) without collection %q getting back to normal (--held-max %s)",
+				h.strategy, h.started.UTC().Format(time.RFC3339), time.Since(h.started).Round(time.Second), names[h.collectionID], limit)})
 	}
-	if len(errs) > 0 {
-		return lifted, fmt.Errorf("healing: lift held measures: %v", errs)
-	}
-	return lifted, nil
+	return e.lift(ctx, lifts, "held measure lifted: no remedy cured the problem under it in time", "lift held measures")
 }
