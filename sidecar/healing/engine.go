@@ -778,9 +778,10 @@ func (e *Engine) gate(ctx context.Context, collectionID int64, cfg healconfig.Co
 			return err
 		}
 		// A held measure (Outcome.Held) acted on the cause: not ineffective.
+		// A noop did not act at all (a strategy that declined): neither.
 		rows, err := c.Query(ctx, `SELECT CASE WHEN metadata ? 'held' THEN true ELSE verified END FROM ruvector.healing_outcomes
 			WHERE collection_id = $1 AND state = 'done' AND started_at > clock_timestamp() - make_interval(secs => $2)
-			AND coalesce(metadata->>'kind', '') <> 'rollback'
+			AND coalesce(metadata->>'kind', '') <> 'rollback' AND coalesce(metadata->>'status', '') <> 'noop'
 			ORDER BY started_at DESC LIMIT $3`, collectionID, cfg.AttemptWindow.Seconds(), e.opts.IneffectiveAfter)
 		if err != nil {
 			return err
