@@ -214,3 +214,23 @@ func TestShardCapHeldForTheNextRemedy(t *testing.T) {
 	default:
 	}
 }
+
+// A strategy that declines does not act, so its noops do not make healing
+// "ineffective": the third attempt after two declines is tried, not
+// deferred (the README walkthrough stopped there before).
+func TestDeclinesDoNotStopHealingAsIneffective(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, embID := startEnv(ctx, t)
+	decliner := &fake{name: "decline_always", classes: []classify.Class{classify.ClassMemoryPressure}, estimate: time.Second,
+		run: func(context.Context, *strategy.Context) (strategy.Result, error) {
+			return strategy.NoopResult("nothing to do here"), nil
+		}}
+	e := v.engine(ctx, t, &sampler{}, decliner) // IneffectiveAfter: the default 2
+	for i := range 3 {
+		out, err := e.Heal(ctx, memoryPressure("emb", embID, 0.5))
+		if err != nil || out.Status != healing.StatusNoop {
+			t.Fatalf("attempt %d: %s (%s) %v", i+1, out.Status, out.Reason, err)
+		}
+	}
+}
