@@ -352,6 +352,20 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 		// Its record stays, and it counts as tried in the episode.
 		declined[s.Name()] = true
 		lim.Tried[s.Name()]++
+		// Every record counts toward max_attempts_per_hour, noops too: the
+		// hand-over stops at the limit like separate attempts would.
+		var attempts int
+		if err := e.withConn(ctx, func(c *pgx.Conn) error {
+			return c.QueryRow(ctx, `SELECT count(*) FROM ruvector.healing_outcomes WHERE collection_id = $1
+				AND state IN ('running', 'done') AND coalesce(metadata->>'kind', '') <> 'rollback'
+				AND started_at > clock_timestamp() - make_interval(secs => $2)`,
+				tr.CollectionID, cfg.AttemptWindow.Seconds()).Scan(&attempts)
+		}); err != nil {
+			return res, fmt.Errorf("healing: attempts of collection %d: %w", tr.CollectionID, err)
+		}
+		if attempts >= cfg.MaxAttemptsPerHour {
+			return res, nil
+		}
 		next := e.reg.Select(ctx, dec.Problem, lim)
 		if !next.Found() || declined[next.Chosen] {
 			return res, nil
