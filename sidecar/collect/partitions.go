@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ruvector/ruvector-healing/sidecar/health"
+	"github.com/ruvector/ruvector-healing/sidecar/ownload"
 )
 
 // Partitions measures each leaf partition of a collection (or the table
@@ -23,6 +24,10 @@ import (
 type Partitions struct {
 	// Interval is the cadence (default 5 s).
 	Interval time.Duration
+	// Own, when set, is the sidecar's own reads and writes of the
+	// partitions (rows its remediations moved and verified), left out of
+	// the rates: the healer judges the application's load, not its own.
+	Own *ownload.Ledger
 
 	mu   sync.Mutex
 	prev map[int]partSample // by Target.ID
@@ -72,27 +77,43 @@ ORDER BY c.oid`
 // returns ErrFirstSample; a partition that appears later gets zero rates
 // for its first sample only.
 func (p *Partitions) Collect(ctx context.Context, q Querier, t Target, s *health.Signals) error {
-	rows, err := q.Query(ctx, partitionsSQL, t.Relations)
-	if err != nil {
-		return fmt.Errorf("partitions: query pg_stat_user_tables: %w", err)
-	}
-	defer rows.Close()
-	now := time.Now()
-	cur := partSample{at: now, rels: map[int64]partCounters{}}
+	var now time.Time
+	cur := partSample{rels: map[int64]partCounters{}}
 	var out []health.PartitionSignal
-	for rows.Next() {
-		var ps health.PartitionSignal
-		var bound string
-		var c partCounters
-		if err := rows.Scan(&ps.RelID, &ps.Name, &bound, &c.writes, &c.scans, &c.seqRead, &c.idxFetch, &c.idxRead, &ps.LiveRows, &ps.DeadRows); err != nil {
-			return fmt.Errorf("partitions: scan: %w", err)
+	own, err := p.Own.Observe(func() error {
+		clear(cur.rels)
+		out = out[:0]
+		rows, err := q.Query(ctx, partitionsSQL, t.Relations)
+		if err != nil {
+			return fmt.Errorf("partitions: query pg_stat_user_tables: %w", err)
 		}
-		ps.Shard = ShardOf(bound)
-		cur.rels[ps.RelID] = c
-		out = append(out, ps)
+		defer rows.Close()
+		now = time.Now()
+		for rows.Next() {
+			var ps health.PartitionSignal
+			var bound string
+			var c partCounters
+			if err := rows.Scan(&ps.RelID, &ps.Name, &bound, &c.writes, &c.scans, &c.seqRead, &c.idxFetch, &c.idxRead, &ps.LiveRows, &ps.DeadRows); err != nil {
+				return fmt.Errorf("partitions: scan: %w", err)
+			}
+			ps.Shard = ShardOf(bound)
+			cur.rels[ps.RelID] = c
+			out = append(out, ps)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("partitions: read rows: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("partitions: read rows: %w", err)
+	cur.at = now
+	for rel, c := range cur.rels {
+		if o, ok := own[rel]; ok {
+			cur.rels[rel] = partCounters{writes: c.writes - o.Writes, scans: c.scans - o.Scans,
+				seqRead: c.seqRead - o.SeqRead, idxFetch: c.idxFetch - o.IdxFetch, idxRead: c.idxRead - o.IdxRead}
+		}
 	}
 
 	p.mu.Lock()

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ruvector/ruvector-healing/sidecar/ivf"
+	"github.com/ruvector/ruvector-healing/sidecar/ownload"
 	"github.com/ruvector/ruvector-healing/sidecar/rebalance"
 )
 
@@ -65,6 +66,9 @@ type Runner struct {
 	AfterStep func(ctx context.Context, job Job, step int)
 	// Logf, when set, receives one line per job event.
 	Logf func(format string, args ...any)
+	// Own, when set, records a rebalance job's row moves (sidecar/ownload),
+	// which the healer then does not judge as the application's load.
+	Own *ownload.Ledger
 
 	appName *string // the session's application_name before any job
 }
@@ -395,7 +399,7 @@ func (r *Runner) rebalance(ctx context.Context, j Job) error {
 	step := 0
 	moved := int(done)
 	var stopped error
-	_, err = rebalance.Move(ctx, r.Conn, rebalance.Plan{Collection: j.Collection, OutcomeID: outcome, From: *p.From, To: p.To, Rows: left, BatchSize: p.Batch},
+	_, err = rebalance.Move(ctx, r.Conn, rebalance.Plan{Collection: j.Collection, OutcomeID: outcome, From: *p.From, To: p.To, Rows: left, BatchSize: p.Batch, Ledger: r.Own},
 		func(ctx context.Context, b rebalance.Batch) (rebalance.Decision, error) {
 			if r.AfterStep != nil {
 				r.AfterStep(ctx, j, step)

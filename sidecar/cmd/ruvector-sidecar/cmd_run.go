@@ -24,6 +24,7 @@ import (
 	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/metrics"
 	"github.com/ruvector/ruvector-healing/sidecar/monitor"
+	"github.com/ruvector/ruvector-healing/sidecar/ownload"
 )
 
 func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
@@ -120,7 +121,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	defer cancel()
 	obs := &loopObservers{stats: &metrics.RunnerStats{}, snaps: &metrics.SnapshotCache{}, heal: metrics.NewHealing()}
 	if *healOn {
-		obs.hub = &healHub{periods: collectorPeriods(monitorCollectorsEvery(seg, *indexEvery))}
+		obs.hub = &healHub{periods: collectorPeriods(monitorCollectorsEvery(seg, *indexEvery, nil))}
 	}
 	if *metricsAddr != "" {
 		done, err := startMetrics(ctx, *metricsAddr, seg, srv.DatabaseOID, obs, *interval, log)
@@ -130,13 +131,18 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		// Let scrapes in flight finish before the segment is closed.
 		defer func() { cancel(); <-done }()
 	}
+	// The sidecar's own reads and writes of the collections' partitions
+	// (row moves), kept for the life of the daemon: the strategies and
+	// jobs that move rows record them, the partitions collector leaves
+	// them out of the load the healer judges.
+	own := ownload.New()
 	errc := make(chan error, 3)
 	hb := &instance.Heartbeat{Segment: seg, Interval: *interval, Log: log}
 	go func() { errc <- hb.Run(ctx) }()
 
 	if *jobsOn {
 		go superviseJobs(ctx, func(ctx context.Context) (*pgx.Conn, error) { return dialSidecar(ctx, sf.dsn) },
-			defaultHolder(), time.Second, log.With().Str("loop", "jobs").Logger())
+			defaultHolder(), time.Second, own, log.With().Str("loop", "jobs").Logger())
 	}
 
 	var feed *changefeed.Feed
@@ -152,11 +158,11 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		}()
 	}
 	go func() {
-		errc <- superviseMonitor(ctx, &sf, srv, seg, feed, key, *sample, *refresh, *indexEvery, obs, log)
+		errc <- superviseMonitor(ctx, &sf, srv, seg, feed, key, *sample, *refresh, *indexEvery, own, obs, log)
 	}()
 	if obs.hub != nil {
 		hopts := healingOptions{key: key, scale: scale, holder: defaultHolder(), leaderTTL: *leaderTTL,
-			degradedEvery: *degradedEvery, stabilization: *stabilization, liftAfter: *liftAfter, heldMax: *heldMax}
+			degradedEvery: *degradedEvery, stabilization: *stabilization, liftAfter: *liftAfter, heldMax: *heldMax, own: own}
 		go func() {
 			if err := superviseHealing(ctx, func(ctx context.Context) (*pgx.Conn, error) { return dialSidecar(ctx, sf.dsn) },
 				seg, srv.DatabaseOID, obs.hub, obs.heal, hopts, log); err != nil {
@@ -175,7 +181,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 // superviseMonitor runs the collectors and the integrity loop over the
 // registered collections, and restarts both when the set changes.
 func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg *shmproto.Segment,
-	feed *changefeed.Feed, key *audit.Key, sample, refresh, indexEvery time.Duration, obs *loopObservers, log zerolog.Logger) error {
+	feed *changefeed.Feed, key *audit.Key, sample, refresh, indexEvery time.Duration, own *ownload.Ledger, obs *loopObservers, log zerolog.Logger) error {
 	var (
 		running []collect.Target
 		stop    context.CancelFunc = func() {}
@@ -194,7 +200,7 @@ func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server,
 			stop()
 			runCtx, cancelRun := context.WithCancel(ctx)
 			stop = cancelRun
-			if err := startMonitor(runCtx, sf, srv, seg, feed, key, targets, sample, indexEvery, obs, log); err != nil {
+			if err := startMonitor(runCtx, sf, srv, seg, feed, key, targets, sample, indexEvery, own, obs, log); err != nil {
 				log.Warn().Err(err).Msg("starting the integrity loop failed; retrying")
 				stop()
 				targets = nil
@@ -216,7 +222,7 @@ func superviseMonitor(ctx context.Context, sf *serverFlags, srv instance.Server,
 }
 
 func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg *shmproto.Segment,
-	feed *changefeed.Feed, key *audit.Key, targets []collect.Target, sample, indexEvery time.Duration, obs *loopObservers, log zerolog.Logger) error {
+	feed *changefeed.Feed, key *audit.Key, targets []collect.Target, sample, indexEvery time.Duration, own *ownload.Ledger, obs *loopObservers, log zerolog.Logger) error {
 	// The previous loop is gone: its stats and cuts are no longer news.
 	obs.stats.Set(nil)
 	obs.snaps.Store(nil)
@@ -238,7 +244,7 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 		collConn.Close(ctx)
 		return fmt.Errorf("catalog connection: %w", err)
 	}
-	collectors := monitorCollectorsEvery(seg, indexEvery)
+	collectors := monitorCollectorsEvery(seg, indexEvery, own)
 	runner := collect.NewRunner(collConn, targets, collectors, collect.RunnerOptions{
 		Redial: func(ctx context.Context) (collect.Querier, error) { return dialCollect(ctx) },
 	})
@@ -279,16 +285,19 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 // monitorCollectors are the collectors of the integrity loop (the healing
 // engine's verification wait follows their periods, see signalRefresh).
 func monitorCollectors(seg *shmproto.Segment) []collect.Collector {
-	return monitorCollectorsEvery(seg, 0)
+	return monitorCollectorsEvery(seg, 0, nil)
 }
 
 // monitorCollectorsEvery is monitorCollectors with the indexes collector
-// sampling every indexEvery (--index-sample-interval; 0: its default).
-func monitorCollectorsEvery(seg *shmproto.Segment, indexEvery time.Duration) []collect.Collector {
+// sampling every indexEvery (--index-sample-interval; 0: its default) and
+// the partitions collector leaving own's counts out.
+func monitorCollectorsEvery(seg *shmproto.Segment, indexEvery time.Duration, own *ownload.Ledger) []collect.Collector {
 	indexes := collect.NewIndexes()
 	indexes.Interval = indexEvery
+	parts := collect.NewPartitions()
+	parts.Own = own
 	return []collect.Collector{
-		collect.NewGateway(seg), collect.NewPartitions(), collect.NewReplicas(),
+		collect.NewGateway(seg), parts, collect.NewReplicas(),
 		collect.NewMaintenance(), indexes, collect.NewMemory(), collect.NewListsFromSegment(seg),
 	}
 }

@@ -17,7 +17,7 @@ func TestIndexSampleIntervalSetsTheCollectorAndTheWait(t *testing.T) {
 	for _, c := range []struct {
 		every, want time.Duration
 	}{{0, 5 * time.Minute}, {20 * time.Second, 20 * time.Second}} {
-		h := &healHub{periods: collectorPeriods(monitorCollectorsEvery(nil, c.every))}
+		h := &healHub{periods: collectorPeriods(monitorCollectorsEvery(nil, c.every, nil))}
 		if got := h.periods[classify.ClassIndexFragmentation]; got != c.want {
 			t.Errorf("--index-sample-interval %v: indexes collector period %v, want %v", c.every, got, c.want)
 		}

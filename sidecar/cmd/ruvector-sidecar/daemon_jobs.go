@@ -8,6 +8,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/sidecar/jobs"
+	"github.com/ruvector/ruvector-healing/sidecar/ownload"
 )
 
 // superviseJobs runs the product's maintenance queue (ruvector.maintenance_jobs)
@@ -15,14 +16,15 @@ import (
 // after a server restart. Several sidecars may run it: a job is claimed
 // with FOR UPDATE SKIP LOCKED, so none runs twice. On (re)connect the jobs
 // this process had claimed and not finished are queued again.
-func superviseJobs(ctx context.Context, dial func(context.Context) (*pgx.Conn, error), owner string, poll time.Duration, log zerolog.Logger) {
+func superviseJobs(ctx context.Context, dial func(context.Context) (*pgx.Conn, error), owner string, poll time.Duration,
+	own *ownload.Ledger, log zerolog.Logger) {
 	var conn *pgx.Conn
 	defer func() {
 		if conn != nil {
 			conn.Close(context.Background())
 		}
 	}()
-	r := &jobs.Runner{Owner: owner, Poll: poll, Logf: func(format string, args ...any) { log.Info().Msgf(format, args...) }}
+	r := &jobs.Runner{Owner: owner, Poll: poll, Own: own, Logf: func(format string, args ...any) { log.Info().Msgf(format, args...) }}
 	for ctx.Err() == nil {
 		if conn == nil || conn.IsClosed() {
 			c, err := dial(ctx)

@@ -26,7 +26,7 @@ SELECT ruvector_maintenance_enqueue('docs', 'analyze', 100);`)
 	go func() {
 		defer close(done)
 		superviseJobs(loopCtx, func(ctx context.Context) (*pgx.Conn, error) { return dialSidecar(ctx, env.Cluster.DSN("postgres")) },
-			"test-sidecar", 100*time.Millisecond, zerolog.Nop())
+			"test-sidecar", 100*time.Millisecond, nil, zerolog.Nop())
 	}()
 	defer func() { stop(); <-done }()
 

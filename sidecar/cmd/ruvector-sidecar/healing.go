@@ -20,6 +20,7 @@ import (
 	"github.com/ruvector/ruvector-healing/sidecar/integrity"
 	"github.com/ruvector/ruvector-healing/sidecar/metrics"
 	"github.com/ruvector/ruvector-healing/sidecar/monitor"
+	"github.com/ruvector/ruvector-healing/sidecar/ownload"
 	"github.com/ruvector/ruvector-healing/sidecar/remedy"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
@@ -169,6 +170,8 @@ type healingOptions struct {
 	stabilization time.Duration
 	liftAfter     time.Duration
 	heldMax       time.Duration
+	// own records the strategies' row moves (sidecar/ownload).
+	own *ownload.Ledger
 }
 
 // superviseHealing runs the healing service until ctx ends, rebuilding the
@@ -192,7 +195,7 @@ func superviseHealing(ctx context.Context, dial func(context.Context) (*pgx.Conn
 
 func runHealingOnce(ctx context.Context, dial func(context.Context) (*pgx.Conn, error), seg *shmproto.Segment,
 	dbOID uint32, hub *healHub, m *metrics.Healing, key *audit.Key, opts healingOptions, log zerolog.Logger) error {
-	reg, cleanup, err := buildStrategies(ctx, strategyDeps{Segment: seg, DatabaseOID: dbOID, Dial: dial, Scale: opts.scale})
+	reg, cleanup, err := buildStrategies(ctx, strategyDeps{Segment: seg, DatabaseOID: dbOID, Dial: dial, Scale: opts.scale, Own: opts.own})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
+	"github.com/ruvector/ruvector-healing/sidecar/ownload"
 	"github.com/ruvector/ruvector-healing/sidecar/remedy"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
@@ -22,6 +23,8 @@ type strategyDeps struct {
 	// the Kubernetes client); it reports itself unavailable without a
 	// cluster or a configured workload.
 	Scale *remedy.ScaleReplicas
+	// Own records the row moves of rebalance_partitions (sidecar/ownload).
+	Own *ownload.Ledger
 }
 
 // buildStrategies is the one place the daemon's strategy registry is
@@ -42,7 +45,7 @@ func buildStrategies(ctx context.Context, d strategyDeps) (*strategy.Registry, f
 		&remedy.CompactIndexes{Dial: dial},
 		&remedy.EvictColdData{Dial: dial},
 		&remedy.DrainHotPartition{Dial: dial},
-		&remedy.RebalancePartitions{Dial: dial},
+		&remedy.RebalancePartitions{Dial: dial, Own: d.Own},
 		&remedy.RebuildCentroids{Dial: dial},
 	}
 	if d.Scale != nil {
