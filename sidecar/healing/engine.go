@@ -355,11 +355,9 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 		// Every record counts toward max_attempts_per_hour, noops too: the
 		// hand-over stops at the limit like separate attempts would.
 		var attempts int
-		if err := e.withConn(ctx, func(c *pgx.Conn) error {
-			return c.QueryRow(ctx, `SELECT count(*) FROM ruvector.healing_outcomes WHERE collection_id = $1
-				AND state IN ('running', 'done') AND coalesce(metadata->>'kind', '') <> 'rollback'
-				AND started_at > clock_timestamp() - make_interval(secs => $2)`,
-				tr.CollectionID, cfg.AttemptWindow.Seconds()).Scan(&attempts)
+		if err := e.withConn(ctx, func(c *pgx.Conn) (err error) {
+			_, attempts, err = attemptHistory(ctx, c, tr.CollectionID, cfg.AttemptWindow)
+			return err
 		}); err != nil {
 			return res, fmt.Errorf("healing: attempts of collection %d: %w", tr.CollectionID, err)
 		}
@@ -773,6 +771,18 @@ func (e *Engine) release(ctx context.Context, l *lease) {
 	})
 }
 
+// attemptHistory is the collection's last attempt and the attempts within
+// window that max_attempts_per_hour bounds: every record, noops included,
+// except rollbacks (they undo an attempt, they are not one).
+func attemptHistory(ctx context.Context, c *pgx.Conn, collectionID int64, window time.Duration) (last *time.Time, attempts int, err error) {
+	err = c.QueryRow(ctx, `SELECT max(started_at),
+			count(*) FILTER (WHERE started_at > clock_timestamp() - make_interval(secs => $2))
+		FROM ruvector.healing_outcomes WHERE collection_id = $1 AND state IN ('running', 'done')
+			AND coalesce(metadata->>'kind', '') <> 'rollback'`,
+		collectionID, window.Seconds()).Scan(&last, &attempts)
+	return last, attempts, err
+}
+
 // gate applies the safety limits to the collection's history: the cooldown,
 // the attempts per window, and stopping when healing is ineffective (the
 // last IneffectiveAfter attempts in the window all unverified) unless the
@@ -783,11 +793,8 @@ func (e *Engine) gate(ctx context.Context, collectionID int64, cfg healconfig.Co
 	var attempts int
 	var recent []*bool
 	err := e.withConn(ctx, func(c *pgx.Conn) error {
-		err := c.QueryRow(ctx, `SELECT max(started_at),
-				count(*) FILTER (WHERE started_at > clock_timestamp() - make_interval(secs => $2))
-			FROM ruvector.healing_outcomes WHERE collection_id = $1 AND state IN ('running', 'done')
-				AND coalesce(metadata->>'kind', '') <> 'rollback'`,
-			collectionID, cfg.AttemptWindow.Seconds()).Scan(&last, &attempts)
+		var err error
+		last, attempts, err = attemptHistory(ctx, c, collectionID, cfg.AttemptWindow)
 		if err != nil {
 			return err
 		}
