@@ -126,6 +126,10 @@ type Outcome struct {
 	// unknown).
 	Stabilization time.Duration `json:"stabilization"`
 	SignalRefresh time.Duration `json:"signal_refresh"`
+	// Waited is how long verification waited after Execute: Stabilization
+	// less the time since the strategy's own last change
+	// (strategy.Result.LastChange), if it reported one.
+	Waited time.Duration `json:"waited"`
 }
 
 // Sampler measures a collection's current λ for verification.
@@ -425,7 +429,12 @@ func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, r
 	var verifiedPtr *bool
 	var final *float64
 	if !failed && !res.Noop {
-		v, lam, verr := e.verify(actx, rc, stab)
+		wait := stab
+		if !res.LastChange.IsZero() {
+			wait = max(stab-time.Since(res.LastChange), 0)
+		}
+		out.Waited = wait
+		v, lam, verr := e.verify(actx, rc, wait)
 		if verr != nil {
 			if errors.Is(context.Cause(actx), ErrAborted) {
 				verr = fmt.Errorf("%w: %w", ErrAborted, verr)

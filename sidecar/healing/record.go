@@ -141,7 +141,12 @@ func (e *Engine) finish(ctx context.Context, id int64, out Outcome, verified *bo
 	doc := map[string]any{"status": out.Status, "result": out.Result,
 		"verification": map[string]any{"target_lambda": finite(rc.TargetLambda), "improvement_factor": VerifyImprovement,
 			"verify_above_lambda": finite(rc.InitialLambda * VerifyImprovement),
-			"sampled":             final != nil, "stabilization_seconds": out.Stabilization.Seconds()}}
+			"sampled":             final != nil, "stabilization_seconds": out.Stabilization.Seconds(),
+			"waited_seconds": out.Waited.Seconds()}}
+	if !out.Result.LastChange.IsZero() {
+		// The stabilization counted from the strategy's own last change.
+		doc["verification"].(map[string]any)["since_last_change"] = out.Result.LastChange.UTC().Format(time.RFC3339Nano)
+	}
 	if out.SignalRefresh > 0 {
 		v := doc["verification"].(map[string]any)
 		v["signal_refresh_seconds"] = out.SignalRefresh.Seconds()
