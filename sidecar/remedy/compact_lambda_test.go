@@ -5,25 +5,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/bench/workload"
 	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
-	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
-	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/integrity"
 	"github.com/ruvector/ruvector-healing/sidecar/monitor"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
@@ -69,28 +64,8 @@ func TestCompactIndexesRaisesMonitorLambda(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv, err := instance.Discover(ctx, env.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seg, err := instance.OpenSegment(srv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seg.Close()
-	target, err := collect.LoadTarget(ctx, env.Conn, "cix")
-	if err != nil {
-		t.Fatal(err)
-	}
-	loopCtx, stopLoops := context.WithCancel(ctx)
-	var loops sync.WaitGroup
-	defer func() { stopLoops(); loops.Wait() }()
-	loops.Add(1)
-	go func() {
-		defer loops.Done()
-		_ = (&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(loopCtx)
-	}()
-
+	h := openLambdaRig(t, ctx, env, env.Conn, "cix")
+	defer h.stop()
 	// The sensor as the daemon builds it for this signal: the indexes
 	// collector at a short cadence, beside the gateway and the partitions
 	// (the load the workload puts on them is part of λ too). Memory is
@@ -99,37 +74,13 @@ func TestCompactIndexesRaisesMonitorLambda(t *testing.T) {
 	idx.Interval = 3 * time.Second
 	parts := collect.NewPartitions()
 	parts.Interval = time.Second
-	runner := collect.NewRunner(env.Cluster.Connect(ctx, "postgres"), []collect.Target{target},
-		[]collect.Collector{collect.NewGateway(seg), parts, idx}, collect.RunnerOptions{})
 	type point struct {
 		at   time.Time
 		snap monitor.Snapshot
 	}
-	var (
-		mu       sync.Mutex
-		snap     monitor.Snapshot
-		timeline []point
-	)
-	mon, err := monitor.New(monitor.Config{Sample: 250 * time.Millisecond, Warmup: 3 * time.Second, PolicyEvery: time.Second,
-		OnSample: func(ss []monitor.Snapshot) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, s := range ss {
-				if s.Collection == "cix" && s.State != integrity.Unknown {
-					snap = s
-					timeline = append(timeline, point{time.Now(), s})
-				}
-			}
-		}}, env.Cluster.Connect(ctx, "postgres"), seg, runner, srv.DatabaseOID, []collect.Target{target}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	monCtx, stopMonitor := context.WithCancel(loopCtx)
-	var monLoops sync.WaitGroup
-	monLoops.Add(2)
-	go func() { defer monLoops.Done(); _ = runner.Run(monCtx) }()
-	go func() { defer monLoops.Done(); mon.Run(monCtx) }()
-	defer func() { stopMonitor(); monLoops.Wait() }()
+	var timeline []point // under h.mu
+	h.onSample = func(s monitor.Snapshot) { timeline = append(timeline, point{time.Now(), s}) }
+	h.start(ctx, collect.NewGateway(h.seg), parts, idx)
 
 	// Steady load: routed single-row inserts (about 40/s) and searches.
 	// Statements run to completion when the load stops, so a committed
@@ -137,9 +88,7 @@ func TestCompactIndexesRaisesMonitorLambda(t *testing.T) {
 	sctx := context.WithoutCancel(ctx)
 	var inserted atomic.Int64
 	var loadErr atomic.Value
-	loops.Add(2)
-	go func() {
-		defer loops.Done()
+	h.spawn(func(loopCtx context.Context) {
 		for loopCtx.Err() == nil {
 			if err := env.W.InsertRouted(sctx, 1); err != nil {
 				loadErr.Store(err)
@@ -148,24 +97,16 @@ func TestCompactIndexesRaisesMonitorLambda(t *testing.T) {
 			}
 			time.Sleep(25 * time.Millisecond)
 		}
-	}()
-	go func() {
-		defer loops.Done()
+	})
+	h.spawn(func(loopCtx context.Context) {
 		for loopCtx.Err() == nil {
 			if _, _, err := env.W.Search(sctx, 10, 4); err != nil {
 				loadErr.Store(err)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-	}()
+	})
 
-	current := func() (monitor.Snapshot, health.Signals) {
-		mu.Lock()
-		s := snap
-		mu.Unlock()
-		sig, _ := runner.Signals(target.ID)
-		return s, sig
-	}
 	worst := func(sig health.Signals) (float64, string) {
 		w, name := 0.0, ""
 		for _, is := range sig.Indexes {
@@ -176,27 +117,17 @@ func TestCompactIndexesRaisesMonitorLambda(t *testing.T) {
 		return w, name
 	}
 	trigger := func(s monitor.Snapshot, sig health.Signals) healing.Trigger {
-		return healing.Trigger{Collection: "cix", CollectionID: int64(env.W.ID),
-			State: strategy.IntegrityState(integrity.StateName(s.State)), Lambda: s.LambdaNorm, Witness: s.Cut.Witness,
-			RestoreLambda: s.Policy.ThresholdHigh + s.Policy.Hysteresis.RestoreThresholdOffset,
-			Metrics:       health.MetricsFrom(sig)}
+		tr := h.trigger(s, sig)
+		tr.RestoreLambda = s.Policy.ThresholdHigh + s.Policy.Hysteresis.RestoreThresholdOffset
+		return tr
 	}
 	// waitFor polls the sensor until ok or the deadline.
 	waitFor := func(what string, d time.Duration, ok func(monitor.Snapshot, health.Signals) bool) (monitor.Snapshot, health.Signals) {
 		t.Helper()
-		deadline := time.Now().Add(d)
-		for {
-			s, sig := current()
-			if ok(s, sig) {
-				return s, sig
-			}
-			if time.Now().After(deadline) {
-				w, name := worst(sig)
-				t.Fatalf("%s: not within %v (state %s λ %.3f, worst fragmentation %.1f%% %s, witness %v)",
-					what, d, integrity.StateName(s.State), s.LambdaNorm, w, name, s.Cut.Witness)
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
+		return h.waitFor(what, d, ok, func(_ monitor.Snapshot, sig health.Signals) string {
+			w, name := worst(sig)
+			return fmt.Sprintf("worst fragmentation %.1f%% %s", w, name)
+		})
 	}
 
 	// Healthy band of the code: an index at or below the graph's
@@ -236,24 +167,11 @@ func TestCompactIndexesRaisesMonitorLambda(t *testing.T) {
 	t.Logf("fault: state %s λ %.3f, worst fragmentation %.1f%% (%s), witness %v; pgstatindex of every index: %v",
 		integrity.StateName(fault.State), fault.LambdaNorm, wFault, nFault, fault.Cut.Witness, fragmentation(t, ctx, env.Conn))
 
-	key, _, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	watch := &rollbackWatch{CompactIndexes: &CompactIndexes{Dial: vecDialer(env)}}
-	reg, err := strategy.NewRegistry(watch)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The daemon's verification wait for this class (signalRefresh): two
 	// periods of the indexes collector and one integrity sample.
 	stab := 2*idx.Interval + 250*time.Millisecond
-	e, err := healing.New(ctx, env.Cluster.Connect(ctx, "postgres"), reg,
-		healing.SegmentSampler{Segment: seg, DatabaseOID: srv.DatabaseOID}, key,
-		healing.Options{Holder: "compact-lambda-test", Stabilization: stab})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := h.engine(ctx, watch, healing.Options{Holder: "compact-lambda-test", Stabilization: stab})
 	out, err := e.Heal(ctx, trigger(fault, sigFault))
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +244,7 @@ func TestCompactIndexesRaisesMonitorLambda(t *testing.T) {
 	// λ over the whole episode, for the record: the first sample with the
 	// fault on the cut (the bloat itself takes seconds, and the collector
 	// samples during it), the lowest, and the last.
-	mu.Lock()
+	h.mu.Lock()
 	lo, firstLow := 1.0, time.Duration(0)
 	for _, p := range timeline {
 		if p.at.After(bloatStart) {
@@ -336,8 +254,8 @@ func TestCompactIndexesRaisesMonitorLambda(t *testing.T) {
 			}
 		}
 	}
-	mu.Unlock()
-	after, _ := current()
+	h.mu.Unlock()
+	after, _ := h.current()
 	t.Logf("λ: before %.3f, lowest in the fault %.3f (first low %v after the bloat began, which took %v), after %.3f; fragmentation %.1f%% → %.1f%% → %.1f%%",
 		before.LambdaNorm, lo, firstLow.Round(time.Millisecond), bloatTook.Round(time.Millisecond), after.LambdaNorm, wBefore, wFault, wAfter)
 
@@ -353,8 +271,7 @@ func TestCompactIndexesRaisesMonitorLambda(t *testing.T) {
 		w, _ := worst(sig)
 		return w > threshold && s.LambdaNorm < after.LambdaNorm/VerifyBar && witnessesIndex(s.Cut.Witness)
 	})
-	stopMonitor()
-	monLoops.Wait()
+	h.stopMonitor()
 	frag2 := fragmentation(t, ctx, env.Conn)
 	out2, err := e.Execute(ctx, trigger(fault2, sigFault2), "compact_indexes", nil)
 	if err != nil {
@@ -381,10 +298,7 @@ func TestCompactIndexesRaisesMonitorLambda(t *testing.T) {
 	}
 
 	// Stop the load (statements finish), then: no invalid index, no row lost.
-	stopMonitor()
-	monLoops.Wait()
-	stopLoops()
-	loops.Wait()
+	h.stop()
 	if err, _ := loadErr.Load().(error); err != nil {
 		t.Fatalf("the steady load failed: %v", err)
 	}

@@ -6,28 +6,20 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
-
 	"github.com/ruvector/ruvector-healing/bench/workload"
 	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
 	"github.com/ruvector/ruvector-healing/internal/memcg"
-	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
-	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/integrity"
 	"github.com/ruvector/ruvector-healing/sidecar/monitor"
-	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
 // evict_cold_data judged by the real λ under memory pressure made of page
@@ -89,51 +81,11 @@ func TestEvictColdDataVerifiedByMonitorLambda(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv, err := instance.Discover(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seg, err := instance.OpenSegment(srv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seg.Close()
-	target, err := collect.LoadTarget(ctx, conn, "ev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	loopCtx, stopLoops := context.WithCancel(ctx)
-	var loops sync.WaitGroup
-	defer func() { stopLoops(); loops.Wait() }()
-	loops.Add(1)
-	go func() {
-		defer loops.Done()
-		_ = (&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(loopCtx)
-	}()
+	h := openLambdaRig(t, ctx, env, conn, "ev")
+	defer h.stop()
 	parts := collect.NewPartitions()
 	parts.Interval = time.Second
-	runner := collect.NewRunner(env.Cluster.Connect(ctx, "postgres"), []collect.Target{target},
-		[]collect.Collector{parts, &collect.Memory{Interval: time.Second}, collect.NewGateway(seg)}, collect.RunnerOptions{})
-	var (
-		mu   sync.Mutex
-		snap monitor.Snapshot
-	)
-	mon, err := monitor.New(monitor.Config{Sample: 250 * time.Millisecond, Warmup: 3 * time.Second, PolicyEvery: time.Second,
-		OnSample: func(ss []monitor.Snapshot) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, s := range ss {
-				if s.Collection == "ev" && s.State != integrity.Unknown {
-					snap = s
-				}
-			}
-		}}, env.Cluster.Connect(ctx, "postgres"), seg, runner, srv.DatabaseOID, []collect.Target{target}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	loops.Add(2)
-	go func() { defer loops.Done(); _ = runner.Run(loopCtx) }()
-	go func() { defer loops.Done(); mon.Run(loopCtx) }()
+	h.start(ctx, parts, &collect.Memory{Interval: time.Second}, collect.NewGateway(h.seg))
 
 	// The hot workload: every hot partition read (whole) and written in
 	// turn, evenly, so none of them is a hotspot against the others and
@@ -144,9 +96,7 @@ func TestEvictColdDataVerifiedByMonitorLambda(t *testing.T) {
 	var hotReads, hotWrites atomic.Int64
 	var hotErr atomic.Value
 	hotConn := env.Cluster.Connect(ctx, "postgres")
-	loops.Add(2)
-	go func() {
-		defer loops.Done()
+	h.spawn(func(loopCtx context.Context) {
 		for i := 0; loopCtx.Err() == nil; i++ {
 			p := fmt.Sprintf("%s_p%d", env.W.Table, hot[i%len(hot)])
 			if _, err := hotConn.Exec(loopCtx, `SELECT count(*) FROM `+p); err != nil {
@@ -158,13 +108,12 @@ func TestEvictColdDataVerifiedByMonitorLambda(t *testing.T) {
 			hotReads.Add(1)
 			time.Sleep(20 * time.Millisecond)
 		}
-	}()
+	})
 	// The writer stops between statements, by a flag, never by cancelling
 	// one: a COPY cancelled after its commit would be missing from the
 	// ledger (seen in CI: 4 rows).
 	var stopWriter atomic.Bool
-	go func() {
-		defer loops.Done()
+	h.spawn(func(loopCtx context.Context) {
 		for loopCtx.Err() == nil && !stopWriter.Load() {
 			if err := env.W.CopyInsert(ctx, len(hot), func(i int) int { return hot[i] }); err != nil {
 				if loopCtx.Err() == nil {
@@ -175,21 +124,14 @@ func TestEvictColdDataVerifiedByMonitorLambda(t *testing.T) {
 			hotWrites.Add(int64(len(hot)))
 			time.Sleep(200 * time.Millisecond)
 		}
-	}()
+	})
 
-	current := func() (monitor.Snapshot, health.Signals) {
-		mu.Lock()
-		s := snap
-		mu.Unlock()
-		sig, _ := runner.Signals(target.ID)
-		return s, sig
-	}
 	// reading is the memory collector's, on its own connection; a new
 	// collector each time, as one keeps its reading for half its cadence.
 	memConn := env.Cluster.Connect(ctx, "postgres")
 	reading := func(ctx context.Context) (health.MemorySignal, error) {
 		var s health.Signals
-		err := collect.NewMemory().Collect(ctx, memConn, target, &s)
+		err := collect.NewMemory().Collect(ctx, memConn, h.target, &s)
 		if err == nil && s.Memory.Source != "cgroup v1" {
 			return s.Memory, fmt.Errorf("the collector read %q, not the server's cgroup", s.Memory.Source)
 		}
@@ -205,18 +147,9 @@ func TestEvictColdDataVerifiedByMonitorLambda(t *testing.T) {
 	}
 	waitSnap := func(what string, ok func(monitor.Snapshot, health.Signals) bool) (monitor.Snapshot, health.Signals) {
 		t.Helper()
-		deadline := time.Now().Add(45 * time.Second)
-		for {
-			s, sig := current()
-			if ok(s, sig) {
-				return s, sig
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 45 s: state %s λ %.3f witness %+v memory %.1f%%; %s", what, integrity.StateName(s.State),
-					s.LambdaNorm, s.Cut.Witness, sig.Memory.UsagePct, cgroup())
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
+		return h.waitFor(what, 45*time.Second, ok, func(_ monitor.Snapshot, sig health.Signals) string {
+			return fmt.Sprintf("memory %.1f%%; %s", sig.Memory.UsagePct, cgroup())
+		})
 	}
 
 	// Healthy first: λ 1 with the hot workload on, memory in the band.
@@ -275,24 +208,10 @@ func TestEvictColdDataVerifiedByMonitorLambda(t *testing.T) {
 		}
 	}
 
-	key, _, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	evict := &EvictColdData{Dial: func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, env.Cluster.DSN("postgres")) }}
-	reg, err := strategy.NewRegistry(evict)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := healing.New(ctx, env.Cluster.Connect(ctx, "postgres"), reg,
-		healing.SegmentSampler{Segment: seg, DatabaseOID: srv.DatabaseOID}, key,
+	e := h.engine(ctx, &EvictColdData{Dial: vecDialer(env)},
 		healing.Options{Holder: "evict-lambda-test", Stabilization: 6 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s1, sig1 = current()
-	tr := healing.Trigger{Collection: "ev", CollectionID: int64(env.W.ID), State: strategy.IntegrityState(integrity.StateName(s1.State)),
-		Lambda: s1.LambdaNorm, Witness: s1.Cut.Witness, Metrics: health.MetricsFrom(sig1)}
+	s1, sig1 = h.current()
+	tr := h.trigger(s1, sig1)
 	usageBefore, err := g.Read()
 	if err != nil {
 		t.Fatal(err)
@@ -313,7 +232,7 @@ func TestEvictColdDataVerifiedByMonitorLambda(t *testing.T) {
 		"hot workload during the heal: %d reads, %d rows written; result %s",
 		out.ID, out.Status, out.Reason, out.Decision.Problem.Class, out.Strategy, out.InitialLambda, out.FinalLambda, out.Verified,
 		sig1.Memory.UsagePct, m2.UsagePct, usageBefore.Bytes>>20, usageAfter.Bytes>>20, readsDuring, writesDuring, meta)
-	s2, _ := current()
+	s2, _ := h.current()
 	t.Logf("after: λ %.3f, witness %+v", s2.LambdaNorm, s2.Cut.Witness)
 	if out.Decision.Problem.Class != classify.ClassMemoryPressure || out.Strategy != "evict_cold_data" {
 		t.Fatalf("class %s strategy %q, want memory_pressure healed by evict_cold_data", out.Decision.Problem.Class, out.Strategy)
@@ -396,8 +315,7 @@ func TestEvictColdDataVerifiedByMonitorLambda(t *testing.T) {
 	}
 
 	stopWriter.Store(true)
-	stopLoops()
-	loops.Wait()
+	h.stop()
 	check, err := env.W.Ledger.Verify(ctx, env.Pool, env.W.Table)
 	if err != nil || !check.TotalOK() {
 		t.Fatalf("ledger: %+v %v", check, err)

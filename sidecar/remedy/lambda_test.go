@@ -4,24 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
-	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
-	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/integrity"
 	"github.com/ruvector/ruvector-healing/sidecar/monitor"
-	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
 // rebalance_partitions through the real engine, judged by the real
@@ -50,74 +43,24 @@ func TestRebalanceVerifiedByMonitorLambda(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv, err := instance.Discover(ctx, env.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seg, err := instance.OpenSegment(srv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seg.Close()
-	target, err := collect.LoadTarget(ctx, env.Conn, "vec")
-	if err != nil {
-		t.Fatal(err)
-	}
-	loopCtx, stopLoops := context.WithCancel(ctx)
-	var loops sync.WaitGroup
-	defer func() { stopLoops(); loops.Wait() }()
-	loops.Add(1)
-	go func() {
-		defer loops.Done()
-		_ = (&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(loopCtx)
-	}()
-
+	h := openLambdaRig(t, ctx, env, env.Conn, "vec")
+	defer h.stop()
 	parts := collect.NewPartitions()
 	parts.Interval = time.Second
-	runner := collect.NewRunner(env.Cluster.Connect(ctx, "postgres"), []collect.Target{target},
-		[]collect.Collector{parts, collect.NewGateway(seg)}, collect.RunnerOptions{})
-	var (
-		mu   sync.Mutex
-		snap monitor.Snapshot
-	)
-	mon, err := monitor.New(monitor.Config{Sample: 250 * time.Millisecond, Warmup: 3 * time.Second, PolicyEvery: time.Second,
-		OnSample: func(ss []monitor.Snapshot) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, s := range ss {
-				if s.Collection == "vec" && s.State != integrity.Unknown {
-					snap = s
-				}
-			}
-		}}, env.Cluster.Connect(ctx, "postgres"), seg, runner, srv.DatabaseOID, []collect.Target{target}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	loops.Add(2)
-	go func() { defer loops.Done(); _ = runner.Run(loopCtx) }()
-	go func() { defer loops.Done(); mon.Run(loopCtx) }()
+	h.start(ctx, parts, collect.NewGateway(h.seg))
 
 	// Steady searches over every list: each reads the rows of every
 	// partition, so a partition's read rate follows its size.
-	loops.Add(2)
 	for range 2 {
-		go func() {
-			defer loops.Done()
+		h.spawn(func(loopCtx context.Context) {
 			for loopCtx.Err() == nil {
 				if _, _, err := env.W.Search(loopCtx, 10, 4); err != nil && loopCtx.Err() == nil {
 					time.Sleep(50 * time.Millisecond)
 				}
 			}
-		}()
+		})
 	}
 
-	current := func() (monitor.Snapshot, health.Signals) {
-		mu.Lock()
-		s := snap
-		mu.Unlock()
-		sig, _ := runner.Signals(target.ID)
-		return s, sig
-	}
 	loads := func(sig health.Signals) string {
 		out := ""
 		for _, p := range sig.Partitions {
@@ -130,33 +73,20 @@ func TestRebalanceVerifiedByMonitorLambda(t *testing.T) {
 	var s monitor.Snapshot
 	var sig health.Signals
 	for i := 0; i < 40; i++ {
-		s, sig = current()
+		s, sig = h.current()
 		if len(sig.Partitions) == 4 && s.LambdaNorm > 0 {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Logf("before: state %s λ %.3f, witness %d edges;%s", integrity.StateName(s.State), s.LambdaNorm, len(s.Cut.Witness), loads(sig))
-	tr := healing.Trigger{Collection: "vec", CollectionID: int64(env.W.ID), State: strategy.IntegrityState(integrity.StateName(s.State)),
-		Lambda: s.LambdaNorm, Witness: s.Cut.Witness, Metrics: health.MetricsFrom(sig)}
+	tr := h.trigger(s, sig)
 
-	key, _, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The settle wait by the daemon's rule (DefaultRebalanceSettle) at this
 	// test's cadences: two partitions-collector periods and one sample.
 	settle := 2*parts.Interval + 250*time.Millisecond
-	reg, err := strategy.NewRegistry(&RebalancePartitions{Dial: vecDialer(env), BatchSize: 1000, Settle: settle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := healing.New(ctx, env.Cluster.Connect(ctx, "postgres"), reg,
-		healing.SegmentSampler{Segment: seg, DatabaseOID: srv.DatabaseOID}, key,
+	e := h.engine(ctx, &RebalancePartitions{Dial: vecDialer(env), BatchSize: 1000, Settle: settle},
 		healing.Options{Holder: "lambda-test", Stabilization: 12 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The problem names the hot shard when the cut classifies as a
 	// hotspot; otherwise the operator's shard parameter does.
 	var params json.RawMessage
@@ -168,7 +98,7 @@ func TestRebalanceVerifiedByMonitorLambda(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, sig = current()
+	_, sig = h.current()
 	counts, err := shardCounts(ctx, env.Conn, int64(env.W.ID))
 	if err != nil {
 		t.Fatal(err)
