@@ -39,6 +39,7 @@ import (
 	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/healconfig"
+	"github.com/ruvector/ruvector-healing/sidecar/health"
 	"github.com/ruvector/ruvector-healing/sidecar/learning"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
@@ -70,6 +71,31 @@ type Trigger struct {
 	RestoreLambda float64
 	Witness       []classify.WitnessEdge
 	Metrics       classify.Metrics
+	// UnknownKinds are the signal kinds (health.Kind*) whose collector
+	// failed or was warming up in the sample: their edges carry the
+	// unknown capacity, not a measurement.
+	UnknownKinds []string
+}
+
+// classSignal is the signal kind each class is measured by.
+var classSignal = map[classify.Class]string{
+	classify.ClassHotspotCongestion:     health.KindPartitions,
+	classify.ClassCentroidSkew:          health.KindCentroids,
+	classify.ClassReplicationLag:        health.KindReplicas,
+	classify.ClassMaintenanceContention: health.KindMaintenance,
+	classify.ClassIndexFragmentation:    health.KindIndexes,
+	classify.ClassMemoryPressure:        health.KindMemory,
+}
+
+// unmeasured says why a problem is not acted on when the signals it was
+// classified from were not measured this sample, or "".
+func unmeasured(p classify.Problem, tr Trigger) string {
+	kind, ok := classSignal[p.Class]
+	if !ok || !slices.Contains(tr.UnknownKinds, kind) {
+		return ""
+	}
+	return fmt.Sprintf("the %s signals were not measured this sample (their collector failed, timed out or is warming up): "+
+		"their edges carry the unknown capacity, so %s is not a measurement; not acting on it", kind, p.Class)
 }
 
 // TargetLambda is what a stepwise strategy aims for: the level that ends
@@ -276,6 +302,14 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	}
 	if dec.Problem.Class == classify.ClassUnknown {
 		return deferred(out, "unknown problem: it needs human investigation"), nil
+	}
+	if reason := unmeasured(dec.Problem, tr); reason != "" {
+		// A scorecard run found a collection's partitions collector
+		// stalled behind another collection's REINDEX: every partition
+		// link read the unknown capacity, which classified as a hotspot,
+		// and drain acted on it.
+		out.Decision.Notes = append(slices.Clone(out.Decision.Notes), reason)
+		return deferred(out, reason), nil
 	}
 	if reason := replayStalled(dec.Problem, tr); reason != "" {
 		// Handed over like ineffective healing (deferred, a reason for the

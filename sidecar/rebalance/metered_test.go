@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
@@ -131,4 +134,91 @@ func TestMeteredMovesAreLeftOutOfPartitionLoad(t *testing.T) {
 	if got := fmt.Sprint(c); got != "map[0:1000 1:100 2:350 3:100]" {
 		t.Fatalf("rows per shard after the rollback: %s", got)
 	}
+}
+
+// A metered read that the planner would run in parallel is metered whole:
+// parallel workers count their reads in their own sessions, out of the
+// metering's sight, so metered work runs without them.
+func TestMeteredReadsStayInTheSession(t *testing.T) {
+	ctx := context.Background()
+	env := hotEnv(t)
+	settledInserts(t, env, 1300)
+	target := partitionTarget(t, env)
+	if _, err := env.Conn.Exec(ctx, `SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0; SET min_parallel_index_scan_size = 0; SET enable_indexonlyscan = off; SET enable_indexscan = off; SET enable_bitmapscan = off; SET parallel_leader_participation = off`); err != nil {
+		t.Fatal(err)
+	}
+	var plan string
+	rows, err := env.Conn.Query(ctx, `EXPLAIN SELECT shard, count(*) FROM `+env.W.Table+` GROUP BY shard`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var line string
+		_ = rows.Scan(&line)
+		plan += line + "\n"
+	}
+	if !strings.Contains(plan, "Parallel") {
+		t.Fatalf("the count is not planned in parallel, so this test would prove nothing:\n%s", plan)
+	}
+	ledger := ownload.New()
+	metered := collect.NewPartitions()
+	metered.Own = ledger
+	plain := collect.NewPartitions()
+	var m, p health.Signals
+	for _, c := range []*collect.Partitions{metered, plain} {
+		if err := c.Collect(ctx, env.Conn, target, &m); err != nil && !errors.Is(err, collect.ErrFirstSample) {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	if err := ledger.InTx(ctx, env.Conn, pgx.TxOptions{AccessMode: pgx.ReadOnly}, leafIDs(target), func(tx pgx.Tx) error {
+		var n int64
+		return tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT shard, count(*) FROM `+env.W.Table+` GROUP BY shard) s`).Scan(&n)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Both collectors must sample after the reads reached the shared
+	// statistics, or the comparison means nothing.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var read int64
+		if err := env.Conn.QueryRow(ctx, `SELECT coalesce(sum(seq_tup_read), 0)::bigint FROM pg_stat_user_tables
+WHERE relid IN (SELECT relid FROM pg_partition_tree($1::regclass) WHERE isleaf)`, env.W.Table).Scan(&read); err != nil {
+			t.Fatal(err)
+		}
+		if read >= 1300 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the statistics show %d rows read, never the count's 1300", read)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := plain.Collect(ctx, env.Conn, target, &p); err != nil {
+		t.Fatal(err)
+	}
+	var read float64
+	for _, r := range rowsByShard(p, time.Since(start), true) {
+		read += r
+	}
+	if read < 1300*0.97 {
+		t.Fatalf("the unmetered collector saw %.0f rows read, want the count's 1300 (%v)", read, rowsByShard(p, time.Since(start), true))
+	}
+	if err := metered.Collect(ctx, env.Conn, target, &m); err != nil {
+		t.Fatal(err)
+	}
+	for shard, r := range rowsByShard(m, time.Since(start), true) {
+		if r != 0 {
+			t.Fatalf("metered collector: shard %d read %.0f rows; the metered count should be left out entirely (%v)", shard, r, rowsByShard(m, time.Since(start), true))
+		}
+	}
+}
+
+func leafIDs(t collect.Target) []int64 {
+	out := make([]int64, len(t.Relations))
+	for i, r := range t.Relations {
+		out[i] = int64(r)
+	}
+	return out
 }

@@ -70,6 +70,7 @@ func (h *healHub) onSample(snaps []monitor.Snapshot, targets []collect.Target, s
 		}
 		tr := healing.Trigger{Collection: t.Name, CollectionID: int64(t.ID),
 			State: strategy.IntegrityState(integrity.StateName(s.State)), Lambda: s.LambdaNorm, Witness: s.Cut.Witness,
+			UnknownKinds:  s.Cut.UnknownKinds,
 			RestoreLambda: s.Policy.ThresholdHigh + s.Policy.Hysteresis.RestoreThresholdOffset}
 		if sig, ok := src.Signals(t.ID); ok {
 			tr.Metrics = health.MetricsFrom(sig)
