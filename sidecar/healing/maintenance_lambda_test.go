@@ -4,29 +4,22 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/bench/workload"
 	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
-	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
-	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/integrity"
 	"github.com/ruvector/ruvector-healing/sidecar/jobs"
 	"github.com/ruvector/ruvector-healing/sidecar/monitor"
-	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
 // contending lists the maintenance jobs that degrade their edge: waiting
@@ -104,57 +97,16 @@ func TestPauseMaintenanceRaisesMonitorLambda(t *testing.T) {
 	}
 	relBefore, napBefore := reloptions(), naptime()
 
-	srv, err := instance.Discover(ctx, env.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seg, err := instance.OpenSegment(srv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seg.Close()
-	target, err := collect.LoadTarget(ctx, env.Conn, "vec")
-	if err != nil {
-		t.Fatal(err)
-	}
-	loopCtx, stopLoops := context.WithCancel(ctx)
-	var loops sync.WaitGroup
-	defer func() { stopLoops(); loops.Wait() }()
-	loops.Add(1)
-	go func() {
-		defer loops.Done()
-		_ = (&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(loopCtx)
-	}()
-
+	h := openLambdaRig(t, ctx, env, env.Conn, "vec")
+	defer h.stop()
 	maint := collect.NewMaintenance()
 	maint.Interval = time.Second
 	parts := collect.NewPartitions()
 	parts.Interval = time.Second
-	runner := collect.NewRunner(env.Cluster.Connect(ctx, "postgres"), []collect.Target{target},
-		[]collect.Collector{maint, parts, collect.NewGateway(seg)}, collect.RunnerOptions{})
-	var (
-		mu   sync.Mutex
-		snap monitor.Snapshot
-	)
-	mon, err := monitor.New(monitor.Config{Sample: 250 * time.Millisecond, Warmup: 3 * time.Second, PolicyEvery: time.Second,
-		OnSample: func(ss []monitor.Snapshot) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, s := range ss {
-				if s.Collection == "vec" && s.State != integrity.Unknown {
-					snap = s
-				}
-			}
-		}}, env.Cluster.Connect(ctx, "postgres"), seg, runner, srv.DatabaseOID, []collect.Target{target}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	loops.Add(2)
-	go func() { defer loops.Done(); _ = runner.Run(loopCtx) }()
-	go func() { defer loops.Done(); mon.Run(loopCtx) }()
+	h.start(ctx, maint, parts, collect.NewGateway(h.seg))
 
 	// The product's job runner, as the daemon's --jobs runs it.
-	runCtx, stopRunner := context.WithCancel(loopCtx)
+	runCtx, stopRunner := context.WithCancel(h.ctx)
 	runnerDone := make(chan struct{})
 	go func() {
 		defer close(runnerDone)
@@ -162,20 +114,13 @@ func TestPauseMaintenanceRaisesMonitorLambda(t *testing.T) {
 	}()
 	defer func() { stopRunner(); <-runnerDone }()
 
-	current := func() (monitor.Snapshot, health.Signals) {
-		mu.Lock()
-		s := snap
-		mu.Unlock()
-		sig, _ := runner.Signals(target.ID)
-		return s, sig
-	}
 	var before monitor.Snapshot
 	pgtest.WaitFor(t, 30*time.Second, "a first λ", func() (bool, error) {
-		before, _ = current()
+		before, _ = h.current()
 		return before.LambdaNorm > 0, nil
 	})
 	time.Sleep(3 * time.Second)
-	before, sig := current()
+	before, sig := h.current()
 	t.Logf("before: state %s λ %.3f, %d maintenance jobs", integrity.StateName(before.State), before.LambdaNorm, len(sig.Maintenance))
 
 	injected := time.Now()
@@ -190,16 +135,12 @@ func TestPauseMaintenanceRaisesMonitorLambda(t *testing.T) {
 		}
 	}()
 	thresholds := classify.DefaultThresholds()
-	trigger := func(s monitor.Snapshot, sig health.Signals) healing.Trigger {
-		return healing.Trigger{Collection: "vec", CollectionID: int64(env.W.ID), State: strategy.IntegrityState(integrity.StateName(s.State)),
-			Lambda: s.LambdaNorm, Witness: s.Cut.Witness, Metrics: health.MetricsFrom(sig)}
-	}
 	var fault monitor.Snapshot
 	var tr healing.Trigger
 	var visible time.Duration
 	pgtest.WaitFor(t, 120*time.Second, "maintenance contention witnessed with λ down and the state degraded", func() (bool, error) {
-		fault, sig = current()
-		tr = trigger(fault, sig)
+		fault, sig = h.current()
+		tr = h.trigger(fault, sig)
 		d := classify.Classify(tr.Witness, tr.Metrics, thresholds)
 		var autovac bool
 		for _, j := range sig.Maintenance {
@@ -222,28 +163,16 @@ func TestPauseMaintenanceRaisesMonitorLambda(t *testing.T) {
 		t.Logf("  job %+v", j)
 	}
 
-	key, _, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := strategy.NewRegistry(healing.NewPauseMaintenance(env.Cluster.Connect(ctx, "postgres")))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Stabilisation: two maintenance-collector periods and a sample.
-	e, err := healing.New(ctx, env.Cluster.Connect(ctx, "postgres"), reg,
-		healing.SegmentSampler{Segment: seg, DatabaseOID: srv.DatabaseOID}, key,
+	e := h.engine(ctx, healing.NewPauseMaintenance(env.Cluster.Connect(ctx, "postgres")),
 		healing.Options{Holder: "lambda-test", Stabilization: 2*maint.Interval + 500*time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
 	paused := time.Now()
 	out, err := e.Heal(ctx, tr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	toVerified := time.Since(paused)
-	after, sig := current()
+	after, sig := h.current()
 	t.Logf("outcome %d: %s (%s) %s class %s λ %.3f → %.3f verified=%v rolled_back=%v in %v; result %v",
 		out.ID, out.Status, out.Reason, out.Strategy, out.Decision.Problem.Class, out.InitialLambda, out.FinalLambda,
 		out.Verified, out.RolledBack, toVerified.Round(100*time.Millisecond), out.Result.Metadata)

@@ -6,25 +6,19 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/ruvector/ruvector-healing/bench/workload"
 	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
-	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
-	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/integrity"
 	"github.com/ruvector/ruvector-healing/sidecar/monitor"
-	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
 // A slow standby (its startup process in a cgroup v1 cpu group with a small
@@ -56,19 +50,8 @@ func TestThrottleLetsSlowReplicaCatchUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	env := workloadtest.Start(t, workloadtest.Spec{Name: "vec", Dim: 8, Partitions: 4, Lists: 4, Seed: 37})
-	srv, err := instance.Discover(ctx, env.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seg, err := instance.OpenSegment(srv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seg.Close()
-	target, err := collect.LoadTarget(ctx, env.Conn, "vec")
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := openLambdaRig(t, ctx, env, env.Conn, "vec")
+	defer h.stop()
 	sb, err := workload.StartStandby(ctx, workload.StandbySpec{PrimaryHost: env.Cluster.SocketDir(), PrimaryPort: env.Cluster.Port,
 		Dir: filepath.Join(env.Cluster.Dir, "standby"), Name: "slow_standby"})
 	if err != nil {
@@ -76,44 +59,12 @@ func TestThrottleLetsSlowReplicaCatchUp(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = sb.Stop(context.Background()) })
 
-	loopCtx, stopLoops := context.WithCancel(ctx)
-	var loops sync.WaitGroup
-	defer func() { stopLoops(); loops.Wait() }()
-	loops.Add(1)
-	go func() {
-		defer loops.Done()
-		_ = (&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(loopCtx)
-	}()
 	reps := &collect.Replicas{Interval: time.Second, StallAfter: 3 * time.Second}
 	parts := collect.NewPartitions()
 	parts.Interval = time.Second
-	runner := collect.NewRunner(env.Cluster.Connect(ctx, "postgres"), []collect.Target{target},
-		[]collect.Collector{reps, parts, collect.NewGateway(seg)}, collect.RunnerOptions{})
-	var (
-		mu   sync.Mutex
-		snap monitor.Snapshot
-	)
-	mon, err := monitor.New(monitor.Config{Sample: 250 * time.Millisecond, Warmup: 3 * time.Second, PolicyEvery: time.Second,
-		OnSample: func(ss []monitor.Snapshot) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, s := range ss {
-				if s.Collection == "vec" && s.State != integrity.Unknown {
-					snap = s
-				}
-			}
-		}}, env.Cluster.Connect(ctx, "postgres"), seg, runner, srv.DatabaseOID, []collect.Target{target}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	loops.Add(2)
-	go func() { defer loops.Done(); _ = runner.Run(loopCtx) }()
-	go func() { defer loops.Done(); mon.Run(loopCtx) }()
+	h.start(ctx, reps, parts, collect.NewGateway(h.seg))
 	current := func() (monitor.Snapshot, health.Signals, health.ReplicaSignal) {
-		mu.Lock()
-		s := snap
-		mu.Unlock()
-		sig, _ := runner.Signals(target.ID)
+		s, sig := h.current()
 		for _, r := range sig.Replicas {
 			if r.Name == "slow_standby" {
 				return s, sig, r
@@ -126,9 +77,7 @@ func TestThrottleLetsSlowReplicaCatchUp(t *testing.T) {
 	// the insert throttle governs them), two sessions.
 	var written, refused atomic.Int64
 	for range 2 {
-		loops.Add(1)
-		go func() {
-			defer loops.Done()
+		h.spawn(func(loopCtx context.Context) {
 			for loopCtx.Err() == nil {
 				_, err := env.Pool.Exec(loopCtx, `INSERT INTO vec (embedding) SELECT '{1,2,3,4,5,6,7,8}'::real[] FROM generate_series(1, 50)`)
 				if err != nil {
@@ -138,7 +87,7 @@ func TestThrottleLetsSlowReplicaCatchUp(t *testing.T) {
 				}
 				written.Add(50)
 			}
-		}()
+		})
 	}
 	var before monitor.Snapshot
 	pgtest.WaitFor(t, 30*time.Second, "a first λ with the standby streaming", func() (bool, error) {
@@ -178,10 +127,6 @@ func TestThrottleLetsSlowReplicaCatchUp(t *testing.T) {
 	walRate, perPct := replay+growth, replay/tight
 
 	thresholds := classify.DefaultThresholds()
-	trigger := func(s monitor.Snapshot, sig health.Signals) healing.Trigger {
-		return healing.Trigger{Collection: "vec", CollectionID: int64(env.W.ID), State: strategy.IntegrityState(integrity.StateName(s.State)),
-			Lambda: s.LambdaNorm, Witness: s.Cut.Witness, Metrics: health.MetricsFrom(sig)}
-	}
 	var (
 		during   health.ReplicaSignal
 		duringAt time.Time
@@ -196,7 +141,7 @@ func TestThrottleLetsSlowReplicaCatchUp(t *testing.T) {
 		if rs.ReplayStalled {
 			t.Fatalf("a slow standby read as stalled: %+v", rs)
 		}
-		tr = trigger(fault, sig)
+		tr = h.trigger(fault, sig)
 		d := classify.Classify(tr.Witness, tr.Metrics, thresholds)
 		return d.Problem.Class == classify.ClassReplicationLag && fault.LambdaNorm < 0.9*before.LambdaNorm &&
 			(fault.State == integrity.Stress || fault.State == integrity.Critical), nil // the throttle acts on those
@@ -243,18 +188,9 @@ func TestThrottleLetsSlowReplicaCatchUp(t *testing.T) {
 		quota = max(next, tight)
 	}
 	fault, sig, _ = current()
-	tr = trigger(fault, sig)
+	tr = h.trigger(fault, sig)
 
-	key, _, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := strategy.NewRegistry(healing.ThrottleIngestion{Segment: seg, DatabaseOID: srv.DatabaseOID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := healing.New(ctx, env.Cluster.Connect(ctx, "postgres"), reg,
-		healing.SegmentSampler{Segment: seg, DatabaseOID: srv.DatabaseOID}, key,
+	e := h.engine(ctx, healing.ThrottleIngestion{Segment: h.seg, DatabaseOID: h.srv.DatabaseOID},
 		healing.Options{Holder: "slow-replica-test", Stabilization: 15 * time.Second,
 			// After the wait, with the throttle in place: the problem's
 			// signal for the record, and the cut for the log.
@@ -265,11 +201,8 @@ func TestThrottleLetsSlowReplicaCatchUp(t *testing.T) {
 				for _, w := range s.Cut.Witness {
 					t.Logf("  cut edge %s %s → %s capacity %.3f", w.EdgeType, w.Source, w.Target, w.Capacity)
 				}
-				return trigger(s, sig), name == "vec"
+				return h.trigger(s, sig), name == "vec"
 			}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	w0 := written.Load()
 	start := time.Now()
 	out, err := e.Heal(ctx, tr)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,19 +12,15 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 
 	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
 	"github.com/ruvector/ruvector-healing/shmproto"
-	"github.com/ruvector/ruvector-healing/sidecar/audit"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
-	"github.com/ruvector/ruvector-healing/sidecar/instance"
 	"github.com/ruvector/ruvector-healing/sidecar/integrity"
 	"github.com/ruvector/ruvector-healing/sidecar/monitor"
-	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
 // throttle_ingestion against the hotspot it could not cure before shard
@@ -62,66 +57,18 @@ func TestThrottleIngestionShardCapRaisesMonitorLambda(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv, err := instance.Discover(ctx, env.Conn)
+	h := openLambdaRig(t, ctx, env, env.Conn, "vec")
+	defer h.stop()
+	col, err := h.seg.Find("vec", h.srv.DatabaseOID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	seg, err := instance.OpenSegment(srv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seg.Close()
-	target, err := collect.LoadTarget(ctx, env.Conn, "vec")
-	if err != nil {
-		t.Fatal(err)
-	}
-	col, err := seg.Find("vec", srv.DatabaseOID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	loopCtx, stopLoops := context.WithCancel(ctx)
-	var loops sync.WaitGroup
-	defer func() { stopLoops(); loops.Wait() }()
-	loops.Add(1)
-	go func() {
-		defer loops.Done()
-		_ = (&instance.Heartbeat{Segment: seg, Interval: 100 * time.Millisecond, Log: zerolog.Nop()}).Run(loopCtx)
-	}()
-
 	parts := collect.NewPartitions()
 	// The product's cadence: a capped COPY commits seconds of rows at once, so
 	// shorter periods read lumps (pg_stat counters arrive at commit).
 	parts.Interval = 5 * time.Second
-	runner := collect.NewRunner(env.Cluster.Connect(ctx, "postgres"), []collect.Target{target},
-		[]collect.Collector{parts, collect.NewGateway(seg)}, collect.RunnerOptions{})
-	var (
-		mu   sync.Mutex
-		snap monitor.Snapshot
-	)
-	mon, err := monitor.New(monitor.Config{Sample: 250 * time.Millisecond, Warmup: 3 * time.Second, PolicyEvery: time.Second,
-		OnSample: func(ss []monitor.Snapshot) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, s := range ss {
-				if s.Collection == "vec" && s.State != integrity.Unknown {
-					snap = s
-				}
-			}
-		}}, env.Cluster.Connect(ctx, "postgres"), seg, runner, srv.DatabaseOID, []collect.Target{target}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	loops.Add(2)
-	go func() { defer loops.Done(); _ = runner.Run(loopCtx) }()
-	go func() { defer loops.Done(); mon.Run(loopCtx) }()
+	h.start(ctx, parts, collect.NewGateway(h.seg))
 
-	current := func() (monitor.Snapshot, health.Signals) {
-		mu.Lock()
-		s := snap
-		mu.Unlock()
-		sig, _ := runner.Signals(target.ID)
-		return s, sig
-	}
 	writeRates := func(sig health.Signals) (hotRate, medianOthers float64, line string) {
 		var others []float64
 		for _, p := range sig.Partitions {
@@ -147,7 +94,7 @@ func TestThrottleIngestionShardCapRaisesMonitorLambda(t *testing.T) {
 		var s monitor.Snapshot
 		var sig health.Signals
 		for i := 0; i < 60; i++ {
-			s, sig = current()
+			s, sig = h.current()
 			if len(sig.Partitions) == 4 && s.LambdaNorm > 0 {
 				break
 			}
@@ -157,11 +104,11 @@ func TestThrottleIngestionShardCapRaisesMonitorLambda(t *testing.T) {
 		const n = 4
 		for range n {
 			time.Sleep(parts.Interval)
-			_, sig = current()
+			_, sig = h.current()
 			h, _, _ := writeRates(sig)
 			sum += h
 		}
-		s, sig = current()
+		s, sig = h.current()
 		_, med, line := writeRates(sig)
 		t.Logf("%s: state %s λ %.3f, witness %d edges; hot shard %.0f rows/s (mean of %d periods), median other %.0f;%s",
 			what, integrity.StateName(s.State), s.LambdaNorm, len(s.Cut.Witness), sum/n, n, med, line)
@@ -222,27 +169,14 @@ func TestThrottleIngestionShardCapRaisesMonitorLambda(t *testing.T) {
 	if s.State != integrity.Critical {
 		t.Fatalf("the hot writer did not make the collection critical: state %s λ %.3f", integrity.StateName(s.State), s.LambdaNorm)
 	}
-	tr := healing.Trigger{Collection: "vec", CollectionID: int64(env.W.ID), State: strategy.IntegrityState(integrity.StateName(s.State)),
-		Lambda: s.LambdaNorm, Witness: s.Cut.Witness, Metrics: health.MetricsFrom(sig)}
+	tr := h.trigger(s, sig)
 	ratioBefore := loadRatio(sig, hot)
 
-	key, _, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "audit.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	dial := func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, env.Cluster.DSN("postgres")) }
-	reg, err := strategy.NewRegistry(healing.ThrottleIngestion{Segment: seg, DatabaseOID: srv.DatabaseOID, Dial: dial})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Verification after three collector periods and a sample: the rates
 	// the cut is made of then describe the capped writer.
-	e, err := healing.New(ctx, env.Cluster.Connect(ctx, "postgres"), reg,
-		healing.SegmentSampler{Segment: seg, DatabaseOID: srv.DatabaseOID}, key,
+	e := h.engine(ctx, healing.ThrottleIngestion{Segment: h.seg, DatabaseOID: h.srv.DatabaseOID, Dial: dial},
 		healing.Options{Holder: "lambda-test", Stabilization: 3*parts.Interval + 500*time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var params json.RawMessage
 	p := classify.Classify(tr.Witness, tr.Metrics, classify.DefaultThresholds()).Problem
 	if p.HotspotCongestion == nil || len(p.HotspotCongestion.PartitionIDs) == 0 {
@@ -253,7 +187,7 @@ func TestThrottleIngestionShardCapRaisesMonitorLambda(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caps, err := seg.ReadShardCaps(col.Slot)
+	caps, err := h.seg.ReadShardCaps(col.Slot)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +207,7 @@ func TestThrottleIngestionShardCapRaisesMonitorLambda(t *testing.T) {
 		t.Fatalf("cap %.0f rows/s is not about the other shards' median %.0f rows/s (hot shard %.0f)", capRate, peers, hotBefore)
 	}
 	for op := shmproto.Op(0); op < shmproto.NumOps; op++ {
-		if th, err := seg.ReadThrottle(col.Slot, op); err != nil || th.Pct != 0 {
+		if th, err := h.seg.ReadThrottle(col.Slot, op); err != nil || th.Pct != 0 {
 			t.Fatalf("the whole collection was throttled too (%s): %+v %v", shmproto.OpNames[op], th, err)
 		}
 	}
@@ -291,7 +225,7 @@ func TestThrottleIngestionShardCapRaisesMonitorLambda(t *testing.T) {
 	if s.LambdaNorm < 1.1*tr.Lambda {
 		t.Fatalf("λ %.3f under the cap, %.3f before", s.LambdaNorm, tr.Lambda)
 	}
-	counters, err := seg.ReadShardCapCounters(col.Slot)
+	counters, err := h.seg.ReadShardCapCounters(col.Slot)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +240,7 @@ func TestThrottleIngestionShardCapRaisesMonitorLambda(t *testing.T) {
 	if _, err := e.RollbackOutcome(ctx, "vec", int64(env.W.ID), out.ID); err != nil {
 		t.Fatal(err)
 	}
-	caps, err = seg.ReadShardCaps(col.Slot)
+	caps, err = h.seg.ReadShardCaps(col.Slot)
 	if err != nil || len(caps) != 0 {
 		t.Fatalf("caps after the rollback: %+v %v, want none", caps, err)
 	}
