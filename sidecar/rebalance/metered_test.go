@@ -23,20 +23,26 @@ import (
 // closed, and a closing backend flushes what it had pending.
 func settledInserts(t *testing.T, env *workloadtest.Env, want int64) {
 	t.Helper()
-	ctx := context.Background()
 	env.Pool.Reset()
+	settled(t, env, "n_tup_ins", func(n int64) bool { return n == want }, fmt.Sprintf("%d rows inserted", want))
+}
+
+// settled waits until the sum of column of pg_stat_user_tables over the
+// collection's partitions satisfies ok.
+func settled(t *testing.T, env *workloadtest.Env, column string, ok func(int64) bool, want string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var n int64
-		if err := env.Conn.QueryRow(ctx, `SELECT coalesce(sum(n_tup_ins), 0)::bigint FROM pg_stat_user_tables
+		if err := env.Conn.QueryRow(context.Background(), `SELECT coalesce(sum(`+column+`), 0)::bigint FROM pg_stat_user_tables
 WHERE relid IN (SELECT relid FROM pg_partition_tree($1::regclass) WHERE isleaf)`, env.W.Table).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n == want {
+		if ok(n) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("statistics show %d rows inserted, want %d", n, want)
+			t.Fatalf("statistics show %s = %d, want %s", column, n, want)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -180,21 +186,7 @@ SET min_parallel_table_scan_size = 0; SET min_parallel_index_scan_size = 0; SET 
 	}
 	// Both collectors must sample after the reads reached the shared
 	// statistics, or the comparison means nothing.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var read int64
-		if err := env.Conn.QueryRow(ctx, `SELECT coalesce(sum(seq_tup_read), 0)::bigint FROM pg_stat_user_tables
-WHERE relid IN (SELECT relid FROM pg_partition_tree($1::regclass) WHERE isleaf)`, env.W.Table).Scan(&read); err != nil {
-			t.Fatal(err)
-		}
-		if read >= 1300 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the statistics show %d rows read, never the count's 1300", read)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	settled(t, env, "seq_tup_read", func(n int64) bool { return n >= 1300 }, "the count's 1300 rows read")
 	if err := plain.Collect(ctx, env.Conn, target, &p); err != nil {
 		t.Fatal(err)
 	}
