@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ruvector/ruvector-healing/sidecar/health"
 )
@@ -37,6 +39,10 @@ type Indexes struct {
 	// and made compact_indexes run again and again (bench/RESULTS.md,
 	// scorecard run 1, finding 1). A REINDEX of such an index buys nothing.
 	MinLeafPages int64
+	// LockWait bounds how long the read of one index waits for its lock
+	// (default DefaultIndexLockWait); a locked index is skipped this
+	// sample.
+	LockWait time.Duration
 
 	mu     sync.Mutex
 	schema string // where pgstattuple lives, once found
@@ -87,45 +93,97 @@ func (x *Indexes) ensureExtension(ctx context.Context, q Querier) (string, error
 // yields NaN from pgstatindex: there is nothing to measure and it is left
 // out rather than reported with made-up values; so is an index below
 // MinLeafPages, whose page order says nothing.
+//
+// Each index is read by its own statement that waits at most LockWait for
+// the index's lock. An index someone holds exclusively (REINDEX, DROP
+// INDEX, the drop of the old copy at the end of REINDEX CONCURRENTLY) keeps
+// its previous measurement, or is left out if it has none; one that
+// vanished between the listing and its read (a REINDEX CONCURRENTLY swap)
+// is left out. Waiting instead stalled every collector of every collection
+// behind one lock for up to the 2-minute timeout: the Runner calls them one
+// at a time on one connection.
 func (x *Indexes) Collect(ctx context.Context, q Querier, t Target, s *health.Signals) error {
 	schema, err := x.ensureExtension(ctx, q)
 	if err != nil {
 		return err
 	}
-	sql := fmt.Sprintf(`
-SELECT c.oid::bigint, c.oid::regclass::text, st.leaf_fragmentation, st.avg_leaf_density, st.leaf_pages
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_am am ON am.oid = c.relam
-CROSS JOIN LATERAL %s.pgstatindex(c.oid::regclass) st
-WHERE i.indrelid = ANY($1::oid[]) AND c.relkind = 'i' AND am.amname = 'btree' AND i.indisvalid
-ORDER BY c.oid`, pgx.Identifier{schema}.Sanitize())
-	rows, err := q.Query(ctx, sql, t.Relations)
+	list, err := listIndexes(ctx, q, t)
 	if err != nil {
-		return fmt.Errorf("indexes: pgstatindex: %w", err)
+		return err
 	}
-	defer rows.Close()
-	now := time.Now()
-	var out []health.IndexSignal
+	prev := map[int64]health.IndexSignal{}
+	for _, is := range s.Indexes {
+		prev[is.RelID] = is
+	}
+	sql := fmt.Sprintf(`
+SELECT st.leaf_fragmentation, st.avg_leaf_density, st.leaf_pages
+FROM (SELECT set_config('lock_timeout', $2, true) AS lt) g
+CROSS JOIN LATERAL %s.pgstatindex(CASE WHEN g.lt IS NOT NULL THEN $1::oid::regclass END) st`,
+		pgx.Identifier{schema}.Sanitize())
+	wait := fmt.Sprintf("%dms", max(x.lockWait().Milliseconds(), 1))
 	minLeaf := x.MinLeafPages
 	if minLeaf <= 0 {
 		minLeaf = DefaultMinLeafPages
 	}
-	for rows.Next() {
-		var is health.IndexSignal
+	var out []health.IndexSignal
+	for _, is := range list {
 		var leafPages int64
-		if err := rows.Scan(&is.RelID, &is.Name, &is.FragmentationPct, &is.AvgLeafDensity, &leafPages); err != nil {
-			return fmt.Errorf("indexes: scan: %w", err)
+		err := q.QueryRow(ctx, sql, is.RelID, wait).Scan(&is.FragmentationPct, &is.AvgLeafDensity, &leafPages)
+		var pgErr *pgconn.PgError
+		switch {
+		case errors.As(err, &pgErr) && pgErr.Code == "55P03": // lock_not_available
+			if p, ok := prev[is.RelID]; ok {
+				out = append(out, p)
+			}
+			continue
+		case errors.As(err, &pgErr) && isVanished(pgErr):
+			continue
+		case err != nil:
+			return fmt.Errorf("indexes: pgstatindex(%s): %w", is.Name, err)
 		}
 		if math.IsNaN(is.FragmentationPct) || math.IsNaN(is.AvgLeafDensity) || leafPages < minLeaf {
 			continue
 		}
-		is.SampledAt = now
+		is.SampledAt = time.Now()
 		out = append(out, is)
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("indexes: read rows: %w", err)
 	}
 	s.Indexes = out
 	return nil
+}
+
+// DefaultIndexLockWait is Indexes.LockWait by default.
+const DefaultIndexLockWait = 200 * time.Millisecond
+
+func (x *Indexes) lockWait() time.Duration { return orDefault(x.LockWait, DefaultIndexLockWait) }
+
+// listIndexes lists the valid B-tree indexes of the target's relations
+// from the catalog alone (no lock on any index).
+func listIndexes(ctx context.Context, q Querier, t Target) ([]health.IndexSignal, error) {
+	rows, err := q.Query(ctx, `
+SELECT c.oid::bigint, c.oid::regclass::text
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am am ON am.oid = c.relam
+WHERE i.indrelid = ANY($1::oid[]) AND c.relkind = 'i' AND am.amname = 'btree' AND i.indisvalid
+ORDER BY c.oid`, t.Relations)
+	if err != nil {
+		return nil, fmt.Errorf("indexes: list: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (health.IndexSignal, error) {
+		var is health.IndexSignal
+		err := r.Scan(&is.RelID, &is.Name)
+		return is, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("indexes: list: %w", err)
+	}
+	return out, nil
+}
+
+// isVanished: the index was dropped after it was listed (pgstatindex then
+// cannot open it: "could not open relation with OID", an internal error
+// XX000; 42P01 if the regclass cast itself fails).
+func isVanished(e *pgconn.PgError) bool {
+	return e.Code == "42P01" ||
+		(e.Code == "XX000" && strings.HasPrefix(e.Message, "could not open relation with OID"))
 }

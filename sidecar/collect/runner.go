@@ -29,7 +29,20 @@ type RunnerOptions struct {
 	// OnSample, if set, runs after a collector updated a target's signals,
 	// with a copy of them.
 	OnSample func(s health.Signals)
+	// LockTimeout is set as lock_timeout on the Runner's connection (and
+	// on every redialled one) before its first collector call (default
+	// DefaultLockTimeout; negative: left as the connection has it). The
+	// collectors run one at a time on that one connection, so a statement
+	// queued behind another session's lock (an ACCESS EXCLUSIVE lock on one
+	// collection's partition or index: ALTER TABLE, TRUNCATE, REINDEX)
+	// would hold up every collector of every collection until its timeout;
+	// with this it fails after LockTimeout instead and only its own kind of
+	// its own collection is marked Unknown for that sample.
+	LockTimeout time.Duration
 }
+
+// DefaultLockTimeout is RunnerOptions.LockTimeout by default.
+const DefaultLockTimeout = time.Second
 
 // CollectorStats is one collector's counters, summed over targets.
 type CollectorStats struct {
@@ -56,9 +69,18 @@ type entry struct {
 	// busy is set while an abandoned call (one that ignored its context)
 	// is still running: the collector is not called again until it
 	// returns, so goroutines never pile up.
-	busy  bool
-	stats CollectorStats
+	busy bool
+	// abandonedOn is the target whose call was abandoned (valid while
+	// busy); okAt is each target's last success (by Target.ID).
+	abandonedOn int
+	okAt        map[int]time.Time
+	stats       CollectorStats
 }
+
+// skipWhileBusy: how stale another target's signals may grow while its
+// collector is busy with an abandoned call for a different target before
+// they are marked Unknown, in cadences (plus the timeout).
+const skipWhileBusy = 3
 
 // Runner runs collectors at their cadences against a fixed set of targets
 // and keeps each target's latest Signals. Collectors run one at a time on
@@ -72,10 +94,17 @@ type Runner struct {
 	// not return while one still uses the querier its caller will close.
 	inflight sync.WaitGroup
 
-	mu      sync.Mutex // guards everything below and q
-	q       Querier
-	entries []*entry
-	signals map[int]*health.Signals // by Target.ID
+	mu sync.Mutex // guards everything below and q
+	q  Querier
+	// retired are the qGens of queriers an abandoned call still uses
+	// (retire): the next call dials a new one, the call closes its own
+	// when it returns.
+	retired map[int]bool
+	// qGen counts the queriers (redials); prepared is the qGen whose
+	// lock_timeout has been set, -1 for none.
+	qGen, prepared int
+	entries        []*entry
+	signals        map[int]*health.Signals // by Target.ID
 }
 
 // NewRunner builds a Runner over q for targets.
@@ -83,13 +112,18 @@ func NewRunner(q Querier, targets []Target, collectors []Collector, opts RunnerO
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	r := &Runner{opts: opts, targets: targets, q: q, signals: map[int]*health.Signals{}}
+	if opts.LockTimeout == 0 {
+		opts.LockTimeout = DefaultLockTimeout
+	}
+	r := &Runner{opts: opts, targets: targets, q: q, prepared: -1, retired: map[int]bool{},
+		signals: map[int]*health.Signals{}}
 	for _, c := range collectors {
 		to := min(opts.Timeout, c.Cadence())
 		if h, ok := c.(TimeoutHinter); ok && h.Timeout() > 0 {
 			to = h.Timeout()
 		}
-		r.entries = append(r.entries, &entry{c: c, timeout: to, stats: CollectorStats{Name: c.Name(), Cadence: c.Cadence()}})
+		r.entries = append(r.entries, &entry{c: c, timeout: to, okAt: map[int]time.Time{},
+			stats: CollectorStats{Name: c.Name(), Cadence: c.Cadence()}})
 	}
 	for _, t := range targets {
 		// Nothing is measured until its collector has reported: a kind
@@ -173,25 +207,61 @@ type result struct {
 	panicked bool
 }
 
-func (r *Runner) querier(ctx context.Context) Querier {
+func (r *Runner) querier(ctx context.Context) (Querier, int) {
 	r.mu.Lock()
-	q := r.q
+	q, gen := r.q, r.qGen
+	retired := r.retired[gen]
 	r.mu.Unlock()
-	if c, ok := q.(interface{ IsClosed() bool }); ok && c.IsClosed() && r.opts.Redial != nil {
+	c, ok := q.(interface{ IsClosed() bool })
+	if r.opts.Redial != nil && (retired || ok && c.IsClosed()) {
 		if nq, err := r.opts.Redial(ctx); err == nil {
 			r.mu.Lock()
 			r.q = nq
+			r.qGen++
+			q, gen = nq, r.qGen
 			r.mu.Unlock()
-			return nq
 		}
 	}
-	return q
+	r.prepare(ctx, q, gen)
+	return q, gen
+}
+
+// prepare sets lock_timeout on q once. A failure (the connection is still
+// in use by an abandoned call, or broken) is retried at the next call;
+// the collectors run meanwhile with the connection's own setting.
+func (r *Runner) prepare(ctx context.Context, q Querier, gen int) {
+	if r.opts.LockTimeout < 0 {
+		return
+	}
+	r.mu.Lock()
+	done := r.prepared == gen
+	r.mu.Unlock()
+	if done {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, DefaultTimeout)
+	defer cancel()
+	ms := max(r.opts.LockTimeout.Milliseconds(), 1)
+	if _, err := q.Exec(sctx, fmt.Sprintf("SET lock_timeout = '%dms'", ms)); err != nil {
+		return
+	}
+	r.mu.Lock()
+	r.prepared = gen
+	r.mu.Unlock()
 }
 
 func (r *Runner) runOne(ctx context.Context, e *entry, t Target) {
 	name := e.c.Name()
 	r.mu.Lock()
 	busy := e.busy
+	if busy && e.abandonedOn != t.ID && time.Since(e.okAt[t.ID]) < skipWhileBusy*e.c.Cadence()+e.timeout {
+		// The abandoned call is another collection's: this one's
+		// signals are left as they are (and as trusted) for now rather
+		// than marked Unknown for a call that was never made. Only when
+		// they grow stale are they marked, below.
+		r.mu.Unlock()
+		return
+	}
 	scratch := copySignals(r.signals[t.ID])
 	// Set before the call starts: the call's own goroutine clears it.
 	e.busy = true
@@ -200,7 +270,7 @@ func (r *Runner) runOne(ctx context.Context, e *entry, t Target) {
 		r.finish(e, t, result{err: fmt.Errorf("collect: %s: previous call still running after its timeout", name)}, 0, true)
 		return
 	}
-	q := r.querier(ctx)
+	q, gen := r.querier(ctx)
 	cctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	done := make(chan result, 1)
@@ -217,6 +287,7 @@ func (r *Runner) runOne(ctx context.Context, e *entry, t Target) {
 			r.mu.Lock()
 			e.busy = false
 			r.mu.Unlock()
+			r.closeIfRetired(q, gen)
 		}()
 		res.s = scratch
 		res.err = e.c.Collect(cctx, q, t, &res.s)
@@ -230,6 +301,14 @@ func (r *Runner) runOne(ctx context.Context, e *entry, t Target) {
 	case <-time.After(e.timeout + abandonGrace):
 		// The collector ignores its context: stop waiting. Its scratch
 		// copy is dropped when it returns, so it cannot touch our state.
+		// It still holds the connection: the other collectors move to a
+		// new one (the abandoned call closes the old one when it
+		// returns), or every call of every collection would fail on the
+		// connection in use meanwhile.
+		r.mu.Lock()
+		e.abandonedOn = t.ID
+		r.mu.Unlock()
+		r.retire(gen)
 		res = result{err: fmt.Errorf("collect: %s ignored its %v timeout: %w", name, e.timeout, context.DeadlineExceeded)}
 	}
 	if ctx.Err() != nil {
@@ -237,6 +316,32 @@ func (r *Runner) runOne(ctx context.Context, e *entry, t Target) {
 	}
 	timedOut := cctx.Err() == context.DeadlineExceeded
 	r.finish(e, t, res, time.Since(start), timedOut)
+}
+
+// retire makes the next call use a new connection (RunnerOptions.Redial)
+// instead of the one of generation gen, which an abandoned call still
+// uses. Without Redial nothing changes.
+func (r *Runner) retire(gen int) {
+	if r.opts.Redial == nil {
+		return
+	}
+	r.mu.Lock()
+	r.retired[gen] = true
+	r.mu.Unlock()
+}
+
+// closeIfRetired closes q (of generation gen) once the abandoned call on it
+// has returned.
+func (r *Runner) closeIfRetired(q Querier, gen int) {
+	r.mu.Lock()
+	retired := r.retired[gen]
+	delete(r.retired, gen)
+	r.mu.Unlock()
+	if c, ok := q.(interface{ Close(context.Context) error }); ok && retired {
+		ctx, cancel := context.WithTimeout(context.Background(), abandonGrace)
+		defer cancel()
+		_ = c.Close(ctx)
+	}
 }
 
 func (r *Runner) finish(e *entry, t Target, res result, took time.Duration, timedOut bool) {
@@ -260,6 +365,7 @@ func (r *Runner) finish(e *entry, t Target, res result, took time.Duration, time
 			delete(cur.Unknown, name)
 			st.Successes++
 			st.LastSuccessAt = now
+			e.okAt[t.ID] = now
 		}
 	default:
 		// Keep the previous values (the graph builder still needs the

@@ -3,6 +3,8 @@ package collect
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -149,4 +151,97 @@ func TestRunnerAbandonsStubbornCollectorAndKeepsRunning(t *testing.T) {
 	if !s.Unknown["stubborn"] || s.Unknown["memory"] || int(samples.Load()) != int(ss.Errors+ms.Successes) {
 		t.Fatalf("unknown %v, %d samples", s.Unknown, samples.Load())
 	}
+}
+
+// hogger ignores its context in its second call for one target, while
+// holding the connection (a query that will not be cancelled in time);
+// otherwise it answers at once.
+type hogger struct {
+	slowID       int
+	calls, slows atomic.Int32
+}
+
+func (*hogger) Name() string           { return "hogger" }
+func (*hogger) Cadence() time.Duration { return time.Second }
+func (h *hogger) Collect(ctx context.Context, q Querier, t Target, s *health.Signals) error {
+	h.calls.Add(1)
+	if t.ID == h.slowID && h.slows.Add(1) == 2 {
+		if _, err := q.Exec(context.Background(), "SELECT pg_sleep(2)"); err != nil {
+			return err
+		}
+		return nil
+	}
+	var one int
+	if err := q.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("hogger: %w", err)
+	}
+	s.Centroids = []health.CentroidSignal{{ID: int64(one)}}
+	return nil
+}
+
+// A call abandoned for one collection neither marks the same kind of
+// another collection Unknown (it was never tried) nor makes the other
+// collectors fail on the connection the abandoned call still holds: they
+// move to a new one, and the old one is closed once the call returns.
+func TestRunnerAbandonedCallDoesNotSpillOverToOtherCollections(t *testing.T) {
+	t.Parallel()
+	c, conn, a := startCollection(t)
+	ctx := context.Background()
+	mustExec(t, conn, `CREATE TABLE other (id bigserial, embedding real[], shard int NOT NULL) PARTITION BY LIST (shard);
+CREATE TABLE other_0 PARTITION OF other FOR VALUES IN (0);
+SELECT ruvector_collection_register('other', 'other')`)
+	b, err := LoadTarget(ctx, conn, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hogger{slowID: a.ID}
+	parts := NewPartitions()
+	parts.Interval = 500 * time.Millisecond
+	var mu sync.Mutex
+	var bUnknown []string
+	bKnown := false
+	r := NewRunner(conn, []Target{a, b}, []Collector{h, parts}, RunnerOptions{
+		Timeout: 300 * time.Millisecond,
+		Redial:  func(context.Context) (Querier, error) { return sidecarConn(t, c), nil },
+		OnSample: func(s health.Signals) {
+			if s.CollectionID != b.ID {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !s.Unknown["hogger"] {
+				bKnown = true
+			} else if bKnown {
+				bUnknown = append(bUnknown, time.Now().Format("15:04:05.000"))
+			}
+		},
+	})
+	rctx, cancel := context.WithTimeout(ctx, 6*time.Second)
+	defer cancel()
+	if err := r.Run(rctx); err != context.DeadlineExceeded {
+		t.Fatalf("Run returned %v", err)
+	}
+	hs, ps := stat(t, r, "hogger"), stat(t, r, "partitions")
+	t.Logf("hogger %+v\npartitions %+v\ncalls %d", hs, ps, h.calls.Load())
+	mu.Lock()
+	defer mu.Unlock()
+	if !bKnown || len(bUnknown) > 0 {
+		t.Errorf("other's hogger kind: known %v, then unknown at %v (the abandoned call was the emb's)", bKnown, bUnknown)
+	}
+	// The abandoned call and emb's calls refused while it still ran are
+	// the only errors: the last one is emb's.
+	if hs.Timeouts < 1 || hs.Successes < 8 || !strings.Contains(hs.LastError, "emb:") {
+		t.Errorf("hogger stats %+v", hs)
+	}
+	// Calls on the held connection would fail ("conn busy").
+	if ps.Errors != 0 || ps.Successes < 8 {
+		t.Errorf("partitions on the other connection: %+v", ps)
+	}
+	// The retired connections were closed once their calls returned: at
+	// most the current one and one still held are left.
+	var n int
+	pgtest.WaitFor(t, 5*time.Second, "retired collector connections to close", func() (bool, error) {
+		err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ruvector-sidecar-collect'").Scan(&n)
+		return n <= 3, err
+	})
 }
