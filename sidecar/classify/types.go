@@ -133,6 +133,11 @@ type Metrics struct {
 	// moved. The classifier does not read it: it tells the engine that
 	// reducing WAL on the primary cannot help those replicas.
 	ReplicaReplayStalledSeconds map[int64]float64 `json:"replica_replay_stalled_seconds,omitempty"`
+	// ReplicaReplayWaitingSeconds lists the replicas whose replay_lsn has
+	// stood still with received WAL waiting, not yet long enough to be
+	// read as stalled, with for how long. The engine waits for the stall
+	// judgement rather than act on a replica that may be paused.
+	ReplicaReplayWaitingSeconds map[int64]float64 `json:"replica_replay_waiting_seconds,omitempty"`
 	// MaintenanceQueueDepth is the number of queued maintenance jobs.
 	MaintenanceQueueDepth int `json:"maintenance_queue_depth"`
 	// MaintenanceJobs maps maintenance_dep nodes to job types.

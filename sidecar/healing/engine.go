@@ -581,9 +581,12 @@ func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, r
 // strategies for replication lag reduce the WAL the primary generates,
 // which helps a replica that replays too slowly and cannot help one that
 // does not replay at all. One replica still replaying is enough to act as
-// usual: it is the one the strategies help.
+// usual: it is the one the strategies help. While a lagging replica has
+// not replayed since the last samples but is not yet read as stalled
+// (ReplicaReplayWaitingSeconds), the engine waits for the judgement.
 func replayStalled(p classify.Problem, tr Trigger) string {
-	if p.Class != classify.ClassReplicationLag || len(tr.Metrics.ReplicaReplayStalledSeconds) == 0 {
+	if p.Class != classify.ClassReplicationLag ||
+		len(tr.Metrics.ReplicaReplayStalledSeconds)+len(tr.Metrics.ReplicaReplayWaitingSeconds) == 0 {
 		return ""
 	}
 	var lagging []int64
@@ -610,10 +613,20 @@ func replayStalled(p classify.Problem, tr Trigger) string {
 		}
 	}
 	parts := make([]string, 0, len(lagging))
+	waiting := false
 	for _, id := range lagging {
 		secs, ok := tr.Metrics.ReplicaReplayStalledSeconds[id]
 		if !ok {
-			return ""
+			// Not stalled yet, but not replaying since the last samples
+			// either: the stall judgement is a few seconds away, and
+			// acting first would cut the workload for a replica that may
+			// be paused (a scorecard run paused maintenance on two
+			// collections 10 s into a paused replay, then rolled both
+			// back).
+			if secs, ok = tr.Metrics.ReplicaReplayWaitingSeconds[id]; !ok || secs < minReplayWaiting.Seconds() {
+				return ""
+			}
+			waiting = true
 		}
 		name := names[id]
 		if name == "" {
@@ -621,9 +634,19 @@ func replayStalled(p classify.Problem, tr Trigger) string {
 		}
 		parts = append(parts, fmt.Sprintf("%s: replay_lsn has not moved for %.0fs while WAL is received", name, secs))
 	}
+	if waiting {
+		return "replay not moving on " + strings.Join(parts, "; ") +
+			"; waiting for the stall judgement before acting: reducing WAL on the primary helps a replica that replays slowly, not one whose replay is paused"
+	}
 	return "replay stalled on " + strings.Join(parts, "; ") +
 		"; reducing WAL on the primary cannot help; needs a person (pg_wal_replay_resume, or a blocking query on the standby)"
 }
+
+// minReplayWaiting is how long replay_lsn must have stood still, with WAL
+// waiting, before the engine waits for the stall judgement. The replicas
+// collector runs once per collection per period, so a replica that
+// replays shows a still replay_lsn only between calls milliseconds apart.
+const minReplayWaiting = time.Second
 
 func deferred(out Outcome, reason string) Outcome {
 	out.Status = StatusDeferred

@@ -110,17 +110,40 @@ func TestEngineHandsOverStalledReplay(t *testing.T) {
 	}
 	var sig health.Signals
 	var rs health.ReplicaSignal
+	// Before the stall judgement: replay has stood still for a second or
+	// more, not yet the 3 s bar. The engine waits rather than act.
+	pgtest.WaitFor(t, 30*time.Second, "replay standing still, not yet stalled", func() (bool, error) {
+		sig, rs = sample()
+		return !rs.ReplayStalled && rs.ReplayStalledSeconds >= 1, nil
+	})
+	tr := trigger(sig, rs)
+	if got := tr.Metrics.ReplicaReplayWaitingSeconds[rs.ID]; got < 1 || len(tr.Metrics.ReplicaReplayStalledSeconds) != 0 {
+		t.Fatalf("metrics carry waiting seconds %v for replica %d, want >= 1 and no stall yet: %+v", got, rs.ID, tr.Metrics)
+	}
+	out, err := e.Heal(ctx, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("standing still: %s: %s", out.Status, out.Reason)
+	if out.Status != healing.StatusDeferred || out.ID != 0 ||
+		!strings.HasPrefix(out.Reason, "replay not moving on stall_standby: replay_lsn has not moved for ") ||
+		!strings.Contains(out.Reason, "waiting for the stall judgement before acting") {
+		t.Fatalf("replay standing still: outcome %+v", out)
+	}
+	if n := outcomes(); n != 0 {
+		t.Fatalf("%d outcome rows while waiting for the stall judgement, want none", n)
+	}
 	pgtest.WaitFor(t, 30*time.Second, "replay stalled", func() (bool, error) {
 		sig, rs = sample()
 		return rs.ReplayStalled, nil
 	})
 	t.Logf("paused: %+v", rs)
-	tr := trigger(sig, rs)
+	tr = trigger(sig, rs)
 	if got := tr.Metrics.ReplicaReplayStalledSeconds[rs.ID]; got < 3 {
 		t.Fatalf("metrics carry stalled seconds %v for replica %d, want >= 3: %+v", got, rs.ID, tr.Metrics)
 	}
 
-	out, err := e.Heal(ctx, tr)
+	out, err = e.Heal(ctx, tr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,11 +37,17 @@ func MetricsFrom(s Signals) classify.Metrics {
 		m.ReplicaLagSeconds = make(map[int64]float64, len(s.Replicas))
 		for _, r := range s.Replicas {
 			m.ReplicaLagSeconds[r.ID] = r.LagSeconds
-			if r.ReplayStalled {
+			switch {
+			case r.ReplayStalled:
 				if m.ReplicaReplayStalledSeconds == nil {
 					m.ReplicaReplayStalledSeconds = map[int64]float64{}
 				}
 				m.ReplicaReplayStalledSeconds[r.ID] = r.ReplayStalledSeconds
+			case r.ReplayStalledSeconds > 0:
+				if m.ReplicaReplayWaitingSeconds == nil {
+					m.ReplicaReplayWaitingSeconds = map[int64]float64{}
+				}
+				m.ReplicaReplayWaitingSeconds[r.ID] = r.ReplayStalledSeconds
 			}
 		}
 	}
