@@ -41,7 +41,9 @@ type Indexes struct {
 	MinLeafPages int64
 	// LockWait bounds how long the read of one index waits for its lock
 	// (default DefaultIndexLockWait); a locked index is skipped this
-	// sample.
+	// sample. It is set as a transaction-local lock_timeout: called inside
+	// the caller's own transaction, that lock_timeout stays in force until
+	// the transaction ends.
 	LockWait time.Duration
 
 	mu     sync.Mutex
