@@ -66,7 +66,7 @@ func findSlot(seg Segment, name string, id int64, dbOID uint32) (shmproto.Collec
 //   - hotspot_congestion whose hot partitions are shards of the vector
 //     collection (the trigger's witness edges name them, or {"shard": n} in a
 //     manual execution's parameters): a write cap on each hot shard, at the
-//     median insert rate of the other shards measured just before, or, when
+//     median write rate of the other shards, or, when
 //     they write nothing, at (100 - pct)% of the shard's own (pct 50 in
 //     stress, 90 in critical; at least 1 row/s), enforced per row by the
 //     collection's row trigger (see shardCap). A writer that names its shard explicitly
@@ -74,7 +74,8 @@ func findSlot(seg Segment, name string, id int64, dbOID uint32) (shmproto.Collec
 //     and rebalance_partitions cannot outrun; a whole-collection throttle
 //     would slow every shard alike and leave the hottest/median load ratio
 //     where it was, while a cap on the hot shard lowers exactly that ratio.
-//     The insert rate is n_tup_ins of the shard's partition over RateWindow (5 s),
+//     The rates are the rows written per second the problem was classified
+//     from; without them, n_tup_ins of each partition over RateWindow (5 s),
 //     or, when the statistics show none, the partition load the problem was
 //     classified from.
 //   - otherwise (memory_pressure, replication_lag, or a hotspot no shard
@@ -302,17 +303,26 @@ func shardCap(rate, peerMedian float64, pct uint32) uint32 {
 	return uint32(min(max(c, 1), shmproto.ShardCapRateMask))
 }
 
-// measure fills each target's insert rate: n_tup_ins of its partition over
-// RateWindow, or the classified partition load when the statistics moved
-// not at all (a writer that has not flushed them yet).
+// measure fills each target's write rate: the rows written per second the
+// problem was classified from (the partitions collector's last period,
+// the healer's own moves left out) when it has a rate for every shard and
+// the hot ones write; else n_tup_ins of each partition over RateWindow, or
+// the classified partition load when the statistics moved not at all (a
+// writer that has not flushed them yet). Measuring afresh cost RateWindow
+// (5 s) of every hotspot's time to recovery for a rate the trigger already
+// carried.
 func (t ThrottleIngestion) measure(ctx context.Context, conn *pgx.Conn, rc *strategy.Context, hot []shardCapTarget, peers []int64) error {
 	ids := slices.Clone(peers)
 	for _, h := range hot {
 		ids = append(ids, h.RelID)
 	}
-	rates, err := t.insertRates(ctx, conn, ids, nil)
-	if err != nil {
-		return fmt.Errorf("throttle_ingestion: insert counts of %q: %w", rc.Collection, err)
+	rates, source := classifiedWrites(rc.Metrics.PartitionWrites, hot, ids), "partition_writes"
+	if rates == nil {
+		var err error
+		if rates, err = t.insertRates(ctx, conn, ids, nil); err != nil {
+			return fmt.Errorf("throttle_ingestion: insert counts of %q: %w", rc.Collection, err)
+		}
+		source = "n_tup_ins"
 	}
 	var peerRates []float64
 	for _, id := range peers {
@@ -326,9 +336,28 @@ func (t ThrottleIngestion) measure(ctx context.Context, conn *pgx.Conn, rc *stra
 	for i := range hot {
 		hot[i].PeerMedian = median
 		if r := rates[hot[i].RelID]; r > 0 {
-			hot[i].Rate, hot[i].Source = r, "n_tup_ins"
+			hot[i].Rate, hot[i].Source = r, source
 		} else {
 			hot[i].Rate, hot[i].Source = rc.Metrics.PartitionLoad[hot[i].RelID], "partition_load"
+		}
+	}
+	return nil
+}
+
+// classifiedWrites returns the classified write rates of ids, or nil when
+// one is missing or no hot shard writes.
+func classifiedWrites(writes map[int64]float64, hot []shardCapTarget, ids []int64) map[int64]float64 {
+	out := make(map[int64]float64, len(ids))
+	for _, id := range ids {
+		r, ok := writes[id]
+		if !ok {
+			return nil
+		}
+		out[id] = r
+	}
+	for _, h := range hot {
+		if out[h.RelID] > 0 {
+			return out
 		}
 	}
 	return nil

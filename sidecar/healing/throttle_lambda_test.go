@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -199,6 +200,11 @@ func TestThrottleIngestionShardCapRaisesMonitorLambda(t *testing.T) {
 	}
 	if len(caps) != 1 || caps[0].Shard != hot || caps[0].SetBy != shmproto.SetBySidecar || caps[0].OutcomeID != out.ID {
 		t.Fatalf("want one sidecar cap on shard %d for outcome %d, got %+v", hot, out.ID, caps)
+	}
+	// The rates came with the trigger (the collector's last period), not
+	// from a fresh 5 s measurement.
+	if doc, err := json.Marshal(out.Result.Metadata["shard_caps"]); err != nil || !strings.Contains(string(doc), `"measured_from":"partition_writes"`) {
+		t.Fatalf("the cap's rates: %s %v, want measured_from partition_writes", doc, err)
 	}
 	// The cap is the other shards' median insert rate (shardCap), measured
 	// by the strategy over its own window: about what the monitor saw.
