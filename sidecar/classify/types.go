@@ -3,6 +3,7 @@ package classify
 import (
 	"fmt"
 	"math"
+	"time"
 )
 
 // NodeKind is the kind of a node of the contracted graph.
@@ -123,6 +124,9 @@ type Metrics struct {
 	// per second: the strategies that move or route rows judge by it
 	// whether they can act on a hotspot at all.
 	PartitionWrites map[int64]float64 `json:"partition_writes,omitempty"`
+	// PartitionRatesSince is when the window the partition rates were
+	// measured over began: a change made before it shows in them whole.
+	PartitionRatesSince time.Time `json:"partition_rates_since,omitzero"`
 	// CentroidListSizes is the number of vectors in each IVF list.
 	CentroidListSizes map[int64]int64 `json:"centroid_list_sizes,omitempty"`
 	// ReplicaLagSeconds is the replication lag of each replica.

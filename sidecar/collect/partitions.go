@@ -142,6 +142,10 @@ func (p *Partitions) Collect(ctx context.Context, q Querier, t Target, s *health
 		}
 	}
 	s.Partitions = out
+	s.PartitionsSince = time.Time{}
+	if had && !reset {
+		s.PartitionsSince = prev.at
+	}
 	if !had || reset {
 		return fmt.Errorf("partitions of %s: %w", t.Name, ErrFirstSample)
 	}

@@ -453,6 +453,12 @@ func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, r
 		},
 		Recorder: rec, OutcomeID: id, Started: started, Timeout: timeout,
 	}
+	if e.opts.Current != nil {
+		rc.Current = func() (classify.Metrics, bool) {
+			cur, ok := e.opts.Current(tr.Collection)
+			return cur.Metrics, ok
+		}
+	}
 
 	res, execErr := e.execute(actx, s, rc, timeout, rec)
 	if execErr != nil && errors.Is(context.Cause(actx), ErrAborted) {

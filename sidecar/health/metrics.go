@@ -26,6 +26,7 @@ func MetricsFrom(s Signals) classify.Metrics {
 			m.PartitionLoad[p.RelID] = partitionLoad(p)
 			m.PartitionWrites[p.RelID] = nonNeg(p.WriteRowsPerSec)
 		}
+		m.PartitionRatesSince = s.PartitionsSince
 	}
 	if !s.Unknown[KindCentroids] && len(s.Centroids) > 0 {
 		m.CentroidListSizes = make(map[int64]int64, len(s.Centroids))

@@ -13,13 +13,17 @@ type Signals struct {
 	CollectionID int
 	At           time.Time
 
-	Gateway     GatewaySignal
-	Partitions  []PartitionSignal
-	Centroids   []CentroidSignal
-	Replicas    []ReplicaSignal
-	Maintenance []JobSignal
-	Indexes     []IndexSignal
-	Memory      MemorySignal
+	Gateway    GatewaySignal
+	Partitions []PartitionSignal
+	// PartitionsSince is the start of the window the partitions' rates
+	// were measured over (the collector's previous sample); zero before
+	// the collector has two samples.
+	PartitionsSince time.Time
+	Centroids       []CentroidSignal
+	Replicas        []ReplicaSignal
+	Maintenance     []JobSignal
+	Indexes         []IndexSignal
+	Memory          MemorySignal
 
 	// Unknown lists the signal kinds whose collector failed this sample
 	// ("partitions", "replicas", "maintenance", "indexes", "memory",

@@ -85,8 +85,13 @@ func TestRebalanceVerifiedByMonitorLambda(t *testing.T) {
 	// The settle wait by the daemon's rule (DefaultRebalanceSettle) at this
 	// test's cadences: two partitions-collector periods and one sample.
 	settle := 2*parts.Interval + 250*time.Millisecond
+	// Current, as the daemon gives it: the settle wait ends once the
+	// partition rates cover only time after the batch.
 	e := h.engine(ctx, &RebalancePartitions{Dial: vecDialer(env), BatchSize: 1000, Settle: settle},
-		healing.Options{Holder: "lambda-test", Stabilization: 12 * time.Second})
+		healing.Options{Holder: "lambda-test", Stabilization: 12 * time.Second, Current: func(string) (healing.Trigger, bool) {
+			s, sig := h.current()
+			return h.trigger(s, sig), true
+		}})
 	// The problem names the hot shard when the cut classifies as a
 	// hotspot; otherwise the operator's shard parameter does.
 	var params json.RawMessage

@@ -30,9 +30,10 @@ import (
 // over the last period: the first collection after a batch's commit still
 // mixes in the time before it (and the batch's own moves as writes), the
 // second is all after it. So before each decision the strategy waits
-// Settle (default DefaultRebalanceSettle = 2 × 5 s + 1 s; parameter
-// settle_ms in a manual execution). The sampler cannot say when its λ was
-// computed, so this is a wait, not a freshness check. To keep a move
+// until the engine's current metrics say the partition rates were measured
+// over a window that began after the batch committed, plus one integrity
+// sample, at most Settle (default DefaultRebalanceSettle = 2 × 5 s + 1 s,
+// the worst case; parameter settle_ms in a manual execution). To keep a move
 // within its estimated duration at that pace, batches are made large
 // enough that the planned rows take at most MaxBatches of them.
 //
@@ -235,6 +236,55 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 	return p, nil
 }
 
+// settlePoll is how often settle looks for fresh partition rates.
+const settlePoll = 100 * time.Millisecond
+
+// settleMargin is what settle waits after the partition rates are fresh:
+// the integrity loop's sample period (1 s in the daemon), so that λ is
+// computed from them too.
+const settleMargin = time.Second
+
+// settle waits until the partition rates the collection's λ is made of
+// were measured over a window that began after since (rc.Current's
+// PartitionRatesSince), plus settleMargin, or until limit has passed,
+// whichever comes first. With 5 s collector periods that is 5 to 10 s
+// after the change rather than always limit (11 s); without rc.Current it
+// waits limit.
+func settle(ctx context.Context, rc *strategy.Context, since time.Time, limit time.Duration) error {
+	if limit <= 0 {
+		return nil
+	}
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	var poll <-chan time.Time
+	if rc.Current != nil {
+		tk := time.NewTicker(settlePoll)
+		defer tk.Stop()
+		poll = tk.C
+	}
+	for {
+		select {
+		case <-deadline.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-poll:
+			m, ok := rc.Current()
+			if !ok || m.PartitionRatesSince.Before(since) {
+				continue
+			}
+			margin := time.NewTimer(min(settleMargin, time.Until(since.Add(limit))))
+			select {
+			case <-margin.C:
+				return nil
+			case <-ctx.Done():
+				margin.Stop()
+				return ctx.Err()
+			}
+		}
+	}
+}
+
 // Plan reports the move Execute would start with.
 func (r *RebalancePartitions) Plan(ctx context.Context, rc *strategy.Context) (Plan, error) {
 	conn, err := r.Dial(ctx)
@@ -291,18 +341,14 @@ func (r *RebalancePartitions) Execute(ctx context.Context, rc *strategy.Context)
 	// lastChange is the commit of the last batch judged after its settle
 	// wait: the engine's verification need not wait that again.
 	var lastChange time.Time
+	var settled []int64 // ms waited after each batch
 	if rc.Sample != nil {
 		after = func(ctx context.Context, b rebalance.Batch) (rebalance.Decision, error) {
 			lastChange = time.Now()
-			if p.settle > 0 {
-				t := time.NewTimer(p.settle)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-					t.Stop()
-					return rebalance.Decision{}, fmt.Errorf("settling after batch %d: %w", b.Number, ctx.Err())
-				}
+			if err := settle(ctx, rc, lastChange, p.settle); err != nil {
+				return rebalance.Decision{}, fmt.Errorf("settling after batch %d: %w", b.Number, err)
 			}
+			settled = append(settled, time.Since(lastChange).Milliseconds())
 			l, err := rc.SampleIntegrity(ctx)
 			if err != nil {
 				return rebalance.Decision{}, err
@@ -333,7 +379,8 @@ func (r *RebalancePartitions) Execute(ctx context.Context, rc *strategy.Context)
 	mv, err := rebalance.Move(ctx, conn, p.plan, after)
 	meta := map[string]any{"from_shard": p.plan.From, "to_shards": p.plan.To, "planned_rows": p.plan.Rows,
 		"moved": mv.Moved, "undone": mv.Undone, "batches": len(mv.Batches), "rows_per_shard_before": p.counts,
-		"stopped": stopped, "batch_size": p.plan.BatchSize, "settle_ms": p.settle.Milliseconds(), "lambda_after_batches": lambdas}
+		"stopped": stopped, "batch_size": p.plan.BatchSize, "settle_ms": p.settle.Milliseconds(), "settled_ms": settled,
+		"lambda_after_batches": lambdas}
 	if err != nil {
 		return strategy.Result{ActionsTaken: len(mv.Batches), Metadata: meta}, fmt.Errorf("rebalance_partitions: %w", err)
 	}

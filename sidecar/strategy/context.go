@@ -94,6 +94,10 @@ type Context struct {
 	Params json.RawMessage
 	// Sample measures λ now. Injected by the engine.
 	Sample SampleFunc
+	// Current returns the collection's metrics of the integrity loop's
+	// latest sample (false when there is none), from the same sample as
+	// the λ Sample reads then. Injected by the engine; nil outside it.
+	Current func() (classify.Metrics, bool)
 	// Recorder persists rollback records. Injected by the engine.
 	Recorder Recorder
 	// OutcomeID is the healing_outcomes row of this attempt (0 outside the
