@@ -468,6 +468,10 @@ func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, r
 	failed := execErr != nil || !res.Success
 	var verifiedPtr *bool
 	var final *float64
+	// The hold check of a temporary measure (strategy.Holder) runs during
+	// the stabilization wait, not after it: it is needed only when λ does
+	// not verify, and then it was 5 s more of every held cap's episode.
+	hold := e.startHoldCheck(actx, s, rc, res, failed, timeout)
 	if !failed && !res.Noop {
 		wait := stab
 		if !res.LastChange.IsZero() {
@@ -502,25 +506,19 @@ func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, r
 	// An unverified measure that still holds the problem's cause is kept
 	// for the next remedy of the episode (strategy.Holder); the lift of
 	// temporary measures bounds how long.
-	if !failed && !out.Verified && !res.Noop && strategy.IsTemporary(s) {
-		if h, ok := s.(strategy.Holder); ok {
-			hctx, cancel := context.WithTimeout(actx, timeout)
-			var holds bool
-			var why string
-			herr := safeCall(func() error {
-				var err error
-				holds, why, err = h.Holds(hctx, rc)
-				return err
-			})
-			cancel()
-			switch {
-			case herr != nil:
-				e.opts.Log.Warn().Err(herr).Int64("outcome_id", id).Msg("healing: could not tell whether the measure holds; rolling it back")
-			case holds:
-				out.Held = why
-			}
-			out.HoldCheck = why
+	switch {
+	case hold == nil:
+	case failed || out.Verified:
+		hold.stop()
+	default:
+		r := hold.wait()
+		switch {
+		case r.err != nil:
+			e.opts.Log.Warn().Err(r.err).Int64("outcome_id", id).Msg("healing: could not tell whether the measure holds; rolling it back")
+		case r.holds:
+			out.Held = r.why
 		}
+		out.HoldCheck = r.why
 	}
 	// Roll back whatever was done unless it verified or is held. Failures
 	// included: a strategy that timed out or panicked may have acted
@@ -701,6 +699,66 @@ func (e *Engine) execute(ctx context.Context, s strategy.Strategy, rc *strategy.
 		}
 		return strategy.Result{}, fmt.Errorf("timed out after %v (2 × estimated %v)", timeout, s.EstimatedDuration())
 	}
+}
+
+// holdCheckDelay is how long after Execute the hold check starts: the
+// writer's last inserts before the cap reach pg_stat up to a second late
+// (a backend flushes at most once a second), and counted in the check's
+// window they read as a cap that does not hold.
+const holdCheckDelay = 2 * time.Second
+
+type holdResult struct {
+	holds bool
+	why   string
+	err   error
+}
+
+// holdCheck is a hold check running beside the stabilization wait.
+type holdCheck struct {
+	done   chan holdResult
+	cancel context.CancelFunc
+}
+
+func (h *holdCheck) wait() holdResult {
+	r := <-h.done
+	h.cancel()
+	return r
+}
+
+// stop abandons a check whose answer is not needed (the measure verified,
+// or the attempt failed) and waits for it to end.
+func (h *holdCheck) stop() {
+	h.cancel()
+	<-h.done
+}
+
+// startHoldCheck starts the hold check of a temporary measure that acted
+// (strategy.Holder), or returns nil.
+func (e *Engine) startHoldCheck(ctx context.Context, s strategy.Strategy, rc *strategy.Context, res strategy.Result,
+	failed bool, timeout time.Duration) *holdCheck {
+	h, ok := s.(strategy.Holder)
+	if !ok || failed || res.Noop || !strategy.IsTemporary(s) {
+		return nil
+	}
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	hc := &holdCheck{done: make(chan holdResult, 1), cancel: cancel}
+	go func() {
+		var r holdResult
+		t := time.NewTimer(holdCheckDelay)
+		select {
+		case <-t.C:
+			r.err = safeCall(func() error {
+				var err error
+				r.holds, r.why, err = h.Holds(hctx, rc)
+				return err
+			})
+		case <-hctx.Done():
+			t.Stop()
+			r.err = hctx.Err()
+		}
+		hc.done <- r
+	}()
+	return hc
 }
 
 // safeCall turns a panic into an error so one broken strategy cannot take
