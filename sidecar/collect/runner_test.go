@@ -162,11 +162,11 @@ type hogger struct {
 }
 
 func (*hogger) Name() string           { return "hogger" }
-func (*hogger) Cadence() time.Duration { return time.Second }
+func (*hogger) Cadence() time.Duration { return 2 * time.Second }
 func (h *hogger) Collect(ctx context.Context, q Querier, t Target, s *health.Signals) error {
 	h.calls.Add(1)
 	if t.ID == h.slowID && h.slows.Add(1) == 2 {
-		if _, err := q.Exec(context.Background(), "SELECT pg_sleep(2)"); err != nil {
+		if _, err := q.Exec(context.Background(), "SELECT pg_sleep(3)"); err != nil {
 			return err
 		}
 		return nil
@@ -200,6 +200,11 @@ SELECT ruvector_collection_register('other', 'other')`)
 	var mu sync.Mutex
 	var bUnknown []string
 	bKnown := false
+	// The other collection's signals stay trusted for 3 cadences + the
+	// timeout after its last success (6.3 s); the abandoned call holds the
+	// connection 3 s, 5 s after that success: a margin that survives a
+	// loaded machine (with a 1 s cadence and a 2 s call it was 0.3 s, and
+	// a CI run beside a scorecard campaign went past it).
 	r := NewRunner(conn, []Target{a, b}, []Collector{h, parts}, RunnerOptions{
 		Timeout: 300 * time.Millisecond,
 		Redial:  func(context.Context) (Querier, error) { return sidecarConn(t, c), nil },
@@ -216,7 +221,7 @@ SELECT ruvector_collection_register('other', 'other')`)
 			}
 		},
 	})
-	rctx, cancel := context.WithTimeout(ctx, 6*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 12*time.Second)
 	defer cancel()
 	if err := r.Run(rctx); err != context.DeadlineExceeded {
 		t.Fatalf("Run returned %v", err)
