@@ -273,6 +273,7 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 		}
 	}()
 	obs.stats.Set(runner)
+	go logCollectorErrors(ctx, runner, collectorErrorLogEvery, log.With().Str("loop", "collectors").Logger())
 	go func() {
 		defer mon.Close(context.Background())
 		if err := mon.Run(ctx); err != nil {
@@ -280,6 +281,43 @@ func startMonitor(ctx context.Context, sf *serverFlags, srv instance.Server, seg
 		}
 	}()
 	return nil
+}
+
+// collectorErrorLogEvery is how often failing collectors are logged.
+const collectorErrorLogEvery = 30 * time.Second
+
+// collectorStats is what logCollectorErrors reads (collect.Runner).
+type collectorStats interface {
+	Stats() []collect.CollectorStats
+}
+
+// logCollectorErrors logs, every period, each collector that failed since
+// the last look, with its last error: a failing collector turns its kind's
+// edges to the unknown capacity and the healer then leaves its class
+// alone, so an operator must be able to see why (the Prometheus counters
+// say how often, not why).
+func logCollectorErrors(ctx context.Context, src collectorStats, every time.Duration, log zerolog.Logger) {
+	seen := map[string]uint64{}
+	for _, st := range src.Stats() {
+		seen[st.Name] = st.Errors
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, st := range src.Stats() {
+			if n := st.Errors - seen[st.Name]; n > 0 {
+				log.Warn().Str("collector", st.Name).Uint64("errors", n).Uint64("timeouts_total", st.Timeouts).
+					Str("last_error", st.LastError).Time("last_error_at", st.LastErrorAt).
+					Dur("period", every).Msg("collector failed: its signals are unknown until it succeeds again")
+			}
+			seen[st.Name] = st.Errors
+		}
+	}
 }
 
 // monitorCollectors are the collectors of the integrity loop (the healing
