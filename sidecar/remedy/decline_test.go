@@ -81,6 +81,15 @@ func TestDrainAndRebalanceDeclineWhatTheyCannotCool(t *testing.T) {
 		t.Fatalf("capped writer, large shard: drain %+v; rebalance %+v", d, r)
 	}
 
+	// The same large shard among small ones that are each scanned whole
+	// many times a second (per row 1000/200 = 5 rows/s against shard 1's
+	// about 2400/1800): rows moved there would be read more, not less.
+	_, r = plans(rc([4]float64{1000, 2400, 1000, 1000}, [4]float64{12, 12, 12, 12}))
+	if !r.Noop || !strings.Contains(r.Reason, "read each of their rows more than 2× as often as shard 1") ||
+		!strings.Contains(r.Reason, "rows moved there would be read more, not less") {
+		t.Fatalf("rebalance into busier shards: %+v", r)
+	}
+
 	// A hotspot made by routing (shard 1 weighted 4): draining takes its
 	// routed rows away, and that cools it.
 	if _, err := env.Conn.Exec(ctx, `SELECT ruvector.ruvector_routing_set('vec', 1, 4, 'sidecar', 17)`); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -190,11 +191,30 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 	}
 	meanLoad /= float64(len(shards))
 	meanRows := total / float64(len(shards))
-	var to []int
-	for _, s := range shards {
-		if s.Shard != hot.Shard && (meanLoad == 0 || s.Load < meanLoad) {
-			to = append(to, s.Shard)
+	// Moving rows cools a shard that is hot because it holds many rows
+	// read about as often as everyone's. A shard whose rows are each read
+	// far more often (a small partition scanned whole many times a
+	// second) makes the rows moved into it hotter, not cooler: in a
+	// scorecard run, rows of a big partition read hot by a one-off scan
+	// were moved into small, busily scanned ones, which then stayed hot
+	// for good.
+	perRow := func(s shardLoad) float64 {
+		if n := counts[s.Shard]; n > 0 {
+			return s.Load / float64(n)
 		}
+		return 0
+	}
+	var to []int
+	var busier []string
+	for _, s := range shards {
+		if s.Shard == hot.Shard || (meanLoad > 0 && s.Load >= meanLoad) {
+			continue
+		}
+		if hp := perRow(hot); hp > 0 && perRow(s) > maxPerRowReadRatio*hp {
+			busier = append(busier, fmt.Sprintf("shard %d %.2g", s.Shard, perRow(s)))
+			continue
+		}
+		to = append(to, s.Shard)
 	}
 	p := rebalancePlan{counts: counts, shards: shards, settle: settle}
 	if wr, ok := writesOf(rc, shards, hot); ok {
@@ -209,6 +229,12 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 				hot.Shard, rc.Collection, excess, wr.hot, wr.peerMedian, maxMoves, r.EstimatedDuration(), pace)
 			return p, nil
 		}
+	}
+	if len(to) == 0 && len(busier) > 0 {
+		p.noop = fmt.Sprintf("the shards of %q below the mean load read each of their rows more than %g× as often as shard %d does "+
+			"(%s against %.2g rows/s per row): rows moved there would be read more, not less",
+			rc.Collection, maxPerRowReadRatio, hot.Shard, strings.Join(busier, ", "), perRow(hot))
+		return p, nil
 	}
 	if len(to) == 0 {
 		p.noop = fmt.Sprintf("no shard of %q is below the mean load to take rows", rc.Collection)
@@ -235,6 +261,10 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 	p.plan = rebalance.Plan{Collection: name, From: hot.Shard, To: to, Rows: rows, BatchSize: batch, Ledger: r.Own}
 	return p, nil
 }
+
+// maxPerRowReadRatio: a shard whose load per row is more than this many
+// times the hot shard's does not take its rows.
+const maxPerRowReadRatio = 2.0
 
 // settlePoll is how often settle looks for fresh partition rates.
 const settlePoll = 100 * time.Millisecond
