@@ -196,6 +196,10 @@ type Options struct {
 	// Options.Stabilization is taken as given (and the record says whether
 	// it covered the refresh).
 	SignalRefresh func(classify.Class) time.Duration
+	// DeclineBackoff is how long a strategy that declined a problem is not
+	// asked again for it while nothing acts (0: DefaultDeclineBackoff;
+	// negative: always asked).
+	DeclineBackoff time.Duration
 }
 
 // Observer is what the engine tells the metrics; it is called on the
@@ -344,6 +348,9 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	if lim.Held, err = e.heldInForce(ctx, tr.CollectionID); err != nil {
 		return Outcome{}, err
 	}
+	if lim.Declined, err = e.declinedRecently(ctx, tr.CollectionID, dec.Problem.Class); err != nil {
+		return Outcome{}, err
+	}
 	sel := e.reg.Select(ctx, dec.Problem, lim)
 	// A strategy not yet tried for this problem in this episode is an
 	// escalation, which the ineffective-healing stop lets through: the
@@ -390,6 +397,10 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 		// Its record stays, and it counts as tried in the episode.
 		declined[s.Name()] = true
 		lim.Tried[s.Name()]++
+		if lim.Declined == nil {
+			lim.Declined = map[string]int64{}
+		}
+		lim.Declined[s.Name()] = res.ID
 		// Every record counts toward max_attempts_per_hour, noops too: the
 		// hand-over stops at the limit like separate attempts would.
 		var attempts int
@@ -899,6 +910,47 @@ func (e *Engine) release(ctx context.Context, l *lease) {
 			l.collectionID, l.token)
 		return err
 	})
+}
+
+// DefaultDeclineBackoff is how long a strategy that declined a problem (a
+// noop) is not asked again for the same problem on the same collection,
+// unless something acted since.
+const DefaultDeclineBackoff = time.Minute
+
+// declinedRecently maps each strategy that declined class on the
+// collection within Options.DeclineBackoff, with no attempt that acted
+// (neither a noop nor a rollback) started since, to that decline's
+// outcome id.
+func (e *Engine) declinedRecently(ctx context.Context, collectionID int64, class classify.Class) (map[string]int64, error) {
+	out := map[string]int64{}
+	backoff := e.opts.DeclineBackoff
+	if backoff < 0 {
+		return out, nil
+	}
+	if backoff == 0 {
+		backoff = DefaultDeclineBackoff
+	}
+	err := e.withConn(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT DISTINCT ON (o.strategy_name) o.strategy_name, o.id
+			FROM ruvector.healing_outcomes o
+			WHERE o.collection_id = $1 AND o.problem_class = $2 AND o.state = 'done' AND o.metadata->>'status' = 'noop'
+			  AND o.started_at > clock_timestamp() - make_interval(secs => $3)
+			  AND NOT EXISTS (SELECT 1 FROM ruvector.healing_outcomes a
+			    WHERE a.collection_id = o.collection_id AND a.started_at > o.started_at
+			      AND coalesce(a.metadata->>'status', '') <> 'noop' AND coalesce(a.metadata->>'kind', '') <> 'rollback')
+			ORDER BY o.strategy_name, o.started_at DESC`, collectionID, string(class), backoff.Seconds())
+		if err != nil {
+			return err
+		}
+		var name string
+		var id int64
+		_, err = pgx.ForEachRow(rows, []any{&name, &id}, func() error { out[name] = id; return nil })
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("healing: recent declines of collection %d: %w", collectionID, err)
+	}
+	return out, nil
 }
 
 // attemptHistory is the collection's last attempt and the attempts within

@@ -226,7 +226,9 @@ func TestDeclinesDoNotStopHealingAsIneffective(t *testing.T) {
 		run: func(context.Context, *strategy.Context) (strategy.Result, error) {
 			return strategy.NoopResult("nothing to do here"), nil
 		}}
-	e := v.engine(ctx, t, &sampler{}, decliner) // IneffectiveAfter: the default 2
+	// IneffectiveAfter: the default 2. The decline backoff is off, so the
+	// strategy is asked every time and the gate sees three noops.
+	e := v.engineWith(ctx, t, healing.Options{Holder: t.Name(), DeclineBackoff: -1}, &sampler{}, decliner)
 	for i := range 3 {
 		out, err := e.Heal(ctx, memoryPressure("emb", embID, 0.5))
 		if err != nil || out.Status != healing.StatusNoop {

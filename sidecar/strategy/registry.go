@@ -132,6 +132,12 @@ type Limits struct {
 	// chosen again while held: its measure is already in place, and the
 	// episode moves on to a remedy that acts under it.
 	Held map[string]int64
+	// Declined maps a strategy to the outcome in which it recently
+	// declined the same problem (a noop) with nothing acting since. It is
+	// not asked again until that decline is older than the engine's
+	// backoff: asked every few seconds, it declined for the same reason
+	// hundreds of times an hour, each a record.
+	Declined map[string]int64
 }
 
 // EscalationFactor is what each earlier attempt in the episode multiplies a
@@ -151,6 +157,9 @@ const (
 	VerdictUnavailable Verdict = "unavailable"
 	// VerdictHeld: its measure is held in force (Limits.Held).
 	VerdictHeld Verdict = "held_in_force"
+	// VerdictDeclinedRecently: it declined this problem recently and
+	// nothing acted since (Limits.Declined).
+	VerdictDeclinedRecently Verdict = "declined_recently"
 	// VerdictApprovalRequired: eligible, but needs approval while a strategy
 	// that does not was chosen.
 	VerdictApprovalRequired Verdict = "approval_required"
@@ -271,6 +280,11 @@ func (r *Registry) Select(ctx context.Context, p classify.Problem, lim Limits) S
 			if held := lim.Held[c.Name]; held != 0 {
 				c.Verdict = VerdictHeld
 				c.Reason = fmt.Sprintf("its measure from outcome %d is held in force; another remedy acts under it", held)
+				break
+			}
+			if d := lim.Declined[c.Name]; d != 0 {
+				c.Verdict = VerdictDeclinedRecently
+				c.Reason = fmt.Sprintf("it declined this problem in outcome %d and nothing has acted since; it is asked again later", d)
 				break
 			}
 			var needs []string
