@@ -255,14 +255,26 @@ func TestOtherCollectionsLockDoesNotStallCollectors(t *testing.T) {
 		_, ok := scIdx()["sc_p0_bloat_key_idx"]
 		return ok, nil
 	})
-	before := scIdx()
 	from = time.Now()
 	held := make(chan error, 1)
 	go func() {
 		_, err := other.Exec(ctx, "BEGIN; REINDEX INDEX sc_p0_bloat_key_idx; SELECT pg_sleep(10); COMMIT")
 		held <- err
 	}()
-	time.Sleep(8 * time.Second)
+	watch := env.Cluster.Connect(ctx, "postgres")
+	defer watch.Close(ctx)
+	// "Before" is taken once the lock is held and a sample that was
+	// already reading the index has landed: on a loaded machine the
+	// REINDEX took the lock late enough for a sample to slip in between.
+	pgtest.WaitFor(t, 10*time.Second, "the REINDEX holding its index lock", func() (bool, error) {
+		var n int
+		err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE relation = 'sc_p0_bloat_key_idx'::regclass
+			AND mode = 'AccessExclusiveLock' AND granted`).Scan(&n)
+		return n > 0, err
+	})
+	time.Sleep(time.Second)
+	before := scIdx()
+	time.Sleep(6 * time.Second)
 	during := scIdx()
 	if err := <-held; err != nil {
 		t.Fatalf("held REINDEX: %v", err)

@@ -196,17 +196,19 @@ SELECT ruvector_collection_register('other', 'other')`)
 	}
 	h := &hogger{slowID: a.ID}
 	parts := NewPartitions()
-	parts.Interval = 500 * time.Millisecond
+	parts.Interval = time.Second
 	var mu sync.Mutex
 	var bUnknown []string
 	bKnown := false
 	// The other collection's signals stay trusted for 3 cadences + the
-	// timeout after its last success (6.3 s); the abandoned call holds the
-	// connection 3 s, 5 s after that success: a margin that survives a
-	// loaded machine (with a 1 s cadence and a 2 s call it was 0.3 s, and
-	// a CI run beside a scorecard campaign went past it).
+	// timeout after its last success (7 s); the abandoned call (given up
+	// after 2 s) holds the connection 3 s, 5 s after that success: a
+	// margin that survives a loaded machine (with a 1 s cadence and a 2 s
+	// call it was 0.3 s, and a CI run beside a scorecard campaign went
+	// past it). Ordinary calls get 1 s: 300 ms and 500 ms timed a trivial
+	// query out on that machine.
 	r := NewRunner(conn, []Target{a, b}, []Collector{h, parts}, RunnerOptions{
-		Timeout: 300 * time.Millisecond,
+		Timeout: time.Second,
 		Redial:  func(context.Context) (Querier, error) { return sidecarConn(t, c), nil },
 		OnSample: func(s health.Signals) {
 			if s.CollectionID != b.ID {
