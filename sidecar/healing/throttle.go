@@ -418,6 +418,9 @@ func (t ThrottleIngestion) insertRates(ctx context.Context, conn *pgx.Conn, ids 
 	return rates, nil
 }
 
+// HoldWindow is how long Holds measures (RateWindow).
+func (t ThrottleIngestion) HoldWindow() time.Duration { return orWindow(t.RateWindow) }
+
 // Holds (strategy.Holder) says whether the attempt's shard caps still hold
 // back the writer that made the hotspot: every cap is still this outcome's,
 // each capped shard took at most its cap (with a margin for the GCRA's

@@ -262,6 +262,21 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 	return p, nil
 }
 
+// shardCapped describes the write cap in force on the shard, or "" when
+// there is none.
+func shardCapped(ctx context.Context, conn *pgx.Conn, collection string, shard int) (string, error) {
+	var desc string
+	err := conn.QueryRow(ctx, `SELECT format('%s rows/s, set by %s', cap_rows_per_sec, set_by)
+		FROM ruvector.ruvector_shard_caps($1) WHERE shard = $2`, collection, shard).Scan(&desc)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("rebalance_partitions: caps of %q: %w", collection, err)
+	}
+	return desc, nil
+}
+
 // maxPerRowReadRatio: a shard whose load per row is more than this many
 // times the hot shard's does not take its rows.
 const maxPerRowReadRatio = 2.0
@@ -387,6 +402,19 @@ func (r *RebalancePartitions) Execute(ctx context.Context, rc *strategy.Context)
 			d := rebalance.Decision{Lambda: &lf}
 			switch {
 			case l < prev*0.9:
+				// Moving a batch back into a capped shard waits on the
+				// cap row by row (700 rows at 13 rows/s: the attempt ran
+				// into its timeout and its rollback was cancelled in
+				// scorecard run 14); the batch stays, and the engine's
+				// rollback or a later attempt decides.
+				if capped, err := shardCapped(ctx, conn, p.plan.Collection, p.plan.From); err != nil {
+					return rebalance.Decision{}, err
+				} else if capped != "" {
+					d.Stop = true
+					stopped = fmt.Sprintf("batch %d made λ worse (%.3f → %.3f), but shard %d is capped (%s): not moved back under the cap; stopped",
+						b.Number, prev, l, p.plan.From, capped)
+					break
+				}
 				d.Undo = true
 				stopped = fmt.Sprintf("batch %d made λ worse (%.3f → %.3f): undone", b.Number, prev, l)
 			// The engine's target is the level that ends the problem (the

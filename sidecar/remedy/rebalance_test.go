@@ -11,6 +11,7 @@ import (
 
 	"github.com/ruvector/ruvector-healing/bench/workload/workloadtest"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
+	"github.com/ruvector/ruvector-healing/sidecar/rebalance"
 	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
@@ -96,6 +97,33 @@ func TestRebalancePartitions(t *testing.T) {
 		}
 		if res.Metadata["moved"] != 0 || res.Metadata["undone"] != 200 || calls != 1 {
 			t.Fatalf("want the one batch undone: %v (sampled %d times)", res.Metadata, calls)
+		}
+		if fmt.Sprint(counts()) != fmt.Sprint(before) {
+			t.Fatalf("rows per shard %v, want %v", counts(), before)
+		}
+	})
+
+	t.Run("a worse batch is not moved back into a capped shard", func(t *testing.T) {
+		if _, err := env.Conn.Exec(ctx, `SELECT ruvector.ruvector_shard_cap_set('vec', 1, 5)`); err != nil {
+			t.Fatal(err)
+		}
+		rc := newRC(150)
+		rc.InitialLambda = 0.8
+		rc.Sample = func(context.Context) (float64, error) { return 0.5, nil }
+		res, err := s.Execute(ctx, rc)
+		if _, cerr := env.Conn.Exec(ctx, `SELECT ruvector.ruvector_shard_cap_clear('vec', 1)`); cerr != nil {
+			t.Fatal(cerr)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Metadata["moved"] != 200 || res.Metadata["undone"] != 0 ||
+			!strings.Contains(fmt.Sprint(res.Metadata["stopped"]), "but shard 1 is capped (5 rows/s, set by manual)") {
+			t.Fatalf("want the batch kept and the move stopped: %v", res.Metadata)
+		}
+		// Uncapped, the rollback moves it back.
+		if r, err := rebalance.Rollback(ctx, env.Conn, 150); err != nil || r.Rows != 200 {
+			t.Fatalf("rollback: %+v %v", r, err)
 		}
 		if fmt.Sprint(counts()) != fmt.Sprint(before) {
 			t.Fatalf("rows per shard %v, want %v", counts(), before)
