@@ -77,21 +77,30 @@ type Trigger struct {
 	UnknownKinds []string
 }
 
-// classSignal is the signal kind each class is measured by.
-var classSignal = map[classify.Class]string{
-	classify.ClassHotspotCongestion:     health.KindPartitions,
-	classify.ClassCentroidSkew:          health.KindCentroids,
-	classify.ClassReplicationLag:        health.KindReplicas,
-	classify.ClassMaintenanceContention: health.KindMaintenance,
-	classify.ClassIndexFragmentation:    health.KindIndexes,
-	classify.ClassMemoryPressure:        health.KindMemory,
+// classSignal is the signal kind a class is measured by ("" for none).
+func classSignal(c classify.Class) string {
+	switch c {
+	case classify.ClassHotspotCongestion:
+		return health.KindPartitions
+	case classify.ClassCentroidSkew:
+		return health.KindCentroids
+	case classify.ClassReplicationLag:
+		return health.KindReplicas
+	case classify.ClassMaintenanceContention:
+		return health.KindMaintenance
+	case classify.ClassIndexFragmentation:
+		return health.KindIndexes
+	case classify.ClassMemoryPressure:
+		return health.KindMemory
+	}
+	return ""
 }
 
 // unmeasured says why a problem is not acted on when the signals it was
 // classified from were not measured this sample, or "".
 func unmeasured(p classify.Problem, tr Trigger) string {
-	kind, ok := classSignal[p.Class]
-	if !ok || !slices.Contains(tr.UnknownKinds, kind) {
+	kind := classSignal(p.Class)
+	if kind == "" || !slices.Contains(tr.UnknownKinds, kind) {
 		return ""
 	}
 	return fmt.Sprintf("the %s signals were not measured this sample (their collector failed, timed out or is warming up): "+
