@@ -184,7 +184,9 @@ func TestOtherCollectionsLockDoesNotStallCollectors(t *testing.T) {
 
 	// Warm-up: cold's partitions need two samples for a rate; every kind
 	// of cold is known before anything happens to sc.
-	pgtest.WaitFor(t, 30*time.Second, "every kind of cold known", func() (bool, error) {
+	// (90 s: on a machine running two test suites at once 30 s was not
+	// enough for the slowest collector's first samples.)
+	pgtest.WaitFor(t, 90*time.Second, "every kind of cold known", func() (bool, error) {
 		s, _ := r.Signals(cold.ID)
 		for _, u := range s.Unknown {
 			if u {

@@ -162,11 +162,11 @@ type hogger struct {
 }
 
 func (*hogger) Name() string           { return "hogger" }
-func (*hogger) Cadence() time.Duration { return 2 * time.Second }
+func (*hogger) Cadence() time.Duration { return 4 * time.Second }
 func (h *hogger) Collect(ctx context.Context, q Querier, t Target, s *health.Signals) error {
 	h.calls.Add(1)
 	if t.ID == h.slowID && h.slows.Add(1) == 2 {
-		if _, err := q.Exec(context.Background(), "SELECT pg_sleep(3)"); err != nil {
+		if _, err := q.Exec(context.Background(), "SELECT pg_sleep(6)"); err != nil {
 			return err
 		}
 		return nil
@@ -196,19 +196,19 @@ SELECT ruvector_collection_register('other', 'other')`)
 	}
 	h := &hogger{slowID: a.ID}
 	parts := NewPartitions()
-	parts.Interval = time.Second
+	parts.Interval = 3 * time.Second
 	var mu sync.Mutex
 	var bUnknown []string
 	bKnown := false
 	// The other collection's signals stay trusted for 3 cadences + the
-	// timeout after its last success (7 s); the abandoned call (given up
-	// after 2 s) holds the connection 3 s, 5 s after that success: a
+	// timeout after its last success (15 s); the abandoned call (given up
+	// after 4 s) holds the connection 6 s, 10 s after that success: a
 	// margin that survives a loaded machine (with a 1 s cadence and a 2 s
 	// call it was 0.3 s, and a CI run beside a scorecard campaign went
-	// past it). Ordinary calls get 1 s: 300 ms and 500 ms timed a trivial
-	// query out on that machine.
+	// past it). Ordinary calls get 3 s: 300 ms to 1 s timed a trivial
+	// query out on a machine running two test suites at once.
 	r := NewRunner(conn, []Target{a, b}, []Collector{h, parts}, RunnerOptions{
-		Timeout: time.Second,
+		Timeout: 3 * time.Second,
 		Redial:  func(context.Context) (Querier, error) { return sidecarConn(t, c), nil },
 		OnSample: func(s health.Signals) {
 			if s.CollectionID != b.ID {
@@ -223,7 +223,7 @@ SELECT ruvector_collection_register('other', 'other')`)
 			}
 		},
 	})
-	rctx, cancel := context.WithTimeout(ctx, 12*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 26*time.Second)
 	defer cancel()
 	if err := r.Run(rctx); err != context.DeadlineExceeded {
 		t.Fatalf("Run returned %v", err)
