@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"testing"
 	"time"
@@ -58,15 +57,47 @@ func partitionTarget(t *testing.T, env *workloadtest.Env) collect.Target {
 	return collect.Target{ID: 1, Name: "hot", Relations: ids}
 }
 
-// rowsByShard turns a sample's rates back into rows over el.
-func rowsByShard(s health.Signals, el time.Duration, read bool) map[int64]float64 {
-	out := map[int64]float64{}
-	for _, p := range s.Partitions {
+// window is one collector sample and the span its rates cover. The span
+// starts at the previous sample (PartitionsSince, exact) and ends when the
+// collector read the counters, somewhere inside the Collect call: lo and hi
+// bracket it. Converting rates back into rows over the test's own clock
+// instead was off by the time the other collector's call took (a CI run on
+// a loaded machine: 236.7 of 250 rows).
+type window struct {
+	s      health.Signals
+	lo, hi time.Duration
+}
+
+// collectWindow takes a sample of col; first reports whether it was the
+// collector's first (no rates, no window).
+func collectWindow(t *testing.T, ctx context.Context, col *collect.Partitions, q collect.Querier, target collect.Target) (w window, first bool) {
+	t.Helper()
+	before := time.Now()
+	err := col.Collect(ctx, q, target, &w.s)
+	after := time.Now()
+	if errors.Is(err, collect.ErrFirstSample) {
+		return w, true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.s.PartitionsSince.IsZero() {
+		t.Fatal("a sample after the first has no rate window")
+	}
+	w.lo, w.hi = before.Sub(w.s.PartitionsSince), after.Sub(w.s.PartitionsSince)
+	return w, false
+}
+
+// rows turns the sample's rates back into rows per shard, as the bounds
+// [lo, hi] that the window's bracket allows.
+func (w window) rows(read bool) map[int64][2]float64 {
+	out := map[int64][2]float64{}
+	for _, p := range w.s.Partitions {
 		r := p.WriteRowsPerSec
 		if read {
 			r = p.ReadRowsPerSec
 		}
-		out[p.Shard] = r * el.Seconds()
+		out[p.Shard] = [2]float64{r * w.lo.Seconds(), r * w.hi.Seconds()}
 	}
 	return out
 }
@@ -84,29 +115,22 @@ func TestMeteredMovesAreLeftOutOfPartitionLoad(t *testing.T) {
 	metered := collect.NewPartitions()
 	metered.Own = ledger
 	plain := collect.NewPartitions()
-	sample := func() (m, p health.Signals) {
+	sample := func() (m, p window) {
 		t.Helper()
-		for _, c := range []struct {
-			col *collect.Partitions
-			s   *health.Signals
-		}{{metered, &m}, {plain, &p}} {
-			if err := c.col.Collect(ctx, env.Conn, target, c.s); err != nil && !errors.Is(err, collect.ErrFirstSample) {
-				t.Fatal(err)
-			}
-		}
+		m, _ = collectWindow(t, ctx, metered, env.Conn, target)
+		p, _ = collectWindow(t, ctx, plain, env.Conn, target)
 		return m, p
 	}
-	check := func(what string, got, want map[int64]float64, tol float64) {
+	check := func(what string, got map[int64][2]float64, want map[int64]float64, tol float64) {
 		t.Helper()
 		for shard, w := range want {
-			if math.Abs(got[shard]-w) > tol*w+1 {
-				t.Fatalf("%s: shard %d: %.1f rows, want %.0f (all shards %v)", what, shard, got[shard], w, got)
+			if g := got[shard]; g[1] < w-tol*w-1 || g[0] > w+tol*w+1 {
+				t.Fatalf("%s: shard %d: %.1f-%.1f rows, want %.0f (all shards %v)", what, shard, g[0], g[1], w, got)
 			}
 		}
 	}
 
 	sample()
-	start := time.Now()
 	if _, err := rebalance.Move(ctx, env.Conn, rebalance.Plan{Collection: "hot", OutcomeID: 11, From: 0, To: []int{1, 2, 3},
 		Rows: 600, BatchSize: 100, Ledger: ledger}, nil); err != nil {
 		t.Fatal(err)
@@ -117,25 +141,22 @@ func TestMeteredMovesAreLeftOutOfPartitionLoad(t *testing.T) {
 	}
 	settledInserts(t, env, 1300+600+250)
 	m, p := sample()
-	el := time.Since(start)
-	check("metered writes after the move", rowsByShard(m, el, false), map[int64]float64{0: 0, 1: 0, 2: 250, 3: 0}, 0.03)
-	check("metered reads after the move", rowsByShard(m, el, true), map[int64]float64{0: 0, 1: 0, 2: 0, 3: 0}, 0)
+	check("metered writes after the move", m.rows(false), map[int64]float64{0: 0, 1: 0, 2: 250, 3: 0}, 0.03)
+	check("metered reads after the move", m.rows(true), map[int64]float64{0: 0, 1: 0, 2: 0, 3: 0}, 0)
 	// 600 rows left shard 0 (deleted) and arrived 200 each in 1-3.
-	check("unmetered writes after the move", rowsByShard(p, el, false), map[int64]float64{0: 600, 1: 200, 2: 450, 3: 200}, 0.03)
-	if r := rowsByShard(p, el, true); r[0] < 600 {
-		t.Fatalf("unmetered reads of shard 0 after the move: %.0f rows, want at least the 600 moved (%v)", r[0], r)
+	check("unmetered writes after the move", p.rows(false), map[int64]float64{0: 600, 1: 200, 2: 450, 3: 200}, 0.03)
+	if r := p.rows(true); r[0][1] < 600*0.97 {
+		t.Fatalf("unmetered reads of shard 0 after the move: %.0f rows, want at least the 600 moved (%v)", r[0][1], r)
 	}
 
-	start = time.Now()
 	if r, err := rebalance.RollbackWith(ctx, env.Conn, 11, ledger); err != nil || r.Rows != 600 {
 		t.Fatalf("rollback: %+v, %v; want 600 rows back", r, err)
 	}
 	settledInserts(t, env, 1300+600+250+600)
 	m, p = sample()
-	el = time.Since(start)
-	check("metered writes after the rollback", rowsByShard(m, el, false), map[int64]float64{0: 0, 1: 0, 2: 0, 3: 0}, 0)
-	check("metered reads after the rollback", rowsByShard(m, el, true), map[int64]float64{0: 0, 1: 0, 2: 0, 3: 0}, 0)
-	check("unmetered writes after the rollback", rowsByShard(p, el, false), map[int64]float64{0: 600, 1: 200, 2: 200, 3: 200}, 0.03)
+	check("metered writes after the rollback", m.rows(false), map[int64]float64{0: 0, 1: 0, 2: 0, 3: 0}, 0)
+	check("metered reads after the rollback", m.rows(true), map[int64]float64{0: 0, 1: 0, 2: 0, 3: 0}, 0)
+	check("unmetered writes after the rollback", p.rows(false), map[int64]float64{0: 600, 1: 200, 2: 200, 3: 200}, 0.03)
 	c := shardCounts(t, env.Conn, env.W.Table)
 	if got := fmt.Sprint(c); got != "map[0:1000 1:100 2:350 3:100]" {
 		t.Fatalf("rows per shard after the rollback: %s", got)
@@ -171,13 +192,11 @@ SET min_parallel_table_scan_size = 0; SET min_parallel_index_scan_size = 0; SET 
 	metered := collect.NewPartitions()
 	metered.Own = ledger
 	plain := collect.NewPartitions()
-	var m, p health.Signals
 	for _, c := range []*collect.Partitions{metered, plain} {
-		if err := c.Collect(ctx, env.Conn, target, &m); err != nil && !errors.Is(err, collect.ErrFirstSample) {
-			t.Fatal(err)
+		if _, first := collectWindow(t, ctx, c, env.Conn, target); !first {
+			t.Fatal("a new collector's first sample has rates")
 		}
 	}
-	start := time.Now()
 	if err := ledger.InTx(ctx, env.Conn, pgx.TxOptions{AccessMode: pgx.ReadOnly}, leafIDs(target), func(tx pgx.Tx) error {
 		var n int64
 		return tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT shard, count(*) FROM `+env.W.Table+` GROUP BY shard) s`).Scan(&n)
@@ -187,22 +206,18 @@ SET min_parallel_table_scan_size = 0; SET min_parallel_index_scan_size = 0; SET 
 	// Both collectors must sample after the reads reached the shared
 	// statistics, or the comparison means nothing.
 	settled(t, env, "seq_tup_read", func(n int64) bool { return n >= 1300 }, "the count's 1300 rows read")
-	if err := plain.Collect(ctx, env.Conn, target, &p); err != nil {
-		t.Fatal(err)
-	}
+	p, _ := collectWindow(t, ctx, plain, env.Conn, target)
 	var read float64
-	for _, r := range rowsByShard(p, time.Since(start), true) {
-		read += r
+	for _, r := range p.rows(true) {
+		read += r[1]
 	}
 	if read < 1300*0.97 {
-		t.Fatalf("the unmetered collector saw %.0f rows read, want the count's 1300 (%v)", read, rowsByShard(p, time.Since(start), true))
+		t.Fatalf("the unmetered collector saw %.0f rows read, want the count's 1300 (%v)", read, p.rows(true))
 	}
-	if err := metered.Collect(ctx, env.Conn, target, &m); err != nil {
-		t.Fatal(err)
-	}
-	for shard, r := range rowsByShard(m, time.Since(start), true) {
-		if r != 0 {
-			t.Fatalf("metered collector: shard %d read %.0f rows; the metered count should be left out entirely (%v)", shard, r, rowsByShard(m, time.Since(start), true))
+	m, _ := collectWindow(t, ctx, metered, env.Conn, target)
+	for shard, r := range m.rows(true) {
+		if r[1] != 0 {
+			t.Fatalf("metered collector: shard %d read %.0f rows; the metered count should be left out entirely (%v)", shard, r[1], m.rows(true))
 		}
 	}
 }
