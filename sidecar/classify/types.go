@@ -127,6 +127,13 @@ type Metrics struct {
 	// PartitionRatesSince is when the window the partition rates were
 	// measured over began: a change made before it shows in them whole.
 	PartitionRatesSince time.Time `json:"partition_rates_since,omitzero"`
+	// PartitionLoadLong is PartitionLoad over a longer window (a minute in
+	// the daemon), from PartitionLongSince on. The classifier does not
+	// read it: a strategy deciding where rows should go does, because a
+	// partition's counters can trail its activity by up to 10 s and read
+	// idle in one short window.
+	PartitionLoadLong  map[int64]float64 `json:"partition_load_long,omitempty"`
+	PartitionLongSince time.Time         `json:"partition_long_since,omitzero"`
 	// CentroidListSizes is the number of vectors in each IVF list.
 	CentroidListSizes map[int64]int64 `json:"centroid_list_sizes,omitempty"`
 	// ReplicaLagSeconds is the replication lag of each replica.

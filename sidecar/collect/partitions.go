@@ -28,9 +28,17 @@ type Partitions struct {
 	// partitions (rows its remediations moved and verified), left out of
 	// the rates: the healer judges the application's load, not its own.
 	Own *ownload.Ledger
+	// LongWindow is the span of the long rates (default 60 s): besides
+	// the rates since the previous sample, each partition gets its rates
+	// since the oldest sample kept within this window. A backend that goes
+	// idle flushes its counts up to 10 s late, so one 5 s sample can show
+	// a busily scanned partition reading nothing; a strategy that judges
+	// where rows should go reads the long rates (scorecard run 15 moved
+	// rows into such a partition).
+	LongWindow time.Duration
 
 	mu   sync.Mutex
-	prev map[int]partSample // by Target.ID
+	hist map[int][]partSample // by Target.ID, oldest first
 }
 
 type partCounters struct {
@@ -118,14 +126,18 @@ func (p *Partitions) Collect(ctx context.Context, q Querier, t Target, s *health
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.prev == nil {
-		p.prev = map[int]partSample{}
+	if p.hist == nil {
+		p.hist = map[int][]partSample{}
 	}
-	prev, had := p.prev[t.ID]
-	p.prev[t.ID] = cur
+	hist := p.hist[t.ID]
+	had := len(hist) > 0
 	reset := false
 	if had {
-		el := now.Sub(prev.at)
+		prev := hist[len(hist)-1]
+		// The long window's base: the oldest sample kept, which the
+		// pruning below keeps within LongWindow of now.
+		base := hist[0]
+		el, longEl := now.Sub(prev.at), now.Sub(base.at)
 		for i := range out {
 			pc, ok := prev.rels[out[i].RelID]
 			if !ok {
@@ -139,14 +151,32 @@ func (p *Partitions) Collect(ctx context.Context, q Querier, t Target, s *health
 			out[i].WriteRowsPerSec = rate(c.writes, pc.writes, el)
 			out[i].ScansPerSec = rate(c.scans, pc.scans, el)
 			out[i].ReadRowsPerSec = rate(c.seqRead, pc.seqRead, el) + indexReadRate(c, pc, el)
+			out[i].LongWriteRowsPerSec, out[i].LongReadRowsPerSec = out[i].WriteRowsPerSec, out[i].ReadRowsPerSec
+			// A partition younger than the base has no long rates beyond
+			// its short ones; counters below the base's (a reset between
+			// them is caught by the short check) likewise.
+			if bc, ok := base.rels[out[i].RelID]; ok && c.writes >= bc.writes && c.seqRead >= bc.seqRead && c.idxFetch >= bc.idxFetch {
+				out[i].LongWriteRowsPerSec = rate(c.writes, bc.writes, longEl)
+				out[i].LongReadRowsPerSec = rate(c.seqRead, bc.seqRead, longEl) + indexReadRate(c, bc, longEl)
+			}
+		}
+		if !reset {
+			s.PartitionsSince, s.PartitionsLongSince = prev.at, base.at
 		}
 	}
-	s.Partitions = out
-	s.PartitionsSince = time.Time{}
-	if had && !reset {
-		s.PartitionsSince = prev.at
+	if reset {
+		hist = hist[:0]
 	}
+	// Keep the samples that can still be a long window's base at the next
+	// collection: those no older than LongWindow then (one cadence on).
+	keepFrom := now.Add(p.Cadence() - orDefault(p.LongWindow, time.Minute))
+	for len(hist) > 0 && hist[0].at.Before(keepFrom) {
+		hist = hist[1:]
+	}
+	p.hist[t.ID] = append(hist, cur)
+	s.Partitions = out
 	if !had || reset {
+		s.PartitionsSince, s.PartitionsLongSince = time.Time{}, time.Time{}
 		return fmt.Errorf("partitions of %s: %w", t.Name, ErrFirstSample)
 	}
 	return nil

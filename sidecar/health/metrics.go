@@ -11,7 +11,8 @@ import (
 // are left out: the classifier treats missing metrics as "not collected"
 // rather than as zero load.
 //
-//   - partition load = WriteRowsPerSec + ReadRowsPerSec (as the capacity);
+//   - partition load = WriteRowsPerSec + ReadRowsPerSec (as the capacity),
+//     and the same over the long window;
 //   - list sizes, replica lag seconds (a broken replica reports its last
 //     lag; its capacity is already at the floor), index fragmentation;
 //   - queue depth = Σ Queued + number of running jobs; one MaintenanceJob
@@ -22,11 +23,13 @@ func MetricsFrom(s Signals) classify.Metrics {
 	if !s.Unknown[KindPartitions] && len(s.Partitions) > 0 {
 		m.PartitionLoad = make(map[int64]float64, len(s.Partitions))
 		m.PartitionWrites = make(map[int64]float64, len(s.Partitions))
+		m.PartitionLoadLong = make(map[int64]float64, len(s.Partitions))
 		for _, p := range s.Partitions {
 			m.PartitionLoad[p.RelID] = partitionLoad(p)
 			m.PartitionWrites[p.RelID] = nonNeg(p.WriteRowsPerSec)
+			m.PartitionLoadLong[p.RelID] = nonNeg(p.LongWriteRowsPerSec) + nonNeg(p.LongReadRowsPerSec)
 		}
-		m.PartitionRatesSince = s.PartitionsSince
+		m.PartitionRatesSince, m.PartitionLongSince = s.PartitionsSince, s.PartitionsLongSince
 	}
 	if !s.Unknown[KindCentroids] && len(s.Centroids) > 0 {
 		m.CentroidListSizes = make(map[int64]int64, len(s.Centroids))

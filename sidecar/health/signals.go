@@ -19,11 +19,14 @@ type Signals struct {
 	// were measured over (the collector's previous sample); zero before
 	// the collector has two samples.
 	PartitionsSince time.Time
-	Centroids       []CentroidSignal
-	Replicas        []ReplicaSignal
-	Maintenance     []JobSignal
-	Indexes         []IndexSignal
-	Memory          MemorySignal
+	// PartitionsLongSince is the start of the window the partitions'
+	// long rates were measured over (collect.Partitions.LongWindow).
+	PartitionsLongSince time.Time
+	Centroids           []CentroidSignal
+	Replicas            []ReplicaSignal
+	Maintenance         []JobSignal
+	Indexes             []IndexSignal
+	Memory              MemorySignal
 
 	// Unknown lists the signal kinds whose collector failed this sample
 	// ("partitions", "replicas", "maintenance", "indexes", "memory",
@@ -57,8 +60,13 @@ type PartitionSignal struct {
 	WriteRowsPerSec float64
 	ReadRowsPerSec  float64 // rows read per second: sequential scans, plus index scans (heap fetches or index entries, index-only scans included)
 	ScansPerSec     float64 // seq + index scans per second
-	LiveRows        int64
-	DeadRows        int64
+	// LongWriteRowsPerSec and LongReadRowsPerSec are the same rates over
+	// a longer window (Signals.PartitionsLongSince on), which the
+	// counters' late flushes do not make read as idle.
+	LongWriteRowsPerSec float64
+	LongReadRowsPerSec  float64
+	LiveRows            int64
+	DeadRows            int64
 }
 
 // CentroidSignal is one IVF list.

@@ -2,6 +2,8 @@ package remedy
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -31,17 +33,26 @@ func TestDrainAndRebalanceDeclineWhatTheyCannotCool(t *testing.T) {
 	for s := range 4 {
 		rel[s] = partitionRelID(t, env, s)
 	}
-	rc := func(load, writes [4]float64) *strategy.Context {
+	// rcOf is the problem "shard hot is a hotspot" with the loads now, the
+	// loads over the long window (none when nil) and the write rates.
+	rcOf := func(hot int, load [4]float64, long *[4]float64, writes [4]float64) *strategy.Context {
 		m := classify.Metrics{PartitionLoad: map[int64]float64{}, PartitionWrites: map[int64]float64{}}
+		if long != nil {
+			m.PartitionLoadLong = map[int64]float64{}
+		}
 		for s := range 4 {
 			m.PartitionLoad[rel[s]] = load[s]
 			m.PartitionWrites[rel[s]] = writes[s]
+			if long != nil {
+				m.PartitionLoadLong[rel[s]] = long[s]
+			}
 		}
 		return &strategy.Context{Collection: "vec", CollectionID: int64(env.W.ID),
 			Problem: classify.Problem{Class: classify.ClassHotspotCongestion,
-				HotspotCongestion: &classify.HotspotCongestion{PartitionIDs: []int64{rel[1]}, LoadRatio: 3}},
+				HotspotCongestion: &classify.HotspotCongestion{PartitionIDs: []int64{rel[hot]}, LoadRatio: 3}},
 			Metrics: m, Recorder: &outcomeRecorder{id: 99}, Started: time.Now(), Timeout: 10 * time.Second}
 	}
+	rc := func(load, writes [4]float64) *strategy.Context { return rcOf(1, load, nil, writes) }
 	drain := &DrainHotPartition{Dial: vecDialer(env)}
 	move := &RebalancePartitions{Dial: vecDialer(env)}
 	plans := func(c *strategy.Context) (Plan, Plan) {
@@ -88,6 +99,35 @@ func TestDrainAndRebalanceDeclineWhatTheyCannotCool(t *testing.T) {
 	if !r.Noop || !strings.Contains(r.Reason, "read each of their rows more than 2× as often as shard 1") ||
 		!strings.Contains(r.Reason, "rows moved there would be read more, not less") {
 		t.Fatalf("rebalance into busier shards: %+v", r)
+	}
+
+	// The same small shards idle in the short window (their readers'
+	// counts not flushed yet) but scanned busily over the long one: the
+	// long window decides.
+	_, r = plans(rcOf(1, [4]float64{0, 2400, 0, 0}, &[4]float64{1000, 2400, 1000, 1000}, [4]float64{12, 12, 12, 12}))
+	if !r.Noop || !strings.Contains(r.Reason, "read each of their rows more than 2× as often as shard 1") {
+		t.Fatalf("rebalance into shards busy over the long window: %+v", r)
+	}
+
+	// The move is sized from the loads: the share of shard 1's rows that
+	// carries its load above the mean (2400 − 675 of 2400 rows/s).
+	counts, err := shardCounts(ctx, env.Conn, int64(env.W.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, r = plans(rc([4]float64{100, 2400, 100, 100}, [4]float64{12, 12, 12, 12}))
+	if want := int(math.Ceil(float64(counts[1]) * 1725 / 2400)); r.Noop || r.Steps[0].Detail["rows"].(int) != want ||
+		!strings.HasPrefix(r.Steps[0].Detail["sized_by"].(string), "load:") {
+		t.Fatalf("rebalance of shard 1 (%d rows) at 2400 of a mean 675 rows/s: want %d rows sized by load, got %+v", counts[1], want, r)
+	}
+	// A small shard read hot (each row many times a second, as a shard
+	// that rows were moved into and is scanned whole): it holds fewer
+	// rows than the mean, and still has rows to give, to the shard whose
+	// rows are read least first.
+	_, r = plans(rcOf(0, [4]float64{2400, 100, 100, 100}, nil, [4]float64{12, 12, 12, 12}))
+	if want := int(math.Ceil(float64(counts[0]) * 1725 / 2400)); r.Noop || r.Steps[0].Detail["rows"].(int) != want ||
+		fmt.Sprint(r.Steps[0].Detail["to_shards"]) != "[1 2 3]" {
+		t.Fatalf("rebalance of the small hot shard 0 (rows %v): want %d rows to shards [1 2 3], shard 1 first, got %+v", counts, want, r)
 	}
 
 	// A hotspot made by routing (shard 1 weighted 4): draining takes its

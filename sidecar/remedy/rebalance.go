@@ -1,10 +1,13 @@
 package remedy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,7 +20,9 @@ import (
 )
 
 // RebalancePartitions is rebalance_partitions: it moves rows of the hot
-// shard to the cold ones (below the mean load, round-robin) in journaled
+// shard to the cold ones (below the mean load now and over the long window,
+// and not reading each row more than twice as often as the hot shard;
+// round-robin, the least read per row first) in journaled
 // batches through sidecar/rebalance, sampling λ after each batch. A batch
 // that made λ worse by more than 10% (relative to the λ before it) is
 // undone and the move stops; the move also stops once λ has improved by
@@ -38,9 +43,10 @@ import (
 // within its estimated duration at that pace, batches are made large
 // enough that the planned rows take at most MaxBatches of them.
 //
-// How many rows: enough to bring the hot shard down to the mean row count
-// of the shards, at most MaxMoves (or {"max_moves": n} in a manual
-// execution's parameters).
+// How many rows: the share of the hot shard's rows that carries its load
+// above the mean load of the shards (or, when the problem carries no
+// loads, enough to bring it down to the mean row count), at most MaxMoves
+// (or {"max_moves": n} in a manual execution's parameters).
 //
 // The journal (ruvector.healing_moves) is keyed by the healing outcome, so
 // Execute needs the engine's recorder (ErrNoOutcome otherwise); Rollback
@@ -103,6 +109,8 @@ type rebalancePlan struct {
 	shards []shardLoad
 	noop   string
 	settle time.Duration
+	// sizedBy says how the rows to move were counted.
+	sizedBy string
 }
 
 // shardCounts counts the collection's rows per shard, unmetered.
@@ -184,9 +192,14 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 		}
 	}
 	settle = max(settle, 0)
+	// A shard is judged by the larger of its load now and over the long
+	// window: a backend flushes its counts up to 10 s late, and in a
+	// scorecard run (15) the busily scanned small shards read nothing in
+	// the one short window the plan was made from.
+	seen := func(s shardLoad) float64 { return max(s.Load, s.LongLoad) }
 	var meanLoad, total float64
 	for _, s := range shards {
-		meanLoad += s.Load
+		meanLoad += seen(s)
 		total += float64(counts[s.Shard])
 	}
 	meanLoad /= float64(len(shards))
@@ -194,27 +207,37 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 	// Moving rows cools a shard that is hot because it holds many rows
 	// read about as often as everyone's. A shard whose rows are each read
 	// far more often (a small partition scanned whole many times a
-	// second) makes the rows moved into it hotter, not cooler: in a
-	// scorecard run, rows of a big partition read hot by a one-off scan
-	// were moved into small, busily scanned ones, which then stayed hot
-	// for good.
-	perRow := func(s shardLoad) float64 {
+	// second) makes the rows moved into it hotter, not cooler: in that
+	// run, rows of a big partition read hot by a one-off scan were moved
+	// into small, busily scanned ones, which then stayed hot for good.
+	perRow := func(s shardLoad, load float64) float64 {
 		if n := counts[s.Shard]; n > 0 {
-			return s.Load / float64(n)
+			return load / float64(n)
 		}
 		return 0
 	}
-	var to []int
+	hotPerRow := perRow(hot, hot.Load)
+	type target struct {
+		shard  int
+		perRow float64
+	}
+	var cands []target
 	var busier []string
 	for _, s := range shards {
-		if s.Shard == hot.Shard || (meanLoad > 0 && s.Load >= meanLoad) {
+		if s.Shard == hot.Shard || (meanLoad > 0 && seen(s) >= meanLoad) {
 			continue
 		}
-		if hp := perRow(hot); hp > 0 && perRow(s) > maxPerRowReadRatio*hp {
-			busier = append(busier, fmt.Sprintf("shard %d %.2g", s.Shard, perRow(s)))
+		if pr := perRow(s, seen(s)); hotPerRow > 0 && pr > maxPerRowReadRatio*hotPerRow {
+			busier = append(busier, fmt.Sprintf("shard %d %.2g", s.Shard, pr))
 			continue
 		}
-		to = append(to, s.Shard)
+		cands = append(cands, target{s.Shard, perRow(s, seen(s))})
+	}
+	// The rows go first to the shards whose rows are read least.
+	slices.SortStableFunc(cands, func(a, b target) int { return cmp.Compare(a.perRow, b.perRow) })
+	var to []int
+	for _, c := range cands {
+		to = append(to, c.shard)
 	}
 	p := rebalancePlan{counts: counts, shards: shards, settle: settle}
 	if wr, ok := writesOf(rc, shards, hot); ok {
@@ -233,18 +256,37 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 	if len(to) == 0 && len(busier) > 0 {
 		p.noop = fmt.Sprintf("the shards of %q below the mean load read each of their rows more than %g× as often as shard %d does "+
 			"(%s against %.2g rows/s per row): rows moved there would be read more, not less",
-			rc.Collection, maxPerRowReadRatio, hot.Shard, strings.Join(busier, ", "), perRow(hot))
+			rc.Collection, maxPerRowReadRatio, hot.Shard, strings.Join(busier, ", "), hotPerRow)
 		return p, nil
 	}
 	if len(to) == 0 {
 		p.noop = fmt.Sprintf("no shard of %q is below the mean load to take rows", rc.Collection)
 		return p, nil
 	}
-	rows := min(int(float64(counts[hot.Shard])-meanRows), maxMoves)
+	// How many rows: the share of the hot shard's rows that carries its
+	// load above the mean, when the loads are known. The mean row count
+	// alone cannot cool a small shard whose rows are each read often (a
+	// collection of a few giant partitions has a mean that no small shard
+	// reaches), and such a shard is what a move into it can leave behind.
+	var rows int
+	var sizedBy string
+	if hot.Load > 0 && meanLoad > 0 {
+		if hot.Load <= meanLoad {
+			p.noop = fmt.Sprintf("shard %d of %q carries %.0f rows/s, not more than the mean %.0f", hot.Shard, rc.Collection, hot.Load, meanLoad)
+			return p, nil
+		}
+		rows = int(math.Ceil(float64(counts[hot.Shard]) * (hot.Load - meanLoad) / hot.Load))
+		sizedBy = fmt.Sprintf("load: %.0f of %.0f rows/s above the mean", hot.Load-meanLoad, hot.Load)
+	} else {
+		rows = int(float64(counts[hot.Shard]) - meanRows)
+		sizedBy = fmt.Sprintf("rows: %d held, mean %.0f", counts[hot.Shard], meanRows)
+	}
+	rows = min(rows, maxMoves)
 	if rows < 1 {
 		p.noop = fmt.Sprintf("shard %d of %q holds %d rows, not more than the mean %.0f", hot.Shard, rc.Collection, counts[hot.Shard], meanRows)
 		return p, nil
 	}
+	p.sizedBy = sizedBy
 	var name string
 	if err := conn.QueryRow(ctx, `SELECT name FROM ruvector.collections WHERE collection_id = $1`, rc.CollectionID).Scan(&name); err != nil {
 		return p, fmt.Errorf("rebalance_partitions: collection %d: %w", rc.CollectionID, err)
@@ -345,7 +387,7 @@ func (r *RebalancePartitions) Plan(ctx context.Context, rc *strategy.Context) (P
 		return Plan{Strategy: r.Name(), Noop: true, Reason: p.noop, Steps: []Step{}}, nil
 	}
 	return Plan{Strategy: r.Name(), Steps: []Step{{Action: "move_rows", Target: fmt.Sprintf("%s shard %d", rc.Collection, p.plan.From),
-		Detail: map[string]any{"to_shards": p.plan.To, "rows": p.plan.Rows, "rows_per_shard": p.counts,
+		Detail: map[string]any{"to_shards": p.plan.To, "rows": p.plan.Rows, "sized_by": p.sizedBy, "rows_per_shard": p.counts,
 			"batch_size": p.plan.BatchSize, "settle_ms": p.settle.Milliseconds(),
 			"stops": "λ worse by 10% (batch undone) or λ 10% better, judged settle_ms after each batch"}}}}, nil
 }
@@ -435,7 +477,7 @@ func (r *RebalancePartitions) Execute(ctx context.Context, rc *strategy.Context)
 		}
 	}
 	mv, err := rebalance.Move(ctx, conn, p.plan, after)
-	meta := map[string]any{"from_shard": p.plan.From, "to_shards": p.plan.To, "planned_rows": p.plan.Rows,
+	meta := map[string]any{"from_shard": p.plan.From, "to_shards": p.plan.To, "planned_rows": p.plan.Rows, "sized_by": p.sizedBy,
 		"moved": mv.Moved, "undone": mv.Undone, "batches": len(mv.Batches), "rows_per_shard_before": p.counts,
 		"stopped": stopped, "batch_size": p.plan.BatchSize, "settle_ms": p.settle.Milliseconds(), "settled_ms": settled,
 		"lambda_after_batches": lambdas}

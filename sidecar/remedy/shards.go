@@ -36,7 +36,10 @@ type shardLoad struct {
 	Shard int
 	RelID int64
 	Load  float64
-	Rows  int64
+	// LongLoad is the load over the long window (Metrics.PartitionLoadLong),
+	// or Load when there is none.
+	LongLoad float64
+	Rows     int64
 }
 
 // shardsOf lists the vector collection's shards (partition <-> shard from
@@ -76,7 +79,12 @@ ORDER BY c.oid`, rc.CollectionID)
 		if err != nil {
 			continue
 		}
-		out = append(out, shardLoad{Shard: n, RelID: x.relid, Load: rc.Metrics.PartitionLoad[x.relid], Rows: x.rows})
+		load := rc.Metrics.PartitionLoad[x.relid]
+		long, ok := rc.Metrics.PartitionLoadLong[x.relid]
+		if !ok {
+			long = load
+		}
+		out = append(out, shardLoad{Shard: n, RelID: x.relid, Load: load, LongLoad: long, Rows: x.rows})
 	}
 	return out, nil
 }

@@ -14,14 +14,33 @@ import (
 )
 
 type stepStats struct {
-	mu sync.Mutex
-	s  []collect.CollectorStats
+	mu    sync.Mutex
+	s     []collect.CollectorStats
+	looks int // Stats calls: the loop's baseline, then one per look
 }
 
 func (f *stepStats) Stats() []collect.CollectorStats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.looks++
 	return append([]collect.CollectorStats(nil), f.s...)
+}
+
+func (f *stepStats) lookCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.looks
+}
+
+// waitLooks waits until the loop has looked at the stats n times in all:
+// fixed sleeps raced the loop's goroutine on a loaded machine.
+func (f *stepStats) waitLooks(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); f.lookCount() < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the loop looked at the stats %d times in 30 s, want %d", f.lookCount(), n)
+		}
+	}
 }
 
 func (f *stepStats) set(errors uint64, last string) {
@@ -59,12 +78,16 @@ func TestCollectorErrorsAreLoggedWithTheirCause(t *testing.T) {
 		defer close(done)
 		logCollectorErrors(ctx, src, 50*time.Millisecond, zerolog.New(&buf))
 	}()
-	time.Sleep(120 * time.Millisecond)
+	// The baseline and two looks with nothing new.
+	src.waitLooks(t, 3)
 	if got := buf.String(); got != "" {
 		t.Fatalf("logged %q before any new error", got)
 	}
 	src.set(8, "sc: partitions: query pg_stat_user_tables: canceling statement due to lock timeout (SQLSTATE 55P03)")
-	time.Sleep(300 * time.Millisecond)
+	// A look that sees the new errors, then two more that must not repeat
+	// them.
+	at := src.lookCount()
+	src.waitLooks(t, at+3)
 	cancel()
 	<-done
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")

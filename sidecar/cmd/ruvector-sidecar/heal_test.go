@@ -551,10 +551,16 @@ func TestSignalRefreshFollowsTheCollectors(t *testing.T) {
 	if got := h.signalRefresh(classify.ClassUnknown); got != 0 {
 		t.Errorf("unknown: %v", got)
 	}
+	// The samples' distance is bracketed by the calls, not assumed from
+	// the sleep (which a loaded machine stretches).
+	before1 := time.Now()
 	h.onSample(nil, nil, nil)
+	after1 := time.Now()
 	time.Sleep(300 * time.Millisecond)
+	before2 := time.Now()
 	h.onSample(nil, nil, nil)
-	if got := h.signalRefresh(classify.ClassHotspotCongestion); got < 10300*time.Millisecond || got > 11*time.Second {
-		t.Errorf("hotspot after samples 300 ms apart: %v", got)
+	after2 := time.Now()
+	if got := h.signalRefresh(classify.ClassHotspotCongestion); got < 10*time.Second+before2.Sub(after1) || got > 10*time.Second+after2.Sub(before1) {
+		t.Errorf("hotspot after samples %v..%v apart: %v", before2.Sub(after1), after2.Sub(before1), got)
 	}
 }
