@@ -1070,8 +1070,13 @@ func (e *Engine) Weights(ctx context.Context) (map[string]float64, error) {
 // outcomes of the last 30 days (learning.Weights) and persists them.
 func (e *Engine) UpdateWeights(ctx context.Context, now time.Time) error {
 	err := e.withConn(ctx, func(c *pgx.Conn) error {
-		rows, err := c.Query(ctx, `SELECT strategy_name, success, verified, improvement_pct, started_at
-			FROM ruvector.healing_outcomes WHERE state = 'done' AND started_at > $1
+		// A held measure (Outcome.Held) did what it is for, holding the
+		// cause back while the next remedy acts, and its hold was checked:
+		// learned as unverified, every held cap sank the weight of the
+		// strategy that made the next remedy possible.
+		rows, err := c.Query(ctx, `SELECT strategy_name, success OR held, CASE WHEN held THEN true ELSE verified END, improvement_pct, started_at
+			FROM (SELECT *, metadata ? 'held' AND NOT coalesce(rolled_back, false) AS held FROM ruvector.healing_outcomes) o
+			WHERE state = 'done' AND started_at > $1
 			AND coalesce(metadata->>'kind', '') <> 'rollback'
 			-- A noop changed nothing (nothing to evict here, a hotspot the
 			-- strategy declined): no evidence of how well it works where it

@@ -163,6 +163,13 @@ func TestShardCapHeldForTheNextRemedy(t *testing.T) {
 		t.Fatalf("the held cap: %+v %v", sc, err)
 	}
 	heldCap := sc.RowsPerSec
+	// The held cap is learned as a success: it did what it is for.
+	if err := e.UpdateWeights(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := e.Weights(ctx); err != nil || w["throttle_ingestion"] < 0.99 {
+		t.Fatalf("throttle_ingestion's weight after one held cap: %v (%v), want about 1 (one success in one attempt)", w, err)
+	}
 	var heldDoc, reason string
 	var rolled bool
 	if err := env.Conn.QueryRow(ctx, `SELECT metadata->>'held', rolled_back, metadata->>'status' FROM ruvector.healing_outcomes WHERE id = $1`,
