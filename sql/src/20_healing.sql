@@ -324,7 +324,8 @@ $$;
 
 -- Per strategy over the learning window (30 days), with the definitions of
 -- sidecar/learning: attempts are finished outcomes, successes those both
--- successful and verified, avg_improvement = sum of measured improvements /
+-- successful and verified, or held in force (metadata.held: a measure whose
+-- hold was checked, kept for the next remedy), avg_improvement = sum of measured improvements /
 -- attempts. weight is the persisted weight selection uses (NULL: never
 -- learned, selection uses the default 1.0).
 CREATE TYPE ruvector.healing_effectiveness_row AS (
@@ -337,7 +338,8 @@ RETURNS SETOF ruvector.healing_effectiveness_row
 LANGUAGE sql STABLE AS $$
     WITH o AS (
         SELECT h.strategy_name, count(*)::integer AS attempts,
-               (count(*) FILTER (WHERE h.success AND coalesce(h.verified, false)))::integer AS successes,
+               (count(*) FILTER (WHERE h.success AND coalesce(h.verified, false)
+                                    OR h.metadata ? 'held' AND NOT coalesce(h.rolled_back, false)))::integer AS successes,
                coalesce(sum(h.improvement_pct), 0)::float8 AS improvement_sum,
                (count(*) FILTER (WHERE h.rolled_back))::integer AS rolled_back,
                max(h.started_at) AS last_attempt

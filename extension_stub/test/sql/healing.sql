@@ -42,6 +42,15 @@ SELECT count(*) FROM ruvector_healing_history(now() - interval '100 days', 100);
 SELECT count(*) FROM ruvector_healing_history(limit_ => 1);
 INSERT INTO ruvector.healing_strategy_weights (strategy_name, weight) VALUES ('throttle_ingestion', 0.5625);
 SELECT strategy_name, weight, attempts, successes, success_rate, avg_improvement FROM ruvector_healing_effectiveness();
+-- A measure held in force for the next remedy (unverified by λ, its hold
+-- checked) is a success; rolled back, it is not.
+INSERT INTO ruvector.healing_outcomes (collection_id, problem_class, problem_details, strategy_name,
+    started_at, completed_at, duration_ms, success, verified, initial_lambda, final_lambda, state, rolled_back, metadata)
+SELECT c.collection_id, 'hotspot_congestion', '{}', 'held_measure', now() - v.ago, now() - v.ago + interval '1 second', 1000,
+       true, false, 0.4, 0.45, 'done', v.rolled_back, '{"held": "cap holds the hot writer back"}'
+FROM ruvector.collections c, (VALUES (interval '1 hour', false), (interval '50 minutes', true)) AS v(ago, rolled_back)
+WHERE c.name = 'hvec';
+SELECT strategy_name, attempts, successes, rolled_back FROM ruvector_healing_effectiveness() WHERE strategy_name = 'held_measure';
 \set VERBOSITY sqlstate
 UPDATE ruvector.healing_outcomes SET state = 'bogus' WHERE id = 1;
 \set VERBOSITY default
