@@ -195,8 +195,12 @@ func TestPauseMaintenanceRaisesMonitorLambda(t *testing.T) {
 			t.Fatalf("during the pause %s has %q: want the storm's options and autovacuum off", rel, ro)
 		}
 	}
-	time.Sleep(time.Second)
-	if storm.Churned() <= churned || storm.Err() != nil {
+	// Polled, not judged after a fixed second: a loaded machine can take
+	// longer than that for one round of churn; a stopped churn never moves.
+	pgtest.WaitFor(t, 30*time.Second, "the storm's churn to go on during the pause", func() (bool, error) {
+		return storm.Churned() > churned || storm.Err() != nil, nil
+	})
+	if storm.Err() != nil {
 		t.Fatalf("the storm's churn stopped (%d rows, then %d; %v)", churned, storm.Churned(), storm.Err())
 	}
 	var autovacRunning int
