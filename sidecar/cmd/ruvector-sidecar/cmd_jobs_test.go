@@ -33,6 +33,12 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+func (l *lockedBuffer) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
+}
+
 func TestJobsCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -199,10 +205,24 @@ INSERT INTO vecs (embedding) SELECT ARRAY[g::real, 1] FROM generate_series(1, 30
 		t.Fatalf("job 1 after Ctrl-C: %q %v, want still queued", state, err)
 	}
 
-	// The runner, slowed at each step boundary so that progress shows.
+	// The runner, held at each step boundary of the vacuum job until the
+	// command has printed the progress of the step before (a fixed pause
+	// let a poll slowed by a loaded machine miss a percentage), and slowed
+	// at the other job's.
+	var out lockedBuffer
+	shown := map[int]string{1: "running [#######-------------]  33% on test-runner", 2: "running [#############-------]  67% on test-runner"}
 	rconn := env.Cluster.Connect(ctx, "postgres")
 	r := &jobs.Runner{Conn: rconn, Owner: "test-runner", Poll: 50 * time.Millisecond,
-		AfterStep: func(ctx context.Context, _ jobs.Job, _ int) { time.Sleep(300 * time.Millisecond) }}
+		AfterStep: func(ctx context.Context, j jobs.Job, step int) {
+			want, ok := shown[step]
+			if j.Kind != "vacuum" || !ok {
+				time.Sleep(300 * time.Millisecond)
+				return
+			}
+			for deadline := time.Now().Add(30 * time.Second); !strings.Contains(out.String(), want) && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}}
 	rctx, stopRunner := context.WithCancel(ctx)
 	ran := make(chan error, 1)
 	go func() { ran <- r.Run(rctx) }()
@@ -211,7 +231,6 @@ INSERT INTO vecs (embedding) SELECT ARRAY[g::real, 1] FROM generate_series(1, 30
 		<-ran
 	}()
 
-	var out bytes.Buffer
 	if err := runJobs(ctx, []string{"start", "vacuum", "vecs", "--priority", "200", "--wait", "--dsn", dsn, "--interval", "50ms"}, &out); err != nil {
 		t.Fatalf("vacuum job: %v\n%s", err, out.String())
 	}
