@@ -205,6 +205,13 @@ type Options struct {
 	// Options.Stabilization is taken as given (and the record says whether
 	// it covered the refresh).
 	SignalRefresh func(classify.Class) time.Duration
+	// Dial, if set, replaces the engine's connection when it is found
+	// closed. pgx closes a connection whose query is cancelled by its
+	// context (a lease renewal bounded by the lease's TTL, a rollback by
+	// its timeout), and without a new one every later record of the
+	// engine, the outcome of the attempt under way included, fails with
+	// "conn closed" (seen in CI on a loaded machine).
+	Dial func(context.Context) (*pgx.Conn, error)
 	// DeclineBackoff is how long a strategy that declined a problem is not
 	// asked again for it while nothing acts (0: DefaultDeclineBackoff;
 	// negative: always asked).
@@ -278,7 +285,23 @@ func (e *Engine) withConn(ctx context.Context, fn func(*pgx.Conn) error) error {
 		return ctx.Err()
 	}
 	defer func() { <-e.lock }()
+	if e.conn.IsClosed() && e.opts.Dial != nil {
+		c, err := e.opts.Dial(ctx)
+		if err != nil {
+			return fmt.Errorf("healing: the engine's connection was closed; reconnect: %w", err)
+		}
+		e.opts.Log.Warn().Msg("healing: the engine's connection was closed (a query cancelled by its deadline); reconnected")
+		e.conn = c
+	}
 	return fn(e.conn)
+}
+
+// Close closes the engine's connection (the one it was given, or the one
+// that replaced it).
+func (e *Engine) Close(ctx context.Context) error {
+	e.lock <- struct{}{}
+	defer func() { <-e.lock }()
+	return e.conn.Close(ctx)
 }
 
 // Config reads the stored healing configuration (defaults when none).

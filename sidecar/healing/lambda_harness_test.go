@@ -133,6 +133,11 @@ func (h *lambdaRig) engine(ctx context.Context, s strategy.Strategy, opts healin
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	if opts.Dial == nil {
+		// As in the daemon: a connection closed by a cancelled query is
+		// replaced, not the end of the engine.
+		opts.Dial = func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, h.env.Cluster.DSN("postgres")) }
+	}
 	e, err := healing.New(ctx, h.env.Cluster.Connect(ctx, "postgres"), reg,
 		healing.SegmentSampler{Segment: h.seg, DatabaseOID: h.srv.DatabaseOID}, key, opts)
 	if err != nil {

@@ -207,7 +207,7 @@ func runHealingOnce(ctx context.Context, dial func(context.Context) (*pgx.Conn, 
 	}
 	hlog := log.With().Str("loop", "healing").Logger()
 	eopts := healing.Options{Holder: opts.holder, Log: hlog, Stabilization: opts.stabilization, Current: hub.get,
-		SignalRefresh: hub.signalRefresh}
+		SignalRefresh: hub.signalRefresh, Dial: dial}
 	if m != nil {
 		eopts.Observer = engineObserver{m}
 	}
@@ -216,7 +216,7 @@ func runHealingOnce(ctx context.Context, dial func(context.Context) (*pgx.Conn, 
 		conn.Close(context.Background())
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer eng.Close(context.Background()) //nolint:errcheck
 	scfg := healing.ServiceConfig{Engine: eng, Dial: dial, Current: hub.get, Holder: opts.holder,
 		LeaderTTL: opts.leaderTTL, DegradedEvery: opts.degradedEvery, LiftAfter: opts.liftAfter, HeldMax: opts.heldMax, Log: hlog}
 	if m != nil {
