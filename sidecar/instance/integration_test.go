@@ -232,8 +232,10 @@ func TestWatchdogReleasesThrottlesOfAKilledSidecar(t *testing.T) {
 	}
 	_, _ = daemon.Process.Wait()
 	killed := time.Now()
-	// Timeout 1 s plus the watchdog's 200 ms nap; the slack covers a busy machine.
-	pgtest.WaitFor(t, 5*time.Second, "the watchdog to release the sidecar's throttles", func() (bool, error) {
+	// Timeout 1 s plus the watchdog's 200 ms nap; the deadline is generous
+	// because a loaded machine delays the watchdog's wake-ups (how soon is
+	// logged, not asserted: speed belongs in bench/).
+	pgtest.WaitFor(t, 30*time.Second, "the watchdog to release the sidecar's throttles", func() (bool, error) {
 		return insertOne(ctx, conn, "emb") == nil, nil
 	})
 	t.Logf("throttle released %v after SIGKILL (ruvector.sidecar_timeout = 1s)", time.Since(killed).Round(10*time.Millisecond))
@@ -254,14 +256,21 @@ func TestWatchdogReleasesThrottlesOfAKilledSidecar(t *testing.T) {
 	if !info.Outage || info.SidecarOutages != 1 {
 		t.Fatalf("outage not recorded: %+v", info)
 	}
-	// One warning per outage, however long it lasts.
-	time.Sleep(600 * time.Millisecond)
-	logText, err := os.ReadFile(c.LogFile())
-	if err != nil {
-		t.Fatal(err)
-	}
+	// One warning per outage, however long it lasts: once the first is in
+	// the log (the watchdog writes it after releasing the throttles, so
+	// it is polled for), several more naps pass without another.
 	want := fmt.Sprintf("sidecar (pid %d) silent for", daemon.Process.Pid)
-	if n := strings.Count(string(logText), want); n != 1 {
+	warnings := func() int {
+		t.Helper()
+		logText, err := os.ReadFile(c.LogFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(logText), want)
+	}
+	pgtest.WaitFor(t, 30*time.Second, "the outage warning in the server log", func() (bool, error) { return warnings() > 0, nil })
+	time.Sleep(600 * time.Millisecond)
+	if n := warnings(); n != 1 {
 		t.Fatalf("server log has %d outage warnings, want 1", n)
 	}
 }
