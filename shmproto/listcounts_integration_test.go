@@ -175,7 +175,11 @@ FROM generate_series(1, 500)`)
 		defer wg.Done()
 		time.Sleep(300 * time.Millisecond)
 		bconn := c.Connect(ctx, "postgres")
-		if _, err := bconn.Exec(ctx, "SELECT ruvector._list_counts_rebaseline('lv')"); err != nil {
+		// A wait for the table lock long enough for the writers' open
+		// transactions (a deadlock among them alone holds one for
+		// deadlock_timeout, 1 s, the default wait): the test is about the
+		// counts under writers, not how soon the lock comes.
+		if _, err := bconn.Exec(ctx, "SELECT ruvector._list_counts_rebaseline('lv', '60 s')"); err != nil {
 			errs <- fmt.Errorf("rebaseline under writers: %w", err)
 		}
 	}()
