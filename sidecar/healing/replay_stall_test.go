@@ -57,8 +57,13 @@ func TestEngineHandsOverStalledReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A 3 s bar instead of the default 10 s keeps the test short.
-	col := &collect.Replicas{Interval: time.Second, StallAfter: 3 * time.Second}
+	// An 8 s bar instead of the default 10 s keeps the test short, and
+	// leaves the state before the judgement (standing still for 1 s or
+	// more, not yet stalled) a window of 7 s to be sampled in: with a 3 s
+	// bar it was 2 s, less than a sample (an insert and a collection) can
+	// take on a loaded machine, and once missed it never came back.
+	const stallAfter = 8 * time.Second
+	col := &collect.Replicas{Interval: time.Second, StallAfter: stallAfter}
 	writer := c.Connect(ctx, "postgres")
 	sample := func() (health.Signals, health.ReplicaSignal) {
 		t.Helper()
@@ -111,7 +116,7 @@ func TestEngineHandsOverStalledReplay(t *testing.T) {
 	var sig health.Signals
 	var rs health.ReplicaSignal
 	// Before the stall judgement: replay has stood still for a second or
-	// more, not yet the 3 s bar. The engine waits rather than act.
+	// more, not yet the bar. The engine waits rather than act.
 	pgtest.WaitFor(t, 30*time.Second, "replay standing still, not yet stalled", func() (bool, error) {
 		sig, rs = sample()
 		return !rs.ReplayStalled && rs.ReplayStalledSeconds >= 1, nil
@@ -139,8 +144,8 @@ func TestEngineHandsOverStalledReplay(t *testing.T) {
 	})
 	t.Logf("paused: %+v", rs)
 	tr = trigger(sig, rs)
-	if got := tr.Metrics.ReplicaReplayStalledSeconds[rs.ID]; got < 3 {
-		t.Fatalf("metrics carry stalled seconds %v for replica %d, want >= 3: %+v", got, rs.ID, tr.Metrics)
+	if got := tr.Metrics.ReplicaReplayStalledSeconds[rs.ID]; got < stallAfter.Seconds() {
+		t.Fatalf("metrics carry stalled seconds %v for replica %d, want >= %v: %+v", got, rs.ID, stallAfter.Seconds(), tr.Metrics)
 	}
 
 	out, err = e.Heal(ctx, tr)
