@@ -579,9 +579,31 @@ func runSidecarCleanly(t *testing.T, how, sidecar string, args, env []string, ad
 			t.Errorf("%s: /metrics serves %s, which the registry's descriptions lack", how, m[1])
 		}
 	}
+	// With the role's privileges the change feed streams and the healing
+	// engine takes the lead (a later run on the same server may have to
+	// wait out the previous one's leader row, so only the first must lead).
+	wants := []string{"changefeed: streaming", "audit signing key loaded"}
+	if leads {
+		wants = append(wants, "healing: this sidecar is the active one")
+	}
 	// Run a few samples more, so that every collector and the change feed
-	// have had their turn, then stop it as systemd and Kubernetes do.
+	// have had their turn, then stop it as systemd and Kubernetes do. The
+	// 4 s are a floor: on a loaded machine the feed or the election can
+	// come later, so the log is polled for them (up to a minute) rather
+	// than judged after a fixed pause.
 	time.Sleep(4 * time.Second)
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		log := logBuf.String()
+		if !slices.ContainsFunc(wants, func(w string) bool { return !strings.Contains(log, w) }) {
+			break
+		}
+		select {
+		case err := <-exited:
+			stopped = true
+			t.Fatalf("%s: the sidecar exited: %v\n%s", how, err, logBuf.String())
+		default:
+		}
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -599,13 +621,6 @@ func runSidecarCleanly(t *testing.T, how, sidecar string, args, env []string, ad
 			strings.Contains(line, "permission denied") || strings.Contains(line, "42501") || strings.Contains(line, "must be owner") {
 			t.Errorf("%s: the sidecar logged: %s", how, line)
 		}
-	}
-	// With the role's privileges the change feed streams and the healing
-	// engine takes the lead (a later run on the same server may have to
-	// wait out the previous one's leader row, so only the first must lead).
-	wants := []string{"changefeed: streaming", "audit signing key loaded"}
-	if leads {
-		wants = append(wants, "healing: this sidecar is the active one")
 	}
 	for _, want := range wants {
 		if !strings.Contains(logBuf.String(), want) {
