@@ -352,6 +352,20 @@ func (c *campaign) recoveredSince(faultAt time.Time) (bool, error) {
 
 // sidecarThrottles lists throttles and shard caps the sidecar set that are
 // in force.
+// sidecarOutages is the watchdog's count of sidecar outages.
+func (c *campaign) sidecarOutages() (uint64, error) {
+	seg, err := c.segment()
+	if err != nil {
+		return 0, err
+	}
+	defer seg.Close()
+	in, err := seg.Info()
+	if err != nil {
+		return 0, err
+	}
+	return in.SidecarOutages, nil
+}
+
 func (c *campaign) sidecarThrottles() ([]string, error) {
 	seg, err := c.segment()
 	if err != nil {
@@ -401,10 +415,29 @@ var allFaults = []fault{
 	{name: "hotspot", inject: func(c *campaign) error { return c.hotspot(12*time.Second, false) }},
 	{name: "hotspot_sigkill_mid_remediation", inject: func(c *campaign) error { return c.hotspot(15*time.Second, true) }},
 	{name: "sigkill_sidecar", inject: func(c *campaign) error {
+		outages, err := c.sidecarOutages()
+		if err != nil {
+			return err
+		}
 		c.d.kill()
-		// The watchdog must release whatever the dead sidecar set within
-		// its timeout; check it before the supervisor restarts it.
-		sleep(c.ctx, sidecarTimeout+time.Second)
+		// The watchdog must release whatever the dead sidecar set once it
+		// declares the outage (it releases first, then counts the outage).
+		// Waited for by the outage count rather than a fixed pause after
+		// the timeout, whose 1 s of slack a loaded machine could eat;
+		// checked before the supervisor restarts the sidecar.
+		for deadline := time.Now().Add(restartDelay); ; sleep(c.ctx, 100*time.Millisecond) {
+			n, err := c.sidecarOutages()
+			if err != nil {
+				return err
+			}
+			if n > outages {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the watchdog declared no outage %v after the sidecar's death (timeout %v)",
+					time.Since(c.d.diedAt).Round(time.Millisecond), sidecarTimeout)
+			}
+		}
 		if left, err := c.sidecarThrottles(); err != nil {
 			return err
 		} else if len(left) > 0 {
@@ -566,9 +599,10 @@ func (c *campaign) collectorsFailing() error {
 	if killed == 0 {
 		return errors.New("no collector backend found to terminate: the fault did not happen")
 	}
-	// The failed calls are counted once they end; give the runner a cadence.
+	// The failed calls are counted once they end; give the runner a
+	// cadence, and a loaded machine's slack (polled: no cost when quick).
 	var after float64
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if after, err = c.collectorErrors(); err != nil {
 			return fmt.Errorf("scrape after: %w", err)
