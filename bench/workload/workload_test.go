@@ -150,7 +150,7 @@ func TestHeavyMaintenanceShowsJobs(t *testing.T) {
 		rep, herr = env.W.HeavyMaintenance(ctx, workload.MaintenanceOptions{Duration: 5 * time.Second})
 	}()
 	var seen []health.JobSignal
-	pgtest.WaitFor(t, 5*time.Second, "a maintenance job on the collection", func() (bool, error) {
+	pgtest.WaitFor(t, 30*time.Second, "a maintenance job on the collection", func() (bool, error) {
 		s, err := collectWith(t, env, m)
 		seen = s.Maintenance
 		return len(s.Maintenance) > 0, err
