@@ -84,9 +84,14 @@ func TestAutovacuumStormSustainsContentionAndUndoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := collect.NewMaintenance()
+	// Sampled until contention has been seen and then for 15 s more (the
+	// rest of the 30 s this test always ran when it came within 15 s), or
+	// for 60 s without it: how soon the storm starts is the machine's
+	// speed, not the storm's property, and a fixed 30 s window left a late
+	// start too few samples to judge it sustained.
 	var first time.Duration
 	var samples, contended, withAutovac, manual int
-	for time.Since(start) < 30*time.Second {
+	for el := time.Since(start); (first == 0 && el < 60*time.Second) || (first > 0 && el < max(30*time.Second, first+15*time.Second)); el = time.Since(start) {
 		s, err := collectWith(t, env, m)
 		if err != nil {
 			t.Fatal(err)
@@ -115,8 +120,8 @@ func TestAutovacuumStormSustainsContentionAndUndoes(t *testing.T) {
 	}
 	t.Logf("contention first seen after %v; then %d of %d samples contended, %d with autovacuum visible; %d rows churned",
 		first.Round(100*time.Millisecond), contended, samples, withAutovac, storm.Churned())
-	if first == 0 || first > 15*time.Second {
-		t.Fatalf("contention with autovacuum first seen after %v", first)
+	if first == 0 {
+		t.Fatalf("no contention with autovacuum within %v", time.Since(start).Round(time.Second))
 	}
 	if contended < samples*9/10 || withAutovac < samples/2 || manual != 0 {
 		t.Fatalf("%d of %d samples contended, %d with autovacuum, %d with a manual vacuum: want sustained contention of autovacuum and product jobs only",
