@@ -179,8 +179,24 @@ func TestCompactIndexes(t *testing.T) {
 		}
 		t.Logf("mid-rebuild invalid indexes: %v", invalidIndexes(t, ctx, env.Conn))
 		cancel()
-		// DROP INDEX CONCURRENTLY waits for the writer too: let it go.
-		time.Sleep(300 * time.Millisecond)
+		// The blocker is let go only once the cancel has reached the
+		// REINDEX (else it could finish and nothing would be left to
+		// clean up); DROP INDEX CONCURRENTLY then waits for it too.
+		deadline = time.Now().Add(30 * time.Second)
+		for {
+			var n int
+			if err := env.Conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+				WHERE state = 'active' AND query ILIKE 'REINDEX%' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the REINDEX still runs 30 s after its context was cancelled")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		if _, err := blocker.Exec(ctx, `ROLLBACK`); err != nil {
 			t.Fatal(err)
 		}

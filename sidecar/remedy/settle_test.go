@@ -25,7 +25,7 @@ func TestSettleWaitsForRatesMeasuredAfterTheChange(t *testing.T) {
 	if err := settle(ctx, rc, since, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took < 400*time.Millisecond+settleMargin || took > 4*time.Second {
+	if took := time.Since(start); took < 400*time.Millisecond+settleMargin || took > 8*time.Second { // the 10 s limit is what it must not wait
 		t.Fatalf("fresh rates after 400 ms: settled after %v, want about %v", took, 400*time.Millisecond+settleMargin)
 	}
 
@@ -41,7 +41,7 @@ func TestSettleWaitsForRatesMeasuredAfterTheChange(t *testing.T) {
 		if err := settle(ctx, rc, time.Now(), 700*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
-		if took := time.Since(start); took < 700*time.Millisecond || took > 3*time.Second {
+		if took := time.Since(start); took < 700*time.Millisecond || took > 8*time.Second {
 			t.Fatalf("%s: settled after %v, want the 700 ms limit", name, took)
 		}
 	}
