@@ -49,7 +49,9 @@ WHERE o.state = 'done' AND (o.verified OR o.metadata ? 'held') AND NOT coalesce(
   AND t.created_at < clock_timestamp() - make_interval(secs => $2)
   AND NOT EXISTS (SELECT 1 FROM ruvector.healing_outcomes r
       WHERE r.metadata->>'kind' = 'rollback' AND r.metadata->>'rollback_of' = o.id::text AND r.success)
-ORDER BY o.id`, names, after.Seconds())
+-- Newest first: measures stack (a later throttle recorded the earlier
+-- one as the value to restore), and are undone in the reverse order.
+ORDER BY o.id DESC`, names, after.Seconds())
 		if err != nil {
 			return err
 		}
@@ -115,7 +117,7 @@ func (e *Engine) LiftHeld(ctx context.Context, limit time.Duration) ([]int64, er
 	var due []held
 	var names map[int64]string
 	err := e.withConn(ctx, func(c *pgx.Conn) error {
-		rows, err := c.Query(ctx, heldSQL+` AND o.started_at < clock_timestamp() - make_interval(secs => $1) ORDER BY o.id`, limit.Seconds())
+		rows, err := c.Query(ctx, heldSQL+` AND o.started_at < clock_timestamp() - make_interval(secs => $1) ORDER BY o.id DESC`, limit.Seconds())
 		if err != nil {
 			return err
 		}

@@ -166,7 +166,7 @@ func (e *Engine) undo(ctx context.Context, collection string, collectionID, id i
 		return 0, nil
 	}
 	rc := &strategy.Context{Collection: collection, CollectionID: collectionID, Recorder: recordedActions{acts},
-		Started: time.Now(), Timeout: 2 * s.EstimatedDuration()}
+		OutcomeID: id, Started: time.Now(), Timeout: 2 * s.EstimatedDuration()}
 	rctx, cancel := context.WithTimeout(ctx, 2*s.EstimatedDuration())
 	defer cancel()
 	return len(acts), safeCall(func() error { return s.Rollback(rctx, rc) })

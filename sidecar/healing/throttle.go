@@ -702,16 +702,26 @@ func (t ThrottleIngestion) Rollback(ctx context.Context, rc *strategy.Context) e
 			errs = append(errs, fmt.Errorf("action %d: %w", i, err))
 			continue
 		}
-		sidecarBefore := a.PreviousBy == shmproto.SetByNames[shmproto.SetBySidecar]
+		restore, outcome, err := t.restoreTarget(ctx, a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("action %d: %w", i, err))
+			continue
+		}
 		if a.Kind == actionShardCap {
 			caps, ok := t.Segment.(shardCapSegment)
 			if !ok {
 				errs = append(errs, fmt.Errorf("action %d: shard %d was capped but this segment keeps no shard caps", i, a.Shard))
 				continue
 			}
-			restore, outcome := uint32(0), int64(0)
-			if sidecarBefore {
-				restore, outcome = a.PreviousCap, a.PreviousOutcome
+			if rc.OutcomeID != 0 {
+				cur, err := caps.ReadShardCap(c.Slot, a.Shard)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("read the cap of shard %d: %w", a.Shard, err))
+					continue
+				}
+				if cur.SetBy != shmproto.SetBySidecar || cur.OutcomeID != rc.OutcomeID {
+					continue // not this outcome's any more: see restoreTarget
+				}
 			}
 			err := caps.SetSidecarShardCap(c.Slot, a.Shard, restore, outcome)
 			if err != nil && !errors.Is(err, shmproto.ErrManualPinned) {
@@ -724,16 +734,97 @@ func (t ThrottleIngestion) Rollback(ctx context.Context, rc *strategy.Context) e
 			errs = append(errs, fmt.Errorf("action %d: unknown op %q", i, a.Op))
 			continue
 		}
-		restore, outcome := uint32(0), int64(0)
-		if sidecarBefore {
-			restore, outcome = a.PreviousPct, a.PreviousOutcome
+		if rc.OutcomeID != 0 {
+			cur, err := t.Segment.ReadThrottle(c.Slot, op)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("read the %s throttle: %w", a.Op, err))
+				continue
+			}
+			if cur.SetBy != shmproto.SetBySidecar || cur.OutcomeID != rc.OutcomeID {
+				continue
+			}
 		}
-		err := t.Segment.SetSidecarThrottleFor(c.Slot, op, restore, time.Now(), outcome)
+		err = t.Segment.SetSidecarThrottleFor(c.Slot, op, restore, time.Now(), outcome)
 		if err != nil && !errors.Is(err, shmproto.ErrManualPinned) {
 			errs = append(errs, fmt.Errorf("restore %s throttle to %d%%: %w", a.Op, restore, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// maxRestoreChain bounds how many rolled-back outcomes restoreTarget
+// looks through.
+const maxRestoreChain = 16
+
+// restoreTarget is what rolling back action a leaves in force: the sidecar
+// value it replaced (a manual one is never touched, and anything else
+// means none), unless the outcome that set that value has been rolled
+// back since, in which case that outcome's own previous value, and so on.
+//
+// Measures stack: a second throttle records the first as its previous
+// value. Undone out of order, the second's rollback restored the first's
+// throttle after the first had been lifted, and it then stayed in force
+// for good (scorecard run 16: a 60% bulk_insert throttle refused a later
+// fault's COPY 14 minutes after both were lifted). Rollback also leaves a
+// value that is no longer the outcome's own (a newer measure overrode
+// it): the newer one's rollback restores past it.
+//
+// Without Dial the rolled-back state of the previous outcome cannot be
+// read, and its value is restored as recorded.
+func (t ThrottleIngestion) restoreTarget(ctx context.Context, a throttleAction) (uint32, int64, error) {
+	if t.Dial == nil || a.PreviousBy != shmproto.SetByNames[shmproto.SetBySidecar] || a.PreviousOutcome == 0 {
+		return previousOf(a)
+	}
+	conn, err := t.Dial(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("throttle_ingestion: connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for range maxRestoreChain {
+		if a.PreviousBy != shmproto.SetByNames[shmproto.SetBySidecar] || a.PreviousOutcome == 0 {
+			break
+		}
+		var rolled bool
+		var doc []byte
+		err := conn.QueryRow(ctx, `SELECT coalesce(rolled_back, false) OR EXISTS (SELECT 1 FROM ruvector.healing_outcomes r
+				WHERE r.metadata->>'kind' = 'rollback' AND r.metadata->>'rollback_of' = o.id::text AND r.success),
+			coalesce(metadata->'actions', '[]')::text
+			FROM ruvector.healing_outcomes o WHERE id = $1`, a.PreviousOutcome).Scan(&rolled, &doc)
+		if errors.Is(err, pgx.ErrNoRows) {
+			break
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("throttle_ingestion: outcome %d behind the value to restore: %w", a.PreviousOutcome, err)
+		}
+		if !rolled {
+			break
+		}
+		var acts []throttleAction
+		if err := json.Unmarshal(doc, &acts); err != nil {
+			return 0, 0, fmt.Errorf("throttle_ingestion: actions of outcome %d: %w", a.PreviousOutcome, err)
+		}
+		i := slices.IndexFunc(acts, func(p throttleAction) bool {
+			return p.Kind == a.Kind && p.Op == a.Op && p.Shard == a.Shard && p.CollectionID == a.CollectionID
+		})
+		if i < 0 {
+			// It set the value without recording it here: nothing further
+			// back is known, and its own value is withdrawn.
+			return 0, 0, nil
+		}
+		a = acts[i]
+	}
+	return previousOf(a)
+}
+
+// previousOf is the sidecar value a replaced, or none.
+func previousOf(a throttleAction) (uint32, int64, error) {
+	if a.PreviousBy != shmproto.SetByNames[shmproto.SetBySidecar] {
+		return 0, 0, nil
+	}
+	if a.Kind == actionShardCap {
+		return a.PreviousCap, a.PreviousOutcome, nil
+	}
+	return a.PreviousPct, a.PreviousOutcome, nil
 }
 
 func opByName(name string) (shmproto.Op, bool) {
