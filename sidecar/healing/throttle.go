@@ -719,8 +719,8 @@ func (t ThrottleIngestion) Rollback(ctx context.Context, rc *strategy.Context) e
 					errs = append(errs, fmt.Errorf("read the cap of shard %d: %w", a.Shard, err))
 					continue
 				}
-				if cur.SetBy != shmproto.SetBySidecar || cur.OutcomeID != rc.OutcomeID {
-					continue // not this outcome's any more: see restoreTarget
+				if overriddenSince(cur.SetBy, cur.OutcomeID, rc.OutcomeID) {
+					continue // another measure's now: see restoreTarget
 				}
 			}
 			err := caps.SetSidecarShardCap(c.Slot, a.Shard, restore, outcome)
@@ -740,7 +740,7 @@ func (t ThrottleIngestion) Rollback(ctx context.Context, rc *strategy.Context) e
 				errs = append(errs, fmt.Errorf("read the %s throttle: %w", a.Op, err))
 				continue
 			}
-			if cur.SetBy != shmproto.SetBySidecar || cur.OutcomeID != rc.OutcomeID {
+			if overriddenSince(cur.SetBy, cur.OutcomeID, rc.OutcomeID) {
 				continue
 			}
 		}
@@ -750,6 +750,16 @@ func (t ThrottleIngestion) Rollback(ctx context.Context, rc *strategy.Context) e
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// overriddenSince reports whether the value in force is another
+// remediation's sidecar value (a newer measure), which a rollback of
+// outcome leaves to that measure's own rollback. A value without an
+// outcome (set outside a remediation, or by a sidecar that died between
+// its record and its own) is taken as this outcome's; a manual one is
+// refused by the segment anyway.
+func overriddenSince(by shmproto.SetBy, current, outcome int64) bool {
+	return by == shmproto.SetBySidecar && current != 0 && current != outcome
 }
 
 // maxRestoreChain bounds how many rolled-back outcomes restoreTarget
