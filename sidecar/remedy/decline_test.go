@@ -130,6 +130,13 @@ func TestDrainAndRebalanceDeclineWhatTheyCannotCool(t *testing.T) {
 		t.Fatalf("rebalance of the small hot shard 0 (rows %v): want %d rows to shards [1 2 3], shard 1 first, got %+v", counts, want, r)
 	}
 
+	// A shard with no more rows than its peers, read 1.5× as often per
+	// row: its load is not its rows', and rebalance declines.
+	_, r = plans(rcOf(2, [4]float64{200, 200, 300, 200}, nil, [4]float64{12, 12, 12, 12}))
+	if !r.Noop || !strings.Contains(r.Reason, "no more than its peers") || !strings.Contains(r.Reason, "moving rows would not cool it") {
+		t.Fatalf("rebalance of a read-hot shard without excess rows (rows %v): %+v", counts, r)
+	}
+
 	// A hotspot made by routing (shard 1 weighted 4): draining takes its
 	// routed rows away, and that cools it.
 	if _, err := env.Conn.Exec(ctx, `SELECT ruvector.ruvector_routing_set('vec', 1, 4, 'sidecar', 17)`); err != nil {
