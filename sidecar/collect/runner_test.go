@@ -164,6 +164,14 @@ func TestRunnerAbandonsStubbornCollectorAndKeepsRunning(t *testing.T) {
 	}
 }
 
+// patient gives a collector its own timeout (TimeoutHinter).
+type patient struct {
+	Collector
+	d time.Duration
+}
+
+func (p patient) Timeout() time.Duration { return p.d }
+
 // hogger ignores its context in its second call for one target, while
 // holding the connection (a query that will not be cancelled in time);
 // otherwise it answers at once.
@@ -218,7 +226,10 @@ SELECT ruvector_collection_register('other', 'other')`)
 	// call it was 0.3 s, and a CI run beside a scorecard campaign went
 	// past it). Ordinary calls get 3 s: 300 ms to 1 s timed a trivial
 	// query out on a machine running two test suites at once.
-	r := NewRunner(conn, []Target{a, b}, []Collector{h, parts}, RunnerOptions{
+	// The partitions collector, which must never fail here, gets 8 s (a
+	// TimeoutHinter): a CI run beside a scorecard campaign timed one of
+	// its calls out at 3 s.
+	r := NewRunner(conn, []Target{a, b}, []Collector{h, patient{parts, 8 * time.Second}}, RunnerOptions{
 		Timeout: 3 * time.Second,
 		Redial:  func(context.Context) (Querier, error) { return sidecarConn(t, c), nil },
 		OnSample: func(s health.Signals) {
