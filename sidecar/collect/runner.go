@@ -283,10 +283,15 @@ func (r *Runner) runOne(ctx context.Context, e *entry, t Target) {
 			if p := recover(); p != nil {
 				res = result{err: fmt.Errorf("collect: %s panicked: %v", name, p), panicked: true}
 			}
-			done <- res
+			// Not busy before the result is handed over: the loop goes on
+			// to the next target as soon as it has the result, and a call
+			// still marked busy then read as an abandoned one ("previous
+			// call still running") whenever this goroutine was descheduled
+			// between the two (CI on a loaded machine).
 			r.mu.Lock()
 			e.busy = false
 			r.mu.Unlock()
+			done <- res
 			r.closeIfRetired(q, gen)
 		}()
 		res.s = scratch
