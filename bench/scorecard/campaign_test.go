@@ -449,6 +449,11 @@ func (h *harness) startDaemon() {
 	cmd := exec.Command(bin, "run", "--changefeed", "--sample-interval", "500ms", "--heartbeat-interval", "500ms",
 		"--collections-refresh", "5s", "--metrics-listen", "", "--heal-every", "5s", "--leader-ttl", "6s",
 		"--stabilization", "5s", "--index-sample-interval", indexCadence.String(), "--lift-temporary-after", "20s", "--log-level", "info", "--audit-key", filepath.Join(dir, "audit.key"))
+	if h.standby != nil {
+		// resume_replay may end the paused-replica fault's pause after
+		// its default grace, as an operator would configure it.
+		cmd.Args = append(cmd.Args, "--standby", h.standby.Name+"="+h.standby.DSN)
+	}
 	cmd.Env = h.cluster.Env()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

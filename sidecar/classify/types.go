@@ -138,6 +138,10 @@ type Metrics struct {
 	CentroidListSizes map[int64]int64 `json:"centroid_list_sizes,omitempty"`
 	// ReplicaLagSeconds is the replication lag of each replica.
 	ReplicaLagSeconds map[int64]float64 `json:"replica_lag_seconds,omitempty"`
+	// ReplicaNames names each replica of ReplicaLagSeconds as
+	// pg_stat_replication does (its slot, or its application_name): what
+	// an operator configures a replica's connection under.
+	ReplicaNames map[int64]string `json:"replica_names,omitempty"`
 	// ReplicaReplayStalledSeconds lists the replicas whose replay is
 	// stalled (they receive WAL but apply none; see
 	// health.ReplicaSignal.ReplayStalled) with how long replay has not

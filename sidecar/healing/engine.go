@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -347,14 +348,31 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 		out.Decision.Notes = append(slices.Clone(out.Decision.Notes), reason)
 		return deferred(out, reason), nil
 	}
-	if reason := replayStalled(dec.Problem, tr); reason != "" {
+	stall := replayStalled(dec.Problem, tr)
+	if stall.reason != "" {
 		// Handed over like ineffective healing (deferred, a reason for the
 		// log and the request), and before any attempt: the WAL-reducing
 		// strategies would cut the workload for nothing, be rolled back
 		// unverified, and only then trip the ineffective rule. The note
-		// puts it in the decision's explanation too.
-		out.Decision.Notes = append(slices.Clone(out.Decision.Notes), reason)
-		return deferred(out, reason), nil
+		// puts it in the decision's explanation too. Only a strategy that
+		// acts on the standby itself may run, once the stall has outlasted
+		// its grace.
+		grace, ok := e.replayStallGrace(ctx)
+		reason := ""
+		switch {
+		case stall.waiting:
+			reason = stall.reason
+		case !ok:
+			reason = stall.reason + handOverStall
+		case stall.seconds < grace.Seconds():
+			reason = fmt.Sprintf("%s; a paused replay is resumed once stalled for %s, unless a person ends the pause first",
+				stall.reason, grace)
+		}
+		if reason != "" {
+			out.Decision.Notes = append(slices.Clone(out.Decision.Notes), reason)
+			return deferred(out, reason), nil
+		}
+		out.Decision.Notes = append(slices.Clone(out.Decision.Notes), stall.reason)
 	}
 	stab := e.stabilization(cfg, dec.Problem.Class)
 
@@ -383,6 +401,7 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	if lim.Declined, err = e.declinedRecently(ctx, tr.CollectionID, dec.Problem.Class); err != nil {
 		return Outcome{}, err
 	}
+	lim.ReplayStalled = stall.reason
 	sel := e.reg.Select(ctx, dec.Problem, lim)
 	// A strategy not yet tried for this problem in this episode is an
 	// escalation, which the ineffective-healing stop lets through: the
@@ -397,6 +416,9 @@ func (e *Engine) Heal(ctx context.Context, tr Trigger) (Outcome, error) {
 	declined := map[string]bool{}
 	for {
 		out.Selection = &sel
+		if !sel.Found() && stall.reason != "" {
+			return deferred(out, stall.reason+handOverStall+": "+oneLine(sel.Explain())), nil
+		}
 		if !sel.Found() {
 			out.Status = StatusNoStrategy
 			out.Reason = "no eligible strategy for " + string(dec.Problem.Class) + ": " + sel.Explain()
@@ -621,20 +643,35 @@ func (e *Engine) attempt(ctx context.Context, tr Trigger, s strategy.Strategy, r
 	return out, nil
 }
 
-// replayStalled returns why healing a replication_lag problem is handed to a
-// person, or "": every lagging replica (the problem's witness replicas, or
-// failing those every replica with a lag) is stalled, receiving WAL but
-// replaying none (classify.Metrics.ReplicaReplayStalledSeconds). The
-// strategies for replication lag reduce the WAL the primary generates,
-// which helps a replica that replays too slowly and cannot help one that
-// does not replay at all. One replica still replaying is enough to act as
-// usual: it is the one the strategies help. While a lagging replica has
-// not replayed since the last samples but is not yet read as stalled
-// (ReplicaReplayWaitingSeconds), the engine waits for the judgement.
-func replayStalled(p classify.Problem, tr Trigger) string {
+// replayStall is what replayStalled found.
+type replayStall struct {
+	// reason is why the lag is not the primary's WAL, "" when it may be.
+	reason string
+	// waiting: replay stands still, not yet long enough to be judged
+	// stalled.
+	waiting bool
+	// seconds is the shortest stall among the lagging replicas.
+	seconds float64
+}
+
+// handOverStall ends the reason of a stalled replay that no strategy acts
+// on.
+const handOverStall = "; needs a person (pg_wal_replay_resume, or a blocking query on the standby)"
+
+// replayStalled says whether healing a replication_lag problem must leave
+// the primary alone: every lagging replica (the problem's witness
+// replicas, or failing those every replica with a lag) is stalled,
+// receiving WAL but replaying none (classify.Metrics.ReplicaReplayStalledSeconds).
+// The WAL-reducing strategies help a replica that replays too slowly and
+// cannot help one that does not replay at all. One replica still
+// replaying is enough to act as usual: it is the one they help. While a
+// lagging replica has not replayed since the last samples but is not yet
+// read as stalled (ReplicaReplayWaitingSeconds), the engine waits for the
+// judgement.
+func replayStalled(p classify.Problem, tr Trigger) replayStall {
 	if p.Class != classify.ClassReplicationLag ||
 		len(tr.Metrics.ReplicaReplayStalledSeconds)+len(tr.Metrics.ReplicaReplayWaitingSeconds) == 0 {
-		return ""
+		return replayStall{}
 	}
 	var lagging []int64
 	if p.ReplicationLag != nil {
@@ -649,9 +686,12 @@ func replayStalled(p classify.Problem, tr Trigger) string {
 		slices.Sort(lagging)
 	}
 	if len(lagging) == 0 {
-		return ""
+		return replayStall{}
 	}
 	names := map[int64]string{}
+	for id, n := range tr.Metrics.ReplicaNames {
+		names[id] = n
+	}
 	for _, w := range tr.Witness {
 		for _, n := range []classify.NodeRef{w.Source, w.Target} {
 			if n.Kind == classify.NodeReplica && n.Name != "" {
@@ -660,7 +700,7 @@ func replayStalled(p classify.Problem, tr Trigger) string {
 		}
 	}
 	parts := make([]string, 0, len(lagging))
-	waiting := false
+	st := replayStall{seconds: math.Inf(1)}
 	for _, id := range lagging {
 		secs, ok := tr.Metrics.ReplicaReplayStalledSeconds[id]
 		if !ok {
@@ -671,22 +711,49 @@ func replayStalled(p classify.Problem, tr Trigger) string {
 			// collections 10 s into a paused replay, then rolled both
 			// back).
 			if secs, ok = tr.Metrics.ReplicaReplayWaitingSeconds[id]; !ok || secs < minReplayWaiting.Seconds() {
-				return ""
+				return replayStall{}
 			}
-			waiting = true
+			st.waiting = true
 		}
+		st.seconds = min(st.seconds, secs)
 		name := names[id]
 		if name == "" {
 			name = fmt.Sprintf("replica %d", id)
 		}
 		parts = append(parts, fmt.Sprintf("%s: replay_lsn has not moved for %.0fs while WAL is received", name, secs))
 	}
-	if waiting {
-		return "replay not moving on " + strings.Join(parts, "; ") +
+	if st.waiting {
+		st.reason = "replay not moving on " + strings.Join(parts, "; ") +
 			"; waiting for the stall judgement before acting: reducing WAL on the primary helps a replica that replays slowly, not one whose replay is paused"
+		return st
 	}
-	return "replay stalled on " + strings.Join(parts, "; ") +
-		"; reducing WAL on the primary cannot help; needs a person (pg_wal_replay_resume, or a blocking query on the standby)"
+	st.reason = "replay stalled on " + strings.Join(parts, "; ") + "; reducing WAL on the primary cannot help"
+	return st
+}
+
+// replayStallGrace is the shortest grace of the available strategies that
+// act on a stalled standby (strategy.ReplayStallRemedy), false when there
+// is none.
+func (e *Engine) replayStallGrace(ctx context.Context) (time.Duration, bool) {
+	var grace time.Duration
+	found := false
+	for _, s := range e.reg.Strategies() {
+		if r, ok := s.(strategy.ReplayStallRemedy); ok {
+			if av, ok := s.(strategy.Availability); ok {
+				if up, _ := av.Available(ctx); !up {
+					continue
+				}
+			}
+			if g := r.ReplayStallGrace(); !found || g < grace {
+				grace, found = g, true
+			}
+		}
+	}
+	return grace, found
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
 }
 
 // minReplayWaiting is how long replay_lsn must have stood still, with WAL

@@ -22,28 +22,41 @@ func TestReplayStalledRule(t *testing.T) {
 		ReplicaLagSeconds:           map[int64]float64{1: 40, 2: 50},
 		ReplicaReplayStalledSeconds: map[int64]float64{1: 12, 2: 30.4},
 	}}
-	if got := replayStalled(lag(2, 1), both); got != "replay stalled on b: replay_lsn has not moved for 30s while WAL is received; "+
-		"a: replay_lsn has not moved for 12s while WAL is received; reducing WAL on the primary cannot help; "+
-		"needs a person (pg_wal_replay_resume, or a blocking query on the standby)" {
-		t.Fatalf("both stalled: %q", got)
+	if got := replayStalled(lag(2, 1), both); got.reason != "replay stalled on b: replay_lsn has not moved for 30s while WAL is received; "+
+		"a: replay_lsn has not moved for 12s while WAL is received; reducing WAL on the primary cannot help" ||
+		got.waiting || got.seconds != 12 {
+		t.Fatalf("both stalled: %+v, want the shortest stall (12 s)", got)
+	}
+	// The names of the metrics serve when the witness has none.
+	named := Trigger{Metrics: both.Metrics}
+	named.Metrics.ReplicaNames = map[int64]string{1: "a", 2: "b"}
+	if got := replayStalled(lag(1), named); !strings.HasPrefix(got.reason, "replay stalled on a: replay_lsn has not moved for 12s") {
+		t.Fatalf("named by the metrics: %+v", got)
+	}
+	// Standing still, not yet judged: waiting.
+	waiting := both
+	waiting.Metrics.ReplicaReplayStalledSeconds = map[int64]float64{2: 30}
+	waiting.Metrics.ReplicaReplayWaitingSeconds = map[int64]float64{1: 3}
+	if got := replayStalled(lag(2, 1), waiting); !got.waiting || !strings.HasPrefix(got.reason, "replay not moving on b: ") {
+		t.Fatalf("one stalled, one standing still: %+v, want waiting", got)
 	}
 	oneSlow := both
 	oneSlow.Metrics.ReplicaReplayStalledSeconds = map[int64]float64{1: 12}
-	if got := replayStalled(lag(2, 1), oneSlow); got != "" {
-		t.Fatalf("one replica replays (slow), yet handed over: %q", got)
+	if got := replayStalled(lag(2, 1), oneSlow); got.reason != "" {
+		t.Fatalf("one replica replays (slow), yet handed over: %+v", got)
 	}
 	// Another class with a stalled replica around: not this rule's business.
-	if got := replayStalled(classify.Problem{Class: classify.ClassMemoryPressure}, both); got != "" {
-		t.Fatalf("memory pressure handed over for a stalled replica: %q", got)
+	if got := replayStalled(classify.Problem{Class: classify.ClassMemoryPressure}, both); got.reason != "" {
+		t.Fatalf("memory pressure handed over for a stalled replica: %+v", got)
 	}
 	// No witness replicas: every replica with a lag counts; no name known.
 	noWitness := Trigger{Metrics: classify.Metrics{ReplicaLagSeconds: map[int64]float64{7: 20, 8: 0},
 		ReplicaReplayStalledSeconds: map[int64]float64{7: 11}}}
-	if got := replayStalled(lag(), noWitness); !strings.HasPrefix(got, "replay stalled on replica 7: replay_lsn has not moved for 11s") {
-		t.Fatalf("no witness replicas: %q", got)
+	if got := replayStalled(lag(), noWitness); !strings.HasPrefix(got.reason, "replay stalled on replica 7: replay_lsn has not moved for 11s") {
+		t.Fatalf("no witness replicas: %+v", got)
 	}
 	noWitness.Metrics.ReplicaLagSeconds[8] = 5 // replica 8 lags and replays
-	if got := replayStalled(lag(), noWitness); got != "" {
-		t.Fatalf("replica 8 replays, yet handed over: %q", got)
+	if got := replayStalled(lag(), noWitness); got.reason != "" {
+		t.Fatalf("replica 8 replays, yet handed over: %+v", got)
 	}
 }

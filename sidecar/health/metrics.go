@@ -39,8 +39,10 @@ func MetricsFrom(s Signals) classify.Metrics {
 	}
 	if !s.Unknown[KindReplicas] && len(s.Replicas) > 0 {
 		m.ReplicaLagSeconds = make(map[int64]float64, len(s.Replicas))
+		m.ReplicaNames = make(map[int64]string, len(s.Replicas))
 		for _, r := range s.Replicas {
 			m.ReplicaLagSeconds[r.ID] = r.LagSeconds
+			m.ReplicaNames[r.ID] = r.Name
 			switch {
 			case r.ReplayStalled:
 				if m.ReplicaReplayStalledSeconds == nil {

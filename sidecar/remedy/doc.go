@@ -7,6 +7,7 @@
 //	drain_hot_partition   hotspot_congestion   0.15  reversible    routing weight 0 for the hot shard
 //	rebalance_partitions  hotspot_congestion   0.3   reversible    journaled row moves (sidecar/rebalance)
 //	rebuild_centroids     centroid_skew        0.35  reversible    IVF retrain + reassign (sidecar/ivf), kept only if recall@10 holds
+//	resume_replay         replication_lag      0.05  reversible    pg_wal_replay_resume on a paused standby named with --standby
 //
 // Each records what its rollback needs through rc.Record before the change
 // it describes, and its Rollback works from those JSON records alone (a

@@ -302,7 +302,7 @@ func TestNewRegistersAll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"compact_indexes", "drain_hot_partition", "evict_cold_data", "rebalance_partitions", "rebuild_centroids", "scale_replicas"}
+	want := []string{"compact_indexes", "drain_hot_partition", "evict_cold_data", "rebalance_partitions", "rebuild_centroids", "resume_replay", "scale_replicas"}
 	got := reg.Names()
 	slices.Sort(got)
 	if !slices.Equal(got, want) {

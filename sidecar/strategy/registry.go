@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
 )
@@ -138,6 +139,27 @@ type Limits struct {
 	// backoff: asked every few seconds, it declined for the same reason
 	// hundreds of times an hour, each a record.
 	Declined map[string]int64
+	// ReplayStalled, when set, says why replication lag comes from
+	// replicas that receive WAL but replay none: only a ReplayStallRemedy
+	// is eligible then (less WAL on the primary cannot help), and a
+	// ReplayStallRemedy is eligible only then.
+	ReplayStalled string
+}
+
+// ReplayStallRemedy is implemented by strategies that act on a standby
+// whose replay has stalled (resuming a paused replay), rather than on the
+// WAL the primary generates.
+type ReplayStallRemedy interface {
+	// ReplayStallGrace is how long replay must have stalled before the
+	// strategy acts: a pause may be a person's, on purpose, and they have
+	// that long to be the one who ends it.
+	ReplayStallGrace() time.Duration
+}
+
+// CuresStalledReplay reports whether s is a ReplayStallRemedy.
+func CuresStalledReplay(s Strategy) bool {
+	_, ok := s.(ReplayStallRemedy)
+	return ok
 }
 
 // EscalationFactor is what each earlier attempt in the episode multiplies a
@@ -153,6 +175,9 @@ const (
 	VerdictClassNotHandled Verdict = "class_not_handled"
 	// VerdictImpactTooHigh: impact above Limits.MaxImpact.
 	VerdictImpactTooHigh Verdict = "impact_exceeds_limit"
+	// VerdictNotApplicable: the class is handled, but not the problem's
+	// cause (Limits.ReplayStalled).
+	VerdictNotApplicable Verdict = "not_applicable"
 	// VerdictUnavailable: Available reported false.
 	VerdictUnavailable Verdict = "unavailable"
 	// VerdictHeld: its measure is held in force (Limits.Held).
@@ -230,8 +255,9 @@ func (s Selection) Explain() string {
 // Select picks the strategy for problem p.
 //
 // Filters apply in this order, and a candidate's verdict names the first one
-// it fails: the strategy must handle p's class, have Impact() ≤
-// Limits.MaxImpact, and be available (Available is only asked of strategies
+// it fails: the strategy must handle p's class, fit its cause (a stalled
+// replay, Limits.ReplayStalled), have Impact() ≤ Limits.MaxImpact, and be
+// available (Available is only asked of strategies
 // that pass the first two, so a Kubernetes probe is not made for nothing).
 //
 // Eligible strategies are ranked by weight (highest first), then impact
@@ -263,6 +289,12 @@ func (r *Registry) Select(ctx context.Context, p classify.Problem, lim Limits) S
 		case !slices.Contains(handles, p.Class):
 			c.Verdict = VerdictClassNotHandled
 			c.Reason = fmt.Sprintf("handles %s, not %s", joinClasses(handles), p.Class)
+		case lim.ReplayStalled != "" && !CuresStalledReplay(s):
+			c.Verdict = VerdictNotApplicable
+			c.Reason = lim.ReplayStalled
+		case lim.ReplayStalled == "" && CuresStalledReplay(s):
+			c.Verdict = VerdictNotApplicable
+			c.Reason = "no replica's replay is stalled: it acts on a standby that does not replay"
 		case c.Impact > lim.MaxImpact:
 			c.Verdict = VerdictImpactTooHigh
 			c.Reason = fmt.Sprintf("impact %s > max_auto_heal_impact %s", num(c.Impact), num(lim.MaxImpact))

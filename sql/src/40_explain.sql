@@ -124,11 +124,15 @@ BEGIN
         SELECT coalesce(jsonb_agg(c || jsonb_build_object(
                    'chosen', c->>'verdict' = 'chosen',
                    'class_handled', c->>'verdict' <> 'class_not_handled',
-                   'within_impact_limit', CASE WHEN c->>'verdict' = 'class_not_handled' THEN NULL
+                   -- not_applicable: the class is handled, not the
+                   -- problem's cause (a stalled replay).
+                   'fits_cause', CASE WHEN c->>'verdict' = 'class_not_handled' THEN NULL
+                                      ELSE c->>'verdict' <> 'not_applicable' END,
+                   'within_impact_limit', CASE WHEN c->>'verdict' IN ('class_not_handled', 'not_applicable') THEN NULL
                                                ELSE c->>'verdict' <> 'impact_exceeds_limit' END,
                    -- Availability is only asked of strategies that passed
-                   -- the class and impact filters.
-                   'available', CASE WHEN c->>'verdict' IN ('class_not_handled', 'impact_exceeds_limit') THEN NULL
+                   -- the class, cause and impact filters.
+                   'available', CASE WHEN c->>'verdict' IN ('class_not_handled', 'not_applicable', 'impact_exceeds_limit') THEN NULL
                                      ELSE c->>'verdict' <> 'unavailable' END)
                    ORDER BY n), '[]'::jsonb)
             INTO cands FROM jsonb_array_elements(sel->'candidates') WITH ORDINALITY AS x(c, n);

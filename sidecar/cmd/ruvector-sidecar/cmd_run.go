@@ -54,6 +54,8 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		"lift a measure kept in force for the next remedy (an unverified shard cap that stops a hot shard's writer) after this long if its collection never got back to normal")
 	var scf scaleFlags
 	scf.register(fs)
+	var sbf standbyFlags
+	sbf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -66,6 +68,9 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		if d <= 0 {
 			return fmt.Errorf("%s %v must be positive", name, d)
 		}
+	}
+	if err := sbf.check(); err != nil {
+		return err
 	}
 	if *heldMax <= 0 {
 		return fmt.Errorf("--held-max %v must be positive: a held measure is always bounded", *heldMax)
@@ -86,6 +91,11 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 		log.Info().Str("workload", scf.workload).Int("max_replicas", scf.maxReplicas).Msg("scale_replicas available")
 	} else {
 		log.Info().Str("reason", why).Msg("scale_replicas unavailable")
+	}
+	if len(sbf.standbys) > 0 {
+		log.Info().Strs("standbys", sbf.names()).Dur("resume_after", sbf.grace).Msg("resume_replay available")
+	} else {
+		log.Info().Msg("resume_replay unavailable: no --standby; a paused standby replay is handed to a person")
 	}
 	conn, srv, seg, err := sf.attach(ctx)
 	if err != nil {
@@ -162,7 +172,7 @@ func runDaemon(ctx context.Context, args []string, stdout io.Writer) error {
 	}()
 	if obs.hub != nil {
 		hopts := healingOptions{key: key, scale: scale, holder: defaultHolder(), leaderTTL: *leaderTTL,
-			degradedEvery: *degradedEvery, stabilization: *stabilization, liftAfter: *liftAfter, heldMax: *heldMax, own: own}
+			degradedEvery: *degradedEvery, stabilization: *stabilization, liftAfter: *liftAfter, heldMax: *heldMax, own: own, standbys: sbf}
 		go func() {
 			if err := superviseHealing(ctx, func(ctx context.Context) (*pgx.Conn, error) { return dialSidecar(ctx, sf.dsn) },
 				seg, srv.DatabaseOID, obs.hub, obs.heal, hopts, log); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -412,7 +413,8 @@ SELECT ruvector_healing_configure('{"min_healing_interval_seconds": 0, "max_atte
 	}
 	want := map[string]string{"drain_hot_partition": "chosen", "throttle_ingestion": "outranked",
 		"rebalance_partitions": "outranked", "scale_replicas": "unavailable", "pause_maintenance": "class_not_handled",
-		"compact_indexes": "class_not_handled", "evict_cold_data": "class_not_handled", "rebuild_centroids": "class_not_handled"}
+		"compact_indexes": "class_not_handled", "evict_cold_data": "class_not_handled", "rebuild_centroids": "class_not_handled",
+		"resume_replay": "class_not_handled"}
 	if fmt.Sprint(verdicts) != fmt.Sprint(want) {
 		t.Fatalf("candidates %v\nwant %v", verdicts, want)
 	}
@@ -529,6 +531,38 @@ func TestRunScaleFlags(t *testing.T) {
 }
 
 var errNoDB = errors.New("no database in this test")
+
+// resume_replay's flags: a malformed or repeated --standby and a
+// non-positive grace are refused at start with the value named (a value
+// that may hold a password is not echoed); good ones are kept by name.
+func TestRunStandbyFlags(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--standby", "replica1"}, `--standby "replica1": want NAME=DSN`},
+		{[]string{"--standby", "=host=x"}, "want NAME=DSN"},
+		{[]string{"--standby", "postgres://u:secret@h/db"}, "value withheld"},
+		{[]string{"--standby", "a=host=x", "--standby", "a=host=y"}, `--standby "a" given twice`},
+		{[]string{"--standby-resume-after", "0s"}, "--standby-resume-after 0s must be positive"},
+	} {
+		err := runDaemon(ctx, tc.args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "secret") {
+			t.Errorf("run %q: error %v, want it to mention %q", tc.args, err, tc.want)
+		}
+	}
+	var f standbyFlags
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	f.register(fs)
+	if err := fs.Parse([]string{"--standby", "b=host=/tmp port=5433", "--standby", "a = host=h2", "--standby-resume-after", "90s"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.check(); err != nil || f.grace != 90*time.Second || f.standbys["a"] != " host=h2" ||
+		f.standbys["b"] != "host=/tmp port=5433" || fmt.Sprint(f.names()) != "[a b]" {
+		t.Fatalf("parsed %+v (%v)", f, err)
+	}
+}
 
 // The verification wait follows the integrity loop's own collectors: two
 // periods of the one measuring the class (the change feed's window for

@@ -173,6 +173,8 @@ type healingOptions struct {
 	heldMax       time.Duration
 	// own records the strategies' row moves (sidecar/ownload).
 	own *ownload.Ledger
+	// standbys are resume_replay's (--standby, --standby-resume-after).
+	standbys standbyFlags
 }
 
 // superviseHealing runs the healing service until ctx ends, rebuilding the
@@ -196,7 +198,8 @@ func superviseHealing(ctx context.Context, dial func(context.Context) (*pgx.Conn
 
 func runHealingOnce(ctx context.Context, dial func(context.Context) (*pgx.Conn, error), seg *shmproto.Segment,
 	dbOID uint32, hub *healHub, m *metrics.Healing, key *audit.Key, opts healingOptions, log zerolog.Logger) error {
-	reg, cleanup, err := buildStrategies(ctx, strategyDeps{Segment: seg, DatabaseOID: dbOID, Dial: dial, Scale: opts.scale, Own: opts.own})
+	reg, cleanup, err := buildStrategies(ctx, strategyDeps{Segment: seg, DatabaseOID: dbOID, Dial: dial, Scale: opts.scale, Own: opts.own,
+		Standbys: opts.standbys.standbys, StandbyGrace: opts.standbys.grace})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"sort"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -25,6 +28,10 @@ type strategyDeps struct {
 	Scale *remedy.ScaleReplicas
 	// Own records the row moves of rebalance_partitions (sidecar/ownload).
 	Own *ownload.Ledger
+	// Standbys are resume_replay's standbys (--standby), and
+	// StandbyGrace its --standby-resume-after.
+	Standbys     map[string]string
+	StandbyGrace time.Duration
 }
 
 // buildStrategies is the one place the daemon's strategy registry is
@@ -47,6 +54,7 @@ func buildStrategies(ctx context.Context, d strategyDeps) (*strategy.Registry, f
 		&remedy.DrainHotPartition{Dial: dial},
 		&remedy.RebalancePartitions{Dial: dial, Own: d.Own},
 		&remedy.RebuildCentroids{Dial: dial},
+		&remedy.ResumeReplay{Standbys: d.Standbys, Grace: d.StandbyGrace, Dial: dial},
 	}
 	if d.Scale != nil {
 		list = append(list, d.Scale)
@@ -102,4 +110,58 @@ func (f *scaleFlags) build() (*remedy.ScaleReplicas, error) {
 		return nil, fmt.Errorf("--k8s-namespace/--k8s-replicas/--max-replicas: %w", err)
 	}
 	return s, nil
+}
+
+// standbyFlags are run's resume_replay flags.
+type standbyFlags struct {
+	raw      []string // --standby values, checked by check (the flag package would echo a password)
+	standbys map[string]string
+	grace    time.Duration
+}
+
+func (f *standbyFlags) register(fs *flag.FlagSet) {
+	fs.Func("standby", "NAME=DSN (repeatable): a standby resume_replay may resume when its replay stalls paused; "+
+		"NAME is the replica as pg_stat_replication on the primary names it (its slot, or its application_name); "+
+		"the DSN's role needs EXECUTE on pg_wal_replay_resume and pg_wal_replay_pause. Without one, a paused replay is handed to a person",
+		func(v string) error { f.raw = append(f.raw, v); return nil })
+	fs.DurationVar(&f.grace, "standby-resume-after", remedy.DefaultReplayGrace,
+		"how long a standby's replay must have stalled before resume_replay resumes a pause (a person who paused it on purpose has this long)")
+}
+
+// check validates the flags after parsing.
+func (f *standbyFlags) check() error {
+	if f.grace <= 0 {
+		return fmt.Errorf("--standby-resume-after %v must be positive", f.grace)
+	}
+	f.standbys = map[string]string{}
+	for _, v := range f.raw {
+		name, dsn, ok := strings.Cut(v, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.TrimSpace(dsn) == "" {
+			return fmt.Errorf("--standby %q: want NAME=DSN, for example walreceiver='host=10.0.0.2 user=ruvector_sidecar dbname=postgres'", redactDSN(v))
+		}
+		if _, dup := f.standbys[name]; dup {
+			return fmt.Errorf("--standby %q given twice", name)
+		}
+		f.standbys[name] = dsn
+	}
+	return nil
+}
+
+// names lists the configured standbys for the log, without their DSNs.
+func (f *standbyFlags) names() []string {
+	out := make([]string, 0, len(f.standbys))
+	for n := range f.standbys {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// redactDSN keeps a password out of an error message.
+func redactDSN(v string) string {
+	if strings.Contains(v, "password") || strings.Contains(v, "@") {
+		return "(value withheld: it may hold a password)"
+	}
+	return v
 }
