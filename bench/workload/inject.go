@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // pace calls step every tick with the number of rows due at rate rows/s,
@@ -247,38 +248,90 @@ func (w *Workload) IndexBloat(ctx context.Context, o BloatOptions) (BloatReport,
 	if o.DeleteFraction == 0 {
 		o.DeleteFraction = 0.6
 	}
-	if _, err := w.Pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s bigint;
-CREATE INDEX IF NOT EXISTS %s ON %s (%s)`, w.Table, BloatColumn, pgx.Identifier{w.Name + "_bloat_key_idx"}.Sanitize(), w.Table, BloatColumn)); err != nil {
+	// ADD COLUMN IF NOT EXISTS takes an ACCESS EXCLUSIVE lock even when
+	// the column is there, queueing the live workload behind whatever
+	// transaction is open: a second injection checks the catalog first.
+	var have bool
+	if err := w.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
+		WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped)
+		AND to_regclass($3) IS NOT NULL`, w.Table, BloatColumn, w.Name+"_bloat_key_idx").Scan(&have); err != nil {
 		return rep, fmt.Errorf("workload: index bloat column: %w", err)
 	}
+	if !have {
+		if _, err := w.Pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s bigint;
+CREATE INDEX IF NOT EXISTS %s ON %s (%s)`, w.Table, BloatColumn, pgx.Identifier{w.Name + "_bloat_key_idx"}.Sanitize(), w.Table, BloatColumn)); err != nil {
+			return rep, fmt.Errorf("workload: index bloat column: %w", err)
+		}
+	}
 	for range o.Rounds {
-		tag, err := w.Pool.Exec(ctx, fmt.Sprintf(`UPDATE %s SET %s = (random() * 9e15)::bigint`, w.Table, BloatColumn))
+		var n int64
+		err := retryMoved(ctx, func() error {
+			tag, err := w.Pool.Exec(ctx, fmt.Sprintf(`UPDATE %s SET %s = (random() * 9e15)::bigint`, w.Table, BloatColumn))
+			n = tag.RowsAffected()
+			return err
+		})
 		if err != nil {
 			return rep, fmt.Errorf("workload: index bloat updates: %w", err)
 		}
-		rep.Updated += tag.RowsAffected()
+		rep.Updated += n
 	}
-	rows, err := w.Pool.Query(ctx, fmt.Sprintf(`DELETE FROM %s WHERE random() < $1 RETURNING shard, embedding::text`, w.Table), o.DeleteFraction)
+	// The ledger learns of the deleted rows only once the DELETE has
+	// committed: a statement that fails part way deleted nothing.
+	type gone struct {
+		shard int
+		text  string
+	}
+	var deleted []gone
+	err := retryMoved(ctx, func() error {
+		deleted = deleted[:0]
+		rows, err := w.Pool.Query(ctx, fmt.Sprintf(`DELETE FROM %s WHERE random() < $1 RETURNING shard, embedding::text`, w.Table), o.DeleteFraction)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var g gone
+			if err := rows.Scan(&g.shard, &g.text); err != nil {
+				rows.Close()
+				return err
+			}
+			deleted = append(deleted, g)
+		}
+		return rows.Err()
+	})
 	if err != nil {
 		return rep, fmt.Errorf("workload: index bloat deletes: %w", err)
 	}
-	for rows.Next() {
-		var shard int
-		var text string
-		if err := rows.Scan(&shard, &text); err != nil {
-			rows.Close()
-			return rep, fmt.Errorf("workload: index bloat deletes: %w", err)
-		}
-		w.Ledger.RemoveText(shard, text)
+	for _, g := range deleted {
+		w.Ledger.RemoveText(g.shard, g.text)
 		rep.Deleted++
-	}
-	if err := rows.Err(); err != nil {
-		return rep, fmt.Errorf("workload: index bloat deletes: %w", err)
 	}
 	if _, err := w.Pool.Exec(ctx, "VACUUM "+w.Table); err != nil {
 		return rep, fmt.Errorf("workload: index bloat vacuum: %w", err)
 	}
 	return rep, nil
+}
+
+// retryMoved runs fn again (up to 5 times) when a row it touched was
+// moved to another partition by a concurrent statement (SQLSTATE 40001:
+// the healer's rebalance moves rows while a fault is injected); fn's
+// statement rolled back whole, so running it again is safe.
+func retryMoved(ctx context.Context, fn func() error) error {
+	var err error
+	for range 5 {
+		if err = fn(); err == nil {
+			return nil
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "40001" {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 // MemoryHold is a backend holding a large sort in memory.

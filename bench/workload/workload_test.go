@@ -293,3 +293,52 @@ func TestLaggingReplica(t *testing.T) {
 		return replica().LagBytes == 0, nil
 	})
 }
+
+// A row moved to another partition while the injection's UPDATE waits for
+// it (what the healer's rebalance does) fails that statement with SQLSTATE
+// 40001; the injection runs it again instead of failing the fault.
+func TestIndexBloatRetriesARowMovedUnderIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env := workloadtest.Start(t, workloadtest.Spec{Name: "ibm", Dim: 4, Partitions: 2, Lists: 4, Seed: 1})
+	if err := env.W.CopyInsert(ctx, 2000, func(int) int { return 0 }); err != nil {
+		t.Fatal(err)
+	}
+	// The bloat column first, so that the injection's first statement is
+	// the UPDATE that meets the moved row.
+	if _, err := env.W.IndexBloat(ctx, workload.BloatOptions{Rounds: 1, DeleteFraction: 1e-9}); err != nil {
+		t.Fatal(err)
+	}
+	mover, err := env.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mover.Rollback(context.Background()) //nolint:errcheck // after Commit, a no-op
+	var id int64
+	if err := mover.QueryRow(ctx, `UPDATE `+env.W.Table+` SET shard = 1
+		WHERE id = (SELECT min(id) FROM `+env.W.Table+`) RETURNING id`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var rep workload.BloatReport
+	go func() {
+		var err error
+		rep, err = env.W.IndexBloat(ctx, workload.BloatOptions{Rounds: 1, DeleteFraction: 1e-9})
+		done <- err
+	}()
+	pgtest.WaitFor(t, 30*time.Second, "the injection's UPDATE waiting for the moved row", func() (bool, error) {
+		var n int
+		err := env.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE %bloat%'`).Scan(&n)
+		return n > 0, err
+	})
+	if err := mover.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("injection beside a row move: %v", err)
+	}
+	if rep.Updated != 2000 {
+		t.Fatalf("updated %d rows, want all 2000 (the statement ran again after 40001)", rep.Updated)
+	}
+}
