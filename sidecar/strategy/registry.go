@@ -141,8 +141,8 @@ type Limits struct {
 	Declined map[string]int64
 	// ReplayStalled, when set, says why replication lag comes from
 	// replicas that receive WAL but replay none: only a ReplayStallRemedy
-	// is eligible then (less WAL on the primary cannot help), and a
-	// ReplayStallRemedy is eligible only then.
+	// is eligible for a replication_lag problem then (less WAL on the
+	// primary cannot help), and a ReplayStallRemedy is eligible only then.
 	ReplayStalled string
 }
 
@@ -272,6 +272,7 @@ func (r *Registry) Select(ctx context.Context, p classify.Problem, lim Limits) S
 	sel := Selection{Class: p.Class}
 
 	approvalClass := slices.Contains(lim.ApprovalClasses, p.Class)
+	stalled := lim.ReplayStalled != "" && p.Class == classify.ClassReplicationLag
 	var eligible []int // indexes into cands
 	cands := make([]Candidate, len(strategies))
 	for i, s := range strategies {
@@ -289,10 +290,10 @@ func (r *Registry) Select(ctx context.Context, p classify.Problem, lim Limits) S
 		case !slices.Contains(handles, p.Class):
 			c.Verdict = VerdictClassNotHandled
 			c.Reason = fmt.Sprintf("handles %s, not %s", joinClasses(handles), p.Class)
-		case lim.ReplayStalled != "" && !CuresStalledReplay(s):
+		case stalled && !CuresStalledReplay(s):
 			c.Verdict = VerdictNotApplicable
 			c.Reason = lim.ReplayStalled
-		case lim.ReplayStalled == "" && CuresStalledReplay(s):
+		case !stalled && CuresStalledReplay(s):
 			c.Verdict = VerdictNotApplicable
 			c.Reason = "no replica's replay is stalled: it acts on a standby that does not replay"
 		case c.Impact > lim.MaxImpact:

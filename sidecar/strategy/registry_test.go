@@ -445,3 +445,50 @@ func TestSelectEscalatesWithinEpisode(t *testing.T) {
 		t.Fatalf("negative tried count chose %q", got)
 	}
 }
+
+// resumer is a fake that acts on a stalled standby.
+type resumer struct{ gated }
+
+func (*resumer) ReplayStallGrace() time.Duration { return time.Minute }
+
+// A stalled replay (Limits.ReplayStalled) leaves only the strategies that
+// act on the standby eligible, with the stall as the others' reason; with
+// no stall, those are the ones not applicable. Neither is probed for
+// availability when it does not fit.
+func TestSelectReplayStall(t *testing.T) {
+	lag := classify.ClassReplicationLag
+	throttle := &gated{fake: *s("throttle_ingestion", 0.4, true, hot, lag), up: true}
+	resume := &resumer{gated{fake: *s("resume_replay", 0.05, true, lag), up: true}}
+	r := mustRegistry(t, throttle, resume)
+	verdicts := func(sel Selection) map[string]string {
+		out := map[string]string{}
+		for _, c := range sel.Candidates {
+			out[c.Name] = string(c.Verdict) + ": " + c.Reason
+		}
+		return out
+	}
+	why := "replay stalled on sb: replay_lsn has not moved for 130s while WAL is received; reducing WAL on the primary cannot help"
+	sel := r.Select(context.Background(), problem(lag), Limits{MaxImpact: 0.5, ReplayStalled: why})
+	if v := verdicts(sel); sel.Chosen != "resume_replay" || v["throttle_ingestion"] != "not_applicable: "+why {
+		t.Fatalf("stalled: chose %q, verdicts %v", sel.Chosen, v)
+	}
+	if throttle.probes.Load() != 0 {
+		t.Errorf("throttle_ingestion probed %d times while not applicable", throttle.probes.Load())
+	}
+	sel = r.Select(context.Background(), problem(lag), Limits{MaxImpact: 0.5})
+	if v := verdicts(sel); sel.Chosen != "throttle_ingestion" || !strings.HasPrefix(v["resume_replay"], "not_applicable: no replica's replay is stalled") {
+		t.Fatalf("replaying: chose %q, verdicts %v", sel.Chosen, v)
+	}
+	if resume.probes.Load() != 1 {
+		t.Errorf("resume_replay probed %d times, want once (only when it fit)", resume.probes.Load())
+	}
+	// Another class: the stall is not its cause, and class_not_handled
+	// comes first.
+	sel = r.Select(context.Background(), problem(hot), Limits{MaxImpact: 0.5, ReplayStalled: why})
+	if v := verdicts(sel); sel.Chosen != "throttle_ingestion" || !strings.HasPrefix(v["resume_replay"], "class_not_handled") {
+		t.Fatalf("hotspot: verdicts %v", v)
+	}
+	if !CuresStalledReplay(resume) || CuresStalledReplay(throttle) {
+		t.Error("CuresStalledReplay")
+	}
+}
