@@ -16,12 +16,13 @@ import (
 type StandbySpec struct {
 	PrimaryHost string // socket directory or host of the primary
 	PrimaryPort int
-	User        string // replication-capable role (default postgres)
-	Dir         string // new data directory; must not exist
-	SocketDir   string // default Dir + "_sock"
-	Port        int    // default: a free loopback port
-	Name        string // cluster_name, the application_name it streams as (default "workload_standby")
-	BinDir      string // default /usr/lib/postgresql/15/bin
+	User        string   // replication-capable role (default postgres)
+	Dir         string   // new data directory; must not exist
+	SocketDir   string   // default Dir + "_sock"
+	Port        int      // default: a free loopback port
+	Name        string   // cluster_name, the application_name it streams as (default "workload_standby")
+	BinDir      string   // default /usr/lib/postgresql/15/bin
+	Conf        []string // more lines for the standby's postgresql.auto.conf
 }
 
 // Standby is a running streaming standby.
@@ -73,6 +74,11 @@ func StartStandby(ctx context.Context, spec StandbySpec) (*Standby, error) {
 	}
 	_, err = fmt.Fprintf(f, "port = %d\nunix_socket_directories = '%s'\nlisten_addresses = '127.0.0.1'\ncluster_name = '%s'\n",
 		spec.Port, spec.SocketDir, spec.Name)
+	for _, line := range spec.Conf {
+		if err == nil {
+			_, err = fmt.Fprintln(f, line)
+		}
+	}
 	f.Close()
 	if err != nil {
 		return nil, err
