@@ -8,16 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/ruvector/ruvector-healing/bench/workload"
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
 	"github.com/ruvector/ruvector-healing/shmproto"
 	"github.com/ruvector/ruvector-healing/sidecar/classify"
-	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
-	"github.com/ruvector/ruvector-healing/sidecar/strategy"
 )
 
 // Replication lag on a real standby (pg_basebackup on loopback) whose
@@ -43,55 +39,15 @@ func TestEngineHandsOverStalledReplay(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = sb.Stop(context.Background()) })
 
-	cfg, err := pgx.ParseConfig(c.DSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	collect.ConfigureConn(cfg)
-	colConn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer colConn.Close(context.Background())
-	tg, err := collect.LoadTarget(ctx, colConn, "emb")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// An 8 s bar instead of the default 10 s keeps the test short, and
 	// leaves the state before the judgement (standing still for 1 s or
 	// more, not yet stalled) a window of 7 s to be sampled in: with a 3 s
 	// bar it was 2 s, less than a sample (an insert and a collection) can
 	// take on a loaded machine, and once missed it never came back.
 	const stallAfter = 8 * time.Second
-	col := &collect.Replicas{Interval: time.Second, StallAfter: stallAfter}
-	writer := c.Connect(ctx, "postgres")
-	sample := func() (health.Signals, health.ReplicaSignal) {
-		t.Helper()
-		if _, err := writer.Exec(ctx, `INSERT INTO emb (embedding, shard) SELECT '{1,2,3,4}', 0 FROM generate_series(1, 200)`); err != nil {
-			t.Fatal(err)
-		}
-		s := health.Signals{Collection: tg.Name, CollectionID: tg.ID}
-		if err := col.Collect(ctx, colConn, tg, &s); err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range s.Replicas {
-			if r.Name == "stall_standby" {
-				return s, r
-			}
-		}
-		return s, health.ReplicaSignal{}
-	}
-	// What the integrity monitor hands over for a lagging replica: its
-	// replication edge on the cut, the metrics of the same sample.
-	trigger := func(s health.Signals, r health.ReplicaSignal) healing.Trigger {
-		return healing.Trigger{Collection: "emb", CollectionID: int64(tg.ID), State: strategy.StateStress, Lambda: 0.3,
-			Witness: []classify.WitnessEdge{{
-				Source:   classify.NodeRef{Kind: classify.NodeRoot, ID: int64(tg.ID), Name: "emb"},
-				Target:   classify.NodeRef{Kind: classify.NodeReplica, ID: r.ID, Name: r.Name},
-				EdgeType: classify.EdgeReplication, Capacity: 0.2, Flow: 0.2,
-			}},
-			Metrics: health.MetricsFrom(s)}
-	}
+	probe := newReplicaProbe(ctx, t, c, "stall_standby", stallAfter)
+	sample := probe.sample
+	trigger := func(s health.Signals, r health.ReplicaSignal) healing.Trigger { return probe.trigger(s, r, true) }
 	outcomes := func() int {
 		var n int
 		if err := v.db.QueryRow(ctx, `SELECT count(*) FROM ruvector.healing_outcomes`).Scan(&n); err != nil {
@@ -99,10 +55,7 @@ func TestEngineHandsOverStalledReplay(t *testing.T) {
 		}
 		return n
 	}
-	pgtest.WaitFor(t, 15*time.Second, "the standby streaming", func() (bool, error) {
-		_, r := sample()
-		return r.State == "streaming", nil
-	})
+	probe.waitStreaming()
 
 	throttle := healing.ThrottleIngestion{Segment: v.seg, DatabaseOID: v.srv.DatabaseOID}
 	s := &sampler{}

@@ -13,8 +13,6 @@ import (
 
 	"github.com/ruvector/ruvector-healing/bench/workload"
 	"github.com/ruvector/ruvector-healing/internal/pgtest"
-	"github.com/ruvector/ruvector-healing/sidecar/classify"
-	"github.com/ruvector/ruvector-healing/sidecar/collect"
 	"github.com/ruvector/ruvector-healing/sidecar/healing"
 	"github.com/ruvector/ruvector-healing/sidecar/health"
 	"github.com/ruvector/ruvector-healing/sidecar/remedy"
@@ -83,53 +81,12 @@ func TestResumeReplayEndsAPausedReplay(t *testing.T) {
 		return st
 	}
 
-	cfg, err := pgx.ParseConfig(c.DSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	collect.ConfigureConn(cfg)
-	colConn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer colConn.Close(context.Background())
-	tg, err := collect.LoadTarget(ctx, colConn, "emb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	col := &collect.Replicas{Interval: time.Second, StallAfter: 5 * time.Second}
-	writer := c.Connect(ctx, "postgres")
-	sample := func() (health.Signals, health.ReplicaSignal) {
-		t.Helper()
-		if _, err := writer.Exec(ctx, `INSERT INTO emb (embedding, shard) SELECT '{1,2,3,4}', 0 FROM generate_series(1, 200)`); err != nil {
-			t.Fatal(err)
-		}
-		s := health.Signals{Collection: tg.Name, CollectionID: tg.ID}
-		if err := col.Collect(ctx, colConn, tg, &s); err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range s.Replicas {
-			if r.Name == name {
-				return s, r
-			}
-		}
-		return s, health.ReplicaSignal{}
-	}
-	// The monitor's trigger for a lagging replica: no witness names (the
-	// names come from the metrics, as when the cut names none).
-	trigger := func(s health.Signals, r health.ReplicaSignal) healing.Trigger {
-		return healing.Trigger{Collection: "emb", CollectionID: int64(tg.ID), State: strategy.StateStress, Lambda: 0.3,
-			Witness: []classify.WitnessEdge{{
-				Source:   classify.NodeRef{Kind: classify.NodeRoot, ID: int64(tg.ID), Name: "emb"},
-				Target:   classify.NodeRef{Kind: classify.NodeReplica, ID: r.ID},
-				EdgeType: classify.EdgeReplication, Capacity: 0.2, Flow: 0.2,
-			}},
-			Metrics: health.MetricsFrom(s)}
-	}
-	pgtest.WaitFor(t, 15*time.Second, "the standby streaming", func() (bool, error) {
-		_, r := sample()
-		return r.State == "streaming", nil
-	})
+	probe := newReplicaProbe(ctx, t, c, name, 5*time.Second)
+	sample := probe.sample
+	// No witness names: they come from the metrics, as when the cut names
+	// none.
+	trigger := func(s health.Signals, r health.ReplicaSignal) healing.Trigger { return probe.trigger(s, r, false) }
+	probe.waitStreaming()
 
 	const grace = 15 * time.Second
 	lam := &lagSampler{db: v.db, name: name}
