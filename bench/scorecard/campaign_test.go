@@ -58,6 +58,7 @@ type harness struct {
 	rng      *rand.Rand
 	standby  *workload.Standby
 	memLimit int64
+	memCg    *memCgroup
 	// cold is the collection of the cache memory fault: its shards
 	// coldShards are read by nobody but the fault.
 	cold    *workload.Workload
@@ -381,7 +382,7 @@ ANALYZE sc`)
 		if err != nil {
 			t.Logf("memory cgroup: %v: memory pressure is not injected", err)
 		} else {
-			h.memLimit = cg.limit
+			h.memLimit, h.memCg = cg.limit, cg
 			// Stop the server first: a cgroup with processes cannot be removed.
 			t.Cleanup(func() {
 				c.Stop("immediate")
