@@ -130,6 +130,28 @@ func TestDrainAndRebalanceDeclineWhatTheyCannotCool(t *testing.T) {
 		t.Fatalf("rebalance of the small hot shard 0 (rows %v): want %d rows to shards [1 2 3], shard 1 first, got %+v", counts, want, r)
 	}
 
+	// A shard so large that the rows one capped move may take carry too
+	// little of its load (a giant partition scanned whole): 200 of its
+	// ~1,800 rows take ~270 of its 1,725 rows/s above the mean, and
+	// rebalance declines; a cap of 1,000 takes most of it, and it moves
+	// the 1,000.
+	capped := &RebalancePartitions{Dial: vecDialer(env), MaxMoves: 200}
+	r, err = capped.Plan(ctx, rc([4]float64{100, 2400, 100, 100}, [4]float64{12, 12, 12, 12}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Noop || !strings.Contains(r.Reason, fmt.Sprintf("moving at most 200 of the %d rows of shard 1", counts[1])) ||
+		!strings.Contains(r.Reason, "rebalancing cannot cool it") {
+		t.Fatalf("rebalance of a giant shard, 200 rows at most: %+v", r)
+	}
+	capped.MaxMoves = 1000
+	if r, err = capped.Plan(ctx, rc([4]float64{100, 2400, 100, 100}, [4]float64{12, 12, 12, 12})); err != nil {
+		t.Fatal(err)
+	}
+	if r.Noop || r.Steps[0].Detail["rows"].(int) != 1000 {
+		t.Fatalf("rebalance of the same shard, 1,000 rows at most: %+v", r)
+	}
+
 	// A shard with no more rows than its peers, read 1.5× as often per
 	// row: its load is not its rows', and rebalance declines.
 	_, r = plans(rcOf(2, [4]float64{200, 200, 300, 200}, nil, [4]float64{12, 12, 12, 12}))
