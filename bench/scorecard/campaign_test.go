@@ -731,7 +731,8 @@ func (h *harness) runEpisode(n int, p planned, load bool) Episode {
 // gather reads what the engine recorded in the episode.
 func (h *harness) gather(e *Episode) {
 	ctx := h.ctx
-	rows, err := h.pool.Query(ctx, `SELECT o.id, c.name, o.problem_class, o.strategy_name, coalesce(o.state, ''), o.started_at, o.completed_at, o.verified, coalesce(o.rolled_back, false)
+	rows, err := h.pool.Query(ctx, `SELECT o.id, c.name, o.problem_class, o.strategy_name, coalesce(o.state, ''), o.started_at, o.completed_at, o.verified, coalesce(o.rolled_back, false),
+  coalesce(o.metadata->>'status', '') = 'noop'
 FROM ruvector.healing_outcomes o JOIN ruvector.collections c USING (collection_id)
 WHERE o.started_at >= $1 AND o.started_at < $2
   AND coalesce(o.metadata->>'kind', '') <> 'rollback' -- lifts of an earlier episode's temporary measures
@@ -742,7 +743,7 @@ ORDER BY o.started_at`, e.Start, e.End)
 	}
 	for rows.Next() {
 		var o Outcome
-		if err := rows.Scan(&o.ID, &o.Collection, &o.Class, &o.Strategy, &o.State, &o.Started, &o.Completed, &o.Verified, &o.RolledBack); err != nil {
+		if err := rows.Scan(&o.ID, &o.Collection, &o.Class, &o.Strategy, &o.State, &o.Started, &o.Completed, &o.Verified, &o.RolledBack, &o.Noop); err != nil {
 			e.Note("outcomes: %v", err)
 			break
 		}

@@ -66,6 +66,7 @@ type Outcome struct {
 	Completed          *time.Time
 	Verified           *bool
 	RolledBack         bool
+	Noop               bool   // declined: recorded, nothing changed
 	RollbackUndone     *bool  // checked on the remediation's own effect after the rollback; nil = not a rollback
 	RollbackUndoneNote string // what was checked
 }
@@ -156,6 +157,9 @@ type Score struct {
 	Quiet       int
 	QuietTime   time.Duration
 	FalseAction int // remediations started in fault-free periods
+	// FalseNoop is how many of FalseAction were declines (noops) that
+	// changed nothing; they still count.
+	FalseNoop int
 	Mixed       []Episode
 	Single      int
 	SingleRight int
@@ -176,6 +180,11 @@ func Compute(eps []Episode, classes []string) Score {
 			s.Quiet++
 			s.QuietTime += e.End.Sub(e.Start)
 			s.FalseAction += len(e.Outcomes)
+			for _, o := range e.Outcomes {
+				if o.Noop {
+					s.FalseNoop++
+				}
+			}
 			continue
 		case KindMixed:
 			s.Mixed = append(s.Mixed, e)
@@ -356,8 +365,8 @@ func WriteScorecard(w io.Writer, s Score, t Targets) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "False actions: %d remediations started in %d fault-free periods (%s in all); target 0.\n\n",
-		s.FalseAction, s.Quiet, fmtD(s.QuietTime))
+	fmt.Fprintf(w, "False actions: %d remediations started in %d fault-free periods (%s in all; %d of them declines that changed nothing, counted too); target 0.\n\n",
+		s.FalseAction, s.Quiet, fmtD(s.QuietTime), s.FalseNoop)
 	WriteTargets(w, s, t)
 }
 

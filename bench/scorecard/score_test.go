@@ -41,7 +41,7 @@ func TestComputeScoresAndRendersMisses(t *testing.T) {
 			Recover: dur(90), RecoveredBy: "healer", EffectProven: &yes,
 			Outcomes: []Outcome{{RolledBack: true, RollbackUndone: &undone}}},
 		{Kind: KindFault, Injected: []string{"replication_lag"}, Named: NoDecision, RecoveredBy: ""},
-		{Kind: KindQuiet, Start: time.Unix(0, 0), End: time.Unix(60, 0), Outcomes: []Outcome{{ID: 7}}},
+		{Kind: KindQuiet, Start: time.Unix(0, 0), End: time.Unix(60, 0), Outcomes: []Outcome{{ID: 7}, {ID: 8, Noop: true}}},
 		{Kind: KindMixed, Injected: []string{"hotspot_congestion", "index_fragmentation"}, Named: "index_fragmentation"},
 	}
 	s := Compute(eps, []string{"hotspot_congestion", "replication_lag"})
@@ -52,7 +52,7 @@ func TestComputeScoresAndRendersMisses(t *testing.T) {
 	if s.Confusion["hotspot_congestion"]["memory_pressure"] != 1 || s.Confusion["replication_lag"][NoDecision] != 1 {
 		t.Fatalf("confusion %v", s.Confusion)
 	}
-	if s.FalseAction != 1 || s.Quiet != 1 || s.Single != 3 || s.SingleRight != 1 || len(s.Mixed) != 1 || !s.Mixed[0].Correct() {
+	if s.FalseAction != 2 || s.FalseNoop != 1 || s.Quiet != 1 || s.Single != 3 || s.SingleRight != 1 || len(s.Mixed) != 1 || !s.Mixed[0].Correct() {
 		t.Fatalf("score %+v", s)
 	}
 	var b bytes.Buffer
@@ -61,7 +61,8 @@ func TestComputeScoresAndRendersMisses(t *testing.T) {
 	for _, want := range []string{
 		"| hotspot_congestion | 2 | 2 | 1 | 50% |",
 		"accuracy on single faults ≥ 95%: **missed** (1/3 = 33%)",
-		"0 false actions: **missed** (1)",
+		"0 false actions: **missed** (2)",
+		"(60s in all; 1 of them declines that changed nothing, counted too)",
 		// 90 s is over the hotspot's 60 s target although the healer did it.
 		"hotspot_congestion recovered by the healer within 60s: **missed** (max 90s",
 		"replication_lag recovered by the healer within 300s: **missed** (max —; 0 of 1 healed",
