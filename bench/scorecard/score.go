@@ -159,7 +159,7 @@ type Score struct {
 	FalseAction int // remediations started in fault-free periods
 	// FalseNoop is how many of FalseAction were declines (noops) that
 	// changed nothing; they still count.
-	FalseNoop int
+	FalseNoop   int
 	Mixed       []Episode
 	Single      int
 	SingleRight int
