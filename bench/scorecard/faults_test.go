@@ -163,10 +163,22 @@ func injectDrift(ctx context.Context, h *harness) (func(context.Context) error, 
 			return err
 		}
 		defer conn.Close(context.Background())
+		// Lists the healer balanced are left as they are: a second
+		// reassignment of every row bloated every index of the table, and
+		// the next episode (run 20's paused replica) began beside an
+		// index_fragmentation nobody injected.
+		if sk, err := ivf.Skew(ctx, conn, h.w.Name); err != nil || sk.Factor <= bandSkew {
+			return err
+		}
 		// Size-bounded, as rebuild_centroids trains: the blob's rows stay
 		// in the table, and plain k-means would give them one list again,
 		// leaving the next episode to start on a skew (run 10 did).
-		_, err = ivf.Rebuild(ctx, conn, h.w.Name, ivf.TrainOptions{Seed: h.seed, MaxListRatio: ivf.DefaultMaxListRatio}, 2000, nil)
+		if _, err := ivf.Rebuild(ctx, conn, h.w.Name, ivf.TrainOptions{Seed: h.seed, MaxListRatio: ivf.DefaultMaxListRatio}, 2000, nil); err != nil {
+			return err
+		}
+		// The lift's own reassignment updated every row: its index bloat
+		// goes with it.
+		_, err = conn.Exec(ctx, "REINDEX TABLE CONCURRENTLY "+h.w.Table)
 		return err
 	}, nil
 }
