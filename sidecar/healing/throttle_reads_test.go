@@ -118,4 +118,35 @@ func TestThrottleIngestionDeclinesAReadHotspot(t *testing.T) {
 		!strings.Contains(string(caps), `"measured_from":"partition_writes"`) {
 		t.Fatalf("against a written hotspot: %s (%s, %v), cap while judged %+v, caps %s", out.Status, out.Reason, out.Result.Metadata, during, caps)
 	}
+
+	// Every shard read about alike, the hot one a little more and written
+	// by one writer at 334 rows/s beside the routed 14 of each: the cut
+	// names every shard (run 20, episode 12). Only the written one is
+	// capped, at its peers' median; the others are left alone.
+	busy, routed := map[int64]float64{}, map[int64]float64{}
+	for r := range load {
+		busy[r], routed[r] = 46000, 14
+		if writes[r] == 300 {
+			busy[r], routed[r] = 71000, 334
+		}
+	}
+	tr := healing.Trigger{Collection: "vec", CollectionID: int64(env.W.ID), State: strategy.StateStress, Lambda: 0.8,
+		Witness: witness, Metrics: classify.Metrics{PartitionLoad: busy, PartitionWrites: routed}}
+	if n := len(classify.Classify(tr.Witness, tr.Metrics, classify.DefaultThresholds()).Problem.HotspotCongestion.PartitionIDs); n != len(load) {
+		t.Fatalf("the classifier names %d hot partitions, want all %d (the case under test)", n, len(load))
+	}
+	capsDuring := map[int]shmproto.ShardCap{}
+	e2s.set(0.8, func() {
+		for s := range 4 {
+			capsDuring[s], _ = seg.ReadShardCap(col.Slot, s)
+		}
+	})
+	if out, err = e.Execute(ctx, tr, "throttle_ingestion", nil); err != nil {
+		t.Fatal(err)
+	}
+	for s, sc := range capsDuring {
+		if (s == hot) != (sc.RowsPerSec != 0) || (s == hot && sc.RowsPerSec != 14) {
+			t.Fatalf("every shard named: caps while judged %v (%s: %s), want shard %d alone capped at 14 rows/s", capsDuring, out.Status, out.Reason, hot)
+		}
+	}
 }
