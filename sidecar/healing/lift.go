@@ -45,8 +45,12 @@ CROSS JOIN LATERAL (
 WHERE o.state = 'done' AND (o.verified OR o.metadata ? 'held') AND NOT coalesce(o.rolled_back, false)
   AND coalesce(o.metadata->>'kind', '') <> 'rollback'
   AND o.strategy_name = ANY($1)
-  AND t.new_state = 'normal' AND t.created_at > o.started_at
-  AND t.created_at < clock_timestamp() - make_interval(secs => $2)
+  -- Normal for the lift's time since the later of the last transition
+  -- and the remediation's end: one that ran while the collection was
+  -- normal already (a manual execution, or a trigger that waited) is
+  -- lifted too, not left until the collection next recovers.
+  AND t.new_state = 'normal'
+  AND greatest(t.created_at, coalesce(o.completed_at, o.started_at)) < clock_timestamp() - make_interval(secs => $2)
   AND NOT EXISTS (SELECT 1 FROM ruvector.healing_outcomes r
       WHERE r.metadata->>'kind' = 'rollback' AND r.metadata->>'rollback_of' = o.id::text AND r.success)
 -- Newest first: measures stack (a later throttle recorded the earlier

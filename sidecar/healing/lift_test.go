@@ -83,4 +83,20 @@ func TestLiftTemporaryAfterNormal(t *testing.T) {
 	if ids := lift(); len(ids) != 0 {
 		t.Fatalf("lifted twice: %v", ids)
 	}
+
+	// A measure taken while the collection was normal already (its last
+	// transition before the remediation; run 20 acted on a trigger that
+	// had waited): lifted once the delay has passed since its end, not
+	// left until the collection next recovers.
+	again, err := e.Heal(ctx, memoryPressure("emb", embID, 0.5))
+	if err != nil || again.Status != healing.StatusVerified || throttled() != 50 {
+		t.Fatalf("second outcome %+v %v, throttle %d%%", again, err, throttled())
+	}
+	if ids := liftAfter(time.Hour); len(ids) != 0 {
+		t.Fatalf("taken while normal, just ended: lifted %v", ids)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if ids := lift(); !slices.Equal(ids, []int64{again.ID}) || throttled() != 0 {
+		t.Fatalf("taken while normal, ended 2.5 s ago: lifted %v (want [%d]), throttle %d%%", ids, again.ID, throttled())
+	}
 }
