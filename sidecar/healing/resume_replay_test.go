@@ -192,7 +192,20 @@ func TestResumeReplayEndsAPausedReplay(t *testing.T) {
 	if out.Strategy != "resume_replay" || out.Status != healing.StatusUnverified || !out.RolledBack {
 		t.Fatalf("flat λ: outcome %+v, want resume_replay unverified and rolled back", out)
 	}
-	if st := pauseState(); st != "paused" {
+	// pg_wal_replay_pause() is a request the startup process honours at
+	// its next record ("pause requested" until then): with WAL to replay,
+	// replay is paused again, and stays so.
+	if st := pauseState(); st != "paused" && st != "pause requested" {
 		t.Fatalf("standby replay %q after the rollback, want paused again", st)
+	}
+	pgtest.WaitFor(t, 15*time.Second, "the standby's replay paused again", func() (bool, error) {
+		probe.sample()
+		return pauseState() == "paused", nil
+	})
+	_, before := probe.sample()
+	time.Sleep(2 * time.Second)
+	if _, after := probe.sample(); pauseState() != "paused" || after.ReplayStalledSeconds <= before.ReplayStalledSeconds {
+		t.Fatalf("after the rollback: replay %q, stalled %.1fs then %.1fs: want paused, the stall growing",
+			pauseState(), before.ReplayStalledSeconds, after.ReplayStalledSeconds)
 	}
 }
