@@ -4,7 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -149,14 +150,7 @@ func (f *standbyFlags) check() error {
 }
 
 // names lists the configured standbys for the log, without their DSNs.
-func (f *standbyFlags) names() []string {
-	out := make([]string, 0, len(f.standbys))
-	for n := range f.standbys {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
+func (f *standbyFlags) names() []string { return slices.Sorted(maps.Keys(f.standbys)) }
 
 // redactDSN keeps a password out of an error message.
 func redactDSN(v string) string {
