@@ -732,7 +732,7 @@ func (h *harness) runEpisode(n int, p planned, load bool) Episode {
 func (h *harness) gather(e *Episode) {
 	ctx := h.ctx
 	rows, err := h.pool.Query(ctx, `SELECT o.id, c.name, o.problem_class, o.strategy_name, coalesce(o.state, ''), o.started_at, o.completed_at, o.verified, coalesce(o.rolled_back, false),
-  coalesce(o.metadata->>'status', '') = 'noop'
+  coalesce(o.metadata->>'status', '') = 'noop', coalesce(o.metadata->'result'->'metadata'->>'noop_reason', '')
 FROM ruvector.healing_outcomes o JOIN ruvector.collections c USING (collection_id)
 WHERE o.started_at >= $1 AND o.started_at < $2
   AND coalesce(o.metadata->>'kind', '') <> 'rollback' -- lifts of an earlier episode's temporary measures
@@ -743,7 +743,7 @@ ORDER BY o.started_at`, e.Start, e.End)
 	}
 	for rows.Next() {
 		var o Outcome
-		if err := rows.Scan(&o.ID, &o.Collection, &o.Class, &o.Strategy, &o.State, &o.Started, &o.Completed, &o.Verified, &o.RolledBack, &o.Noop); err != nil {
+		if err := rows.Scan(&o.ID, &o.Collection, &o.Class, &o.Strategy, &o.State, &o.Started, &o.Completed, &o.Verified, &o.RolledBack, &o.Noop, &o.NoopReason); err != nil {
 			e.Note("outcomes: %v", err)
 			break
 		}

@@ -67,6 +67,7 @@ type Outcome struct {
 	Verified           *bool
 	RolledBack         bool
 	Noop               bool   // declined: recorded, nothing changed
+	NoopReason         string // why it declined, as the strategy said
 	RollbackUndone     *bool  // checked on the remediation's own effect after the rollback; nil = not a rollback
 	RollbackUndoneNote string // what was checked
 }
@@ -425,6 +426,12 @@ func WriteEpisodes(w io.Writer, eps []Episode) {
 			if o.Verified != nil {
 				s += fmt.Sprintf(" verified=%v", *o.Verified)
 			}
+			if o.Noop {
+				s += " noop"
+				if o.NoopReason != "" {
+					s += " (" + clip(o.NoopReason, 160) + ")"
+				}
+			}
 			if o.RolledBack {
 				s += " rolled_back"
 				if o.RollbackUndone != nil {
@@ -470,4 +477,14 @@ func WriteLoad(w io.Writer, eps []Episode) {
 				p.Throttled, p.Errors, ttr)
 		}
 	}
+}
+
+// clip keeps a reason to one table cell: at most n runes, no pipe or line
+// break that would end the cell.
+func clip(s string, n int) string {
+	s = strings.NewReplacer("|", "/", "\n", " ").Replace(s)
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }

@@ -113,3 +113,21 @@ func TestLoadWindowRatio(t *testing.T) {
 		t.Fatalf("ratio %v %v", r, ok)
 	}
 }
+
+func TestEpisodesNameWhyAStrategyDeclined(t *testing.T) {
+	eps := []Episode{{N: 4, Kind: KindFault, Injected: []string{"hotspot_congestion"}, Named: "hotspot_congestion", NamedSource: "outcome",
+		Outcomes: []Outcome{{ID: 9, Collection: "sc", Class: "hotspot_congestion", Strategy: "rebalance_partitions", State: "done",
+			Noop: true, NoopReason: "shard 7 | a capped move\ncarries " + strings.Repeat("x", 300)}}}}
+	var b bytes.Buffer
+	WriteEpisodes(&b, eps)
+	out := b.String()
+	if !strings.Contains(out, "9 sc:hotspot/rebalance_partitions done noop (shard 7 / a capped move carries xx") {
+		t.Fatalf("decline reason missing or not kept to its cell:\n%s", out)
+	}
+	if strings.Count(strings.Split(out, "\n")[2], "|") != 11 {
+		t.Fatalf("the reason broke the row's cells:\n%s", out)
+	}
+	if !strings.Contains(out, "x…)") {
+		t.Fatalf("long reason not clipped:\n%s", out)
+	}
+}
