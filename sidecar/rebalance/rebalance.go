@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -37,8 +38,13 @@ var ErrVerify = errors.New("rebalance: batch verification failed")
 // nonsensical sizes.
 var ErrBadPlan = errors.New("rebalance: bad plan")
 
-// Plan is one rebalance: up to Rows rows from From (lowest ids first),
-// spread round-robin over To, in batches of BatchSize. A row moves at most
+// Plan is one rebalance: up to Rows rows from From, the newest Rows ids
+// (in ascending order), spread round-robin over To, in batches of
+// BatchSize. The newest rows append at the right edge of each
+// destination's primary key, as its own new rows do, and ascending
+// batches append after one another; the oldest ids interleave with the
+// destination's and split its pages throughout, which index_fragmentation
+// then had to repair (bench/RESULTS.md, scorecard run 23). A row moves at most
 // once per OutcomeID (the journal's key is (outcome_id, row_id)): a second
 // plan under the same outcome must not move rows the first one moved or
 // undid; give it its own outcome id.
@@ -180,9 +186,13 @@ func Move(ctx context.Context, conn *pgx.Conn, plan Plan, after AfterBatch) (Res
 		plan.OutcomeID).Scan(&next); err != nil {
 		return res, fmt.Errorf("rebalance: next batch: %w", err)
 	}
+	from, err := c.newest(ctx, conn, plan.From, plan.Rows)
+	if err != nil {
+		return res, err
+	}
 	for i := 0; res.Moved < plan.Rows; i++ {
 		to := plan.To[i%len(plan.To)]
-		b, err := moveBatchRetry(ctx, conn, c, plan.OutcomeID, next, plan.From, to, min(size, plan.Rows-res.Moved))
+		b, err := moveBatchRetry(ctx, conn, c, plan.OutcomeID, next, plan.From, from, to, min(size, plan.Rows-res.Moved))
 		if err != nil {
 			return res, err
 		}
@@ -221,6 +231,23 @@ func Move(ctx context.Context, conn *pgx.Conn, plan Plan, after AfterBatch) (Res
 	return res, nil
 }
 
+// newest is the lowest id of the n newest rows of shard, or MinInt64 when
+// the shard holds no more than n.
+func (c collection) newest(ctx context.Context, conn *pgx.Conn, shard, n int) (int64, error) {
+	cut := int64(math.MinInt64)
+	err := c.inTx(ctx, conn, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT id FROM %s WHERE shard = $1 ORDER BY id DESC OFFSET $2 LIMIT 1`, c.table), shard, n-1).Scan(&cut)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("rebalance: the %d newest rows of shard %d: %w", n, shard, err)
+	}
+	return cut, nil
+}
+
 func validate(p Plan, c collection) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrBadPlan, fmt.Sprintf(format, args...))
@@ -245,9 +272,9 @@ func validate(p Plan, c collection) error {
 // moveBatchRetry retries a batch that lost a serialization race (a
 // concurrent update of a selected row under REPEATABLE READ): nothing of
 // the failed attempt committed.
-func moveBatchRetry(ctx context.Context, conn *pgx.Conn, c collection, outcome int64, batch, from, to, n int) (Batch, error) {
+func moveBatchRetry(ctx context.Context, conn *pgx.Conn, c collection, outcome int64, batch, from int, minID int64, to, n int) (Batch, error) {
 	for attempt := 1; ; attempt++ {
-		b, err := moveBatch(ctx, conn, c, outcome, batch, from, to, n)
+		b, err := moveBatch(ctx, conn, c, outcome, batch, from, minID, to, n)
 		var pgErr *pgconn.PgError
 		if err == nil || attempt == 5 || !errors.As(err, &pgErr) || pgErr.Code != "40001" {
 			return b, err
@@ -255,13 +282,13 @@ func moveBatchRetry(ctx context.Context, conn *pgx.Conn, c collection, outcome i
 	}
 }
 
-// moveBatch moves up to n rows of from to to in one REPEATABLE READ
-// transaction, so what it verifies is one snapshot plus its own changes,
-// whatever other sessions commit meanwhile.
-func moveBatch(ctx context.Context, conn *pgx.Conn, c collection, outcome int64, batch, from, to, n int) (Batch, error) {
+// moveBatch moves up to n rows of from, the lowest ids from minID on, to
+// to in one REPEATABLE READ transaction, so what it verifies is one
+// snapshot plus its own changes, whatever other sessions commit meanwhile.
+func moveBatch(ctx context.Context, conn *pgx.Conn, c collection, outcome int64, batch, from int, minID int64, to, n int) (Batch, error) {
 	b := Batch{OutcomeID: outcome, Number: batch, ToShard: to}
 	err := c.inTx(ctx, conn, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, fmt.Sprintf(`SELECT id FROM %s WHERE shard = $1 ORDER BY id LIMIT $2 FOR UPDATE`, c.table), from, n)
+		rows, err := tx.Query(ctx, fmt.Sprintf(`SELECT id FROM %s WHERE shard = $1 AND id >= $3 ORDER BY id LIMIT $2 FOR UPDATE`, c.table), from, n, minID)
 		if err != nil {
 			return err
 		}
