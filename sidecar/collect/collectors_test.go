@@ -417,3 +417,75 @@ func TestMemoryRealMachine(t *testing.T) {
 	}
 	_ = c
 }
+
+// A REINDEX CONCURRENTLY waiting for an older transaction to end (a
+// virtualxid lock, its "waiting for …" phases) blocks nobody and is a
+// running job; the same REINDEX queued behind a relation lock is waiting.
+func TestConcurrentReindexWaitingForOlderTransactions(t *testing.T) {
+	t.Parallel()
+	c, conn, tg := startCollection(t)
+	ctx := context.Background()
+	mustExec(t, conn, "INSERT INTO emb (embedding, shard) SELECT ARRAY[g, g]::real[], g % 2 FROM generate_series(1, 2000) g")
+	mustExec(t, conn, "CREATE INDEX emb_0_id ON emb_0 (id)")
+	reindex := func() chan error {
+		rc := c.Connect(ctx, "postgres")
+		done := make(chan error, 1)
+		go func() {
+			_, err := rc.Exec(ctx, "REINDEX INDEX CONCURRENTLY emb_0_id")
+			done <- err
+		}()
+		return done
+	}
+	m := NewMaintenance()
+	find := func(what string, ok func(health.JobSignal) bool) health.JobSignal {
+		t.Helper()
+		var job health.JobSignal
+		pgtest.WaitFor(t, 10*time.Second, what, func() (bool, error) {
+			s, err := collectOnce(t, m, conn, tg)
+			for _, j := range s.Maintenance {
+				if j.Type == "reindex" && ok(j) {
+					job = j
+					return true, err
+				}
+			}
+			return false, err
+		})
+		return job
+	}
+
+	// An application's open transaction, on another partition: the
+	// rebuild waits for it before it swaps the index in.
+	reader := c.Connect(ctx, "postgres")
+	mustExec(t, reader, "BEGIN ISOLATION LEVEL REPEATABLE READ")
+	mustExec(t, reader, "SELECT count(*) FROM emb_1")
+	done := reindex()
+	var phase, event string
+	pgtest.WaitFor(t, 10*time.Second, "the REINDEX waiting for the reader", func() (bool, error) {
+		err := conn.QueryRow(ctx, `SELECT p.phase, coalesce(a.wait_event, '') FROM pg_stat_progress_create_index p
+JOIN pg_stat_activity a USING (pid)`).Scan(&phase, &event)
+		return err == nil && strings.HasPrefix(phase, "waiting for") && event == "virtualxid", nil
+	})
+	job := find("the reindex job", func(health.JobSignal) bool { return true })
+	t.Logf("%s (%s): %+v", phase, event, job)
+	if !job.Running || job.WaitingFor != "" {
+		t.Fatalf("a REINDEX CONCURRENTLY in %q reads as %+v: it waits for older transactions, nobody waits for it", phase, job)
+	}
+	mustExec(t, reader, "COMMIT")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// The same statement queued behind a lock on the partition.
+	holder := c.Connect(ctx, "postgres")
+	mustExec(t, holder, "BEGIN")
+	mustExec(t, holder, "LOCK TABLE emb_0 IN SHARE UPDATE EXCLUSIVE MODE")
+	done = reindex()
+	job = find("the queued reindex", func(j health.JobSignal) bool { return j.WaitingFor != "" })
+	if job.Running || !strings.HasPrefix(job.WaitingFor, "Lock:relation") {
+		t.Fatalf("a REINDEX CONCURRENTLY queued behind a relation lock reads as %+v", job)
+	}
+	mustExec(t, holder, "COMMIT")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
