@@ -66,15 +66,21 @@ type RebalancePartitions struct {
 	// planned rows fit in MaxBatches of them.
 	BatchSize int
 	// MaxBatches caps the batches, each followed by a settle wait, of one
-	// execution (default 4: in scorecard run 12 eight batches of 518 rows
+	// execution (default 2). In scorecard run 12 eight batches of 518 rows
 	// raised a hotspot's λ by about 0.07 each, 11 s apart, and five of
-	// them took 55 s of the 90 s to recovery; the undo rule still judges
-	// every batch).
+	// them took 55 s of the 90 s to recovery; with 4, three batches of a
+	// hotspot took 30 s of its 51 s (run 24). The planned rows are the
+	// shard's share above the mean load, so moving all of them does not
+	// overshoot; the undo rule still judges every batch, and a half that
+	// makes λ worse is moved back.
 	MaxBatches int
 	// Settle is the wait after each batch before λ is sampled (0:
 	// DefaultRebalanceSettle; negative: none).
 	Settle time.Duration
 }
+
+// DefaultRebalanceBatches is RebalancePartitions.MaxBatches by default.
+const DefaultRebalanceBatches = 2
 
 // DefaultRebalanceSettle is two periods of the daemon's partitions
 // collector (collect.Partitions, 5 s) plus one integrity sample (1 s): the
@@ -88,9 +94,11 @@ func (*RebalancePartitions) Handles() []classify.Class {
 }
 func (*RebalancePartitions) Impact() float64 { return 0.3 }
 
-// EstimatedDuration: MaxBatches (4) batches, each judged after the
-// default settle wait of 11 s, and the moves themselves, with room for a
-// slow server (the timeout is twice this).
+// EstimatedDuration: MaxBatches (2) batches, each judged after the
+// default settle wait of 11 s, and the moves themselves, with ample room
+// for a slow server (the timeout is twice this). It also sets the pace a
+// shard's writer is compared with (the rows a move can take per second),
+// and is kept at the 2 minutes that pace was set by.
 func (*RebalancePartitions) EstimatedDuration() time.Duration { return 2 * time.Minute }
 func (*RebalancePartitions) Reversible() bool                 { return true }
 
@@ -344,7 +352,7 @@ func (r *RebalancePartitions) plan(ctx context.Context, conn *pgx.Conn, rc *stra
 	}
 	maxBatches := r.MaxBatches
 	if maxBatches <= 0 {
-		maxBatches = 4
+		maxBatches = DefaultRebalanceBatches
 	}
 	batch = max(batch, (rows+maxBatches-1)/maxBatches)
 	p.plan = rebalance.Plan{Collection: name, From: hot.Shard, To: to, Rows: rows, BatchSize: batch, Ledger: r.Own}
