@@ -28,6 +28,7 @@ int			ruv_throttle_max_wait_ms = 10000;
 int			ruv_throttle_burst_ms = 100;
 int			ruv_bulk_threshold = 100;
 int			ruv_watchdog_naptime_ms = 200;
+bool		ruv_shard_cap_exempt = false;
 char	   *ruv_database = NULL;
 
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -80,6 +81,13 @@ _PG_init(void)
 							"Estimated rows from which an INSERT counts as bulk_insert (COPY always does).",
 							NULL, &ruv_bulk_threshold, 100, 1, INT_MAX,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("ruvector.shard_cap_exempt",
+							 "Rows this session writes are not held to the shard caps the sidecar set.",
+							 "For the sidecar's own row moves (rebalance_partitions and its rollback): its cap on a hot "
+							 "shard holds back the application's writer, and moving rows back into that shard under it "
+							 "took minutes. Caps set by hand still apply.",
+							 &ruv_shard_cap_exempt, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("ruvector.watchdog_naptime",
 							"How often the watchdog checks the sidecar's heartbeat and throttle expiries.",
 							NULL, &ruv_watchdog_naptime_ms, 200, 10, 60 * 1000,

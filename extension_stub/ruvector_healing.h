@@ -25,6 +25,7 @@ extern int	ruv_max_lists;
 extern int	ruv_sidecar_timeout_ms;
 extern int	ruv_throttle_max_wait_ms;
 extern int	ruv_throttle_burst_ms;
+extern bool ruv_shard_cap_exempt;
 extern int	ruv_bulk_threshold;
 extern int	ruv_watchdog_naptime_ms;
 extern char *ruv_database;

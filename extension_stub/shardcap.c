@@ -256,6 +256,8 @@ ruv_shardcap_admit(uint32 collection_id, const char *name, Relation rel, HeapTup
 		return;					/* the common case: one atomic read */
 	if (pg_atomic_read_u32(&slot->shard_cap_owner) != collection_id)
 		return;
+	if (ruv_shard_cap_exempt && (word >> RUV_SHARD_CAP_SETBY_SHIFT) == RUV_SETBY_SIDECAR)
+		return;
 	ruv_cap_wait(slot_index, name, (int) shard, word);
 }
 

@@ -15,4 +15,6 @@ CREATE EXTENSION IF NOT EXISTS pgstattuple;
 -- publications (it must also be a member of the collection tables' owner).
 CREATE ROLE ruvector_sidecar LOGIN REPLICATION PASSWORD :'pw' IN ROLE pg_monitor, ruvector_admin;
 GRANT CREATE ON DATABASE :"db" TO ruvector_sidecar;
+-- SET on shard_cap_exempt: its row moves pass the shard caps it set.
+GRANT SET ON PARAMETER ruvector.shard_cap_exempt TO ruvector_sidecar;
 EOSQL

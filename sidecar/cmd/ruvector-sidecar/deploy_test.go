@@ -412,16 +412,17 @@ ALTER TABLE public.emb OWNER TO app_owner; ALTER TABLE public.emb_0 OWNER TO app
 GRANT app_owner TO ruvector_sidecar;
 SELECT ruvector.ruvector_collection_register('emb', 'public.emb');`)
 	conn := c.Connect(ctx, "postgres")
-	var super, repl bool
+	var super, repl, passCaps bool
 	var member []string
 	if err := conn.QueryRow(ctx, `SELECT rolsuper, rolreplication,
-		ARRAY(SELECT b.rolname FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid WHERE m.member = r.oid ORDER BY 1)
-		FROM pg_roles r WHERE rolname = 'ruvector_sidecar'`).Scan(&super, &repl, &member); err != nil {
+		ARRAY(SELECT b.rolname FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid WHERE m.member = r.oid ORDER BY 1),
+		has_parameter_privilege('ruvector_sidecar', 'ruvector.shard_cap_exempt', 'SET')
+		FROM pg_roles r WHERE rolname = 'ruvector_sidecar'`).Scan(&super, &repl, &member, &passCaps); err != nil {
 		t.Fatalf("the init script made no ruvector_sidecar role: %v", err)
 	}
-	if super || !repl || !slices.Contains(member, "pg_monitor") || !slices.Contains(member, "ruvector_admin") {
-		t.Fatalf("ruvector_sidecar: superuser %v, replication %v, member of %v; want a non-superuser with REPLICATION in pg_monitor and ruvector_admin",
-			super, repl, member)
+	if super || !repl || !slices.Contains(member, "pg_monitor") || !slices.Contains(member, "ruvector_admin") || !passCaps {
+		t.Fatalf("ruvector_sidecar: superuser %v, replication %v, member of %v, SET on ruvector.shard_cap_exempt %v; "+
+			"want a non-superuser with REPLICATION in pg_monitor and ruvector_admin that may set it", super, repl, member, passCaps)
 	}
 
 	addr := freeAddr(t)
