@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ruvector/ruvector-healing/sidecar/health"
+	"github.com/ruvector/ruvector-healing/sidecar/jobs"
 )
 
 // Job priorities (higher is more important). Anti-wraparound vacuum is
@@ -167,7 +168,7 @@ const JobAppNamePrefix = "ruvector job "
 // flood of thousands of queued jobs is one node per kind, not thousands).
 // 'autovacuum' rows are markers of autovacuum paused by pause_maintenance:
 // never claimed, so they are neither queued work nor running, only paused.
-const productJobsSQL = `
+var productJobsSQL = `
 WITH tbl AS (SELECT relid::regclass::text AS name FROM ruvector.collections WHERE collection_id = $1)
 SELECT j.job_id, j.kind, j.state, 1::bigint, j.priority, j.progress::float8,
        a.pid, coalesce(a.wait_event_type, ''), coalesce(a.wait_event, ''), (SELECT name FROM tbl)
@@ -179,12 +180,13 @@ LEFT JOIN LATERAL (SELECT pid, wait_event_type, wait_event FROM pg_stat_activity
 WHERE j.collection_id = $1 AND j.kind <> 'autovacuum'
   AND (j.state = 'running' OR (j.state = 'paused' AND a.pid IS NOT NULL))
 UNION ALL
-SELECT min(j.job_id), j.kind, j.state, count(*), max(j.priority), 0::float8,
+SELECT min(j.job_id), j.kind, j.st, count(*), max(j.priority), 0::float8,
        NULL::int, '', '', (SELECT name FROM tbl)
-FROM ruvector.maintenance_jobs j
-WHERE j.collection_id = $1
-  AND (j.state = 'paused' OR (j.state = 'queued' AND j.kind <> 'autovacuum'))
-GROUP BY j.kind, j.state
+FROM (SELECT j.*, CASE WHEN j.state = 'queued' AND ` + jobs.HeldSQL("j") + ` THEN 'paused' ELSE j.state END AS st
+      FROM ruvector.maintenance_jobs j
+      WHERE j.collection_id = $1
+        AND (j.state = 'paused' OR (j.state = 'queued' AND j.kind <> 'autovacuum'))) j
+GROUP BY j.kind, j.st
 ORDER BY 3, 2, 1`
 
 // productKinds fixes the node ids of the per-kind aggregates.
@@ -232,7 +234,8 @@ func productPriority(p int) int { return min(max(p, 0), 1000) * PriorityIndexBui
 //     the node is marked waiting ("Queue: ..."), which degrades it;
 //   - the paused jobs of a kind are one node, neither running nor queued
 //     (no load: pausing is what pause_maintenance does to relieve the
-//     queue), named "product:<kind> (paused)";
+//     queue), named "product:<kind> (paused)"; so are the queued jobs a
+//     pause holds back (jobs.HeldSQL), which the runner does not start;
 //   - a paused job whose runner is still in its step's statement (it
 //     stops at the step's end) is that backend among pg, retyped
 //     "product:<kind> (pausing)": still load, but the product's, which a

@@ -121,6 +121,43 @@ SELECT ruvector.ruvector_collection_register('other', 'other');`)
 	}
 }
 
+// Jobs queued after a pause_maintenance, no more important than a job it
+// paused, are held back (the runner does not start them) and read as
+// paused: a scheduler that keeps queuing does not undo the pause. Jobs
+// above that level are queued load as before, and a job paused by hand
+// (no paused_by) holds nothing back.
+func TestMaintenanceQueueHeldByAPause(t *testing.T) {
+	t.Parallel()
+	_, conn, tg := startCollection(t)
+	m := NewMaintenance()
+	enqueue(t, conn, "emb", "vacuum", "paused", 10, 1)
+	enqueue(t, conn, "emb", "vacuum", "queued", 10, 12)
+	enqueue(t, conn, "emb", "analyze", "queued", 60, 11)
+	s := mustCollect(t, m, conn, tg)
+	if vac, ok := findJob(s.Maintenance, aggregateID("vacuum", "queued")); !ok || !strings.HasPrefix(vac.WaitingFor, "Queue: 12 queued vacuum") {
+		t.Fatalf("paused by hand, it holds nothing back: %+v", s.Maintenance)
+	}
+
+	mustExec(t, conn, `UPDATE ruvector.maintenance_jobs SET paused_by = 41 WHERE state = 'paused'`)
+	s = mustCollect(t, m, conn, tg)
+	for _, j := range s.Maintenance {
+		t.Logf("%+v", j)
+	}
+	if _, ok := findJob(s.Maintenance, aggregateID("vacuum", "queued")); ok {
+		t.Fatalf("vacuums held back by the pause read as queued: %+v", s.Maintenance)
+	}
+	if p, ok := findJob(s.Maintenance, aggregateID("vacuum", "paused")); !ok || p.Queued != 0 || p.WaitingFor != "" || p.Type != "product:vacuum (paused)" {
+		t.Fatalf("held vacuums: %+v", s.Maintenance)
+	}
+	an, ok := findJob(s.Maintenance, aggregateID("analyze", "queued"))
+	if !ok || an.Queued != 11 || !strings.HasPrefix(an.WaitingFor, "Queue: 11 queued analyze") {
+		t.Fatalf("analyzes above the paused level are queued load: %+v", s.Maintenance)
+	}
+	if d := health.MetricsFrom(s).MaintenanceQueueDepth; d != 11 {
+		t.Fatalf("queue depth %d, want the 11 analyzes", d)
+	}
+}
+
 // fillEmb0 gives emb_0 enough pages that a throttled VACUUM of it stays
 // in its heap scan for the test's duration.
 func fillEmb0(t *testing.T, c *pgtest.Cluster) {

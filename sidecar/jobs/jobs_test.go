@@ -143,6 +143,56 @@ func TestPauseAndResume(t *testing.T) {
 	}
 }
 
+// While a pause_maintenance is in force (a job paused with paused_by),
+// the runner starts no job of that collection queued since that is no
+// more important than a paused one; more important jobs and other
+// collections' run; once the pause is rolled back all run.
+func TestAPauseHoldsBackNewJobsBelowIt(t *testing.T) {
+	ctx := context.Background()
+	env := workloadtest.Start(t, workloadtest.Spec{Name: "hb", Dim: 4, Partitions: 2, Lists: 4, Seed: 1})
+	if _, err := env.Conn.Exec(ctx, `SELECT ruvector.ruvector_collection_create('other', 4, 2, 2)`); err != nil {
+		t.Fatal(err)
+	}
+	paused := enqueue(t, env.Conn, "hb", "analyze", 10, `{}`)
+	if _, err := env.Conn.Exec(ctx, `UPDATE ruvector.maintenance_jobs SET state = 'paused', paused_by = 77 WHERE job_id = $1`, paused); err != nil {
+		t.Fatal(err)
+	}
+	same := enqueue(t, env.Conn, "hb", "analyze", 10, `{}`)
+	lower := enqueue(t, env.Conn, "hb", "analyze", 5, `{}`)
+	higher := enqueue(t, env.Conn, "hb", "analyze", 60, `{}`)
+	elsewhere := enqueue(t, env.Conn, "other", "analyze", 5, `{}`)
+	r := &jobs.Runner{Conn: connect(t, env), Owner: "test-h"}
+	drain := func() []int64 {
+		t.Helper()
+		var ran []int64
+		for {
+			j, out, err := r.RunOne(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out == jobs.None {
+				return ran
+			}
+			ran = append(ran, j.ID)
+		}
+	}
+	if got, want := drain(), []int64{higher, elsewhere}; !slices.Equal(got, want) {
+		t.Fatalf("under the pause ran %v, want %v (jobs %d and %d held back)", got, want, same, lower)
+	}
+	for _, id := range []int64{same, lower} {
+		if j := job(t, env.Conn, id); j.State != "queued" {
+			t.Fatalf("held job %d: %+v, want queued", id, j)
+		}
+	}
+	// The pause's rollback queues its job again and clears paused_by.
+	if _, err := env.Conn.Exec(ctx, `UPDATE ruvector.maintenance_jobs SET state = 'queued', paused_by = NULL WHERE job_id = $1`, paused); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := drain(), []int64{paused, same, lower}; !slices.Equal(got, want) {
+		t.Fatalf("after the pause ran %v, want %v", got, want)
+	}
+}
+
 // Two runners draining one queue concurrently never run a job twice.
 func TestTwoRunnersNeverShareAJob(t *testing.T) {
 	ctx := context.Background()

@@ -28,12 +28,21 @@ func TestMovesPassTheSidecarsCapsNotManualOnes(t *testing.T) {
 	t.Cleanup(func() { seg.Close() })
 	// The watchdog lifts the sidecar's caps when its heartbeat stops.
 	beatCtx, stopBeat := context.WithCancel(ctx)
-	defer stopBeat()
+	beating := make(chan struct{})
 	go func() {
-		for tk := time.NewTicker(200 * time.Millisecond); beatCtx.Err() == nil; <-tk.C {
+		defer close(beating)
+		tk := time.NewTicker(200 * time.Millisecond)
+		defer tk.Stop()
+		for beatCtx.Err() == nil {
 			_ = seg.Heartbeat(os.Getpid(), time.Now())
+			select {
+			case <-tk.C:
+			case <-beatCtx.Done():
+			}
 		}
 	}()
+	// Registered after seg.Close, so it runs before it.
+	t.Cleanup(func() { stopBeat(); <-beating })
 	col, err := seg.Find("hot", srv.DatabaseOID)
 	if err != nil {
 		t.Fatal(err)
