@@ -222,12 +222,12 @@ func Move(ctx context.Context, conn *pgx.Conn, plan Plan, after AfterBatch) (Res
 		plan.OutcomeID).Scan(&next); err != nil {
 		return res, fmt.Errorf("rebalance: next batch: %w", err)
 	}
-	from, err := c.newest(ctx, conn, plan.From, plan.Rows)
+	minID, err := c.newest(ctx, conn, plan.From, plan.Rows)
 	if err != nil {
 		return res, err
 	}
 	for res.Moved < plan.Rows {
-		b, err := moveBatchRetry(ctx, conn, c, plan.OutcomeID, next, plan.From, from, plan.To, min(size, plan.Rows-res.Moved))
+		b, err := moveBatchRetry(ctx, conn, c, plan.OutcomeID, next, plan.From, minID, plan.To, min(size, plan.Rows-res.Moved))
 		if err != nil {
 			return res, err
 		}
